@@ -1,0 +1,1 @@
+"""One module per schedule family; `schedules._registry` lists them."""

@@ -1,0 +1,1 @@
+"""The sweep service: config -> search space -> Optuna study -> workers; the `sweeps` CLI."""
