@@ -15,7 +15,7 @@ $(STAMP): pyproject.toml constraints.txt
 	touch $(STAMP)
 
 demo: $(STAMP)
-	$(VENV)/bin/sweeps schedules table
+	$(VENV)/bin/sweeps schedules
 
 test: $(STAMP)
 	$(VENV)/bin/ruff check .

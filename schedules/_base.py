@@ -79,7 +79,8 @@ class Param:
         if self.low is not None and (value < self.low or (self.low_open and value == self.low)):
             return False
         return not (
-            self.high is not None and (value > self.high or (self.high_open and value == self.high))
+            self.high is not None
+            and (value > self.high or (self.high_open and value == self.high))
         )
 
     def coerce(self, value: Any) -> Any:
@@ -215,7 +216,9 @@ class Schedule:
         """A fresh training state for an attached scheduler."""
         return {}
 
-    def observe_step(self, state: dict[str, Any], t: int, optimizer: torch.optim.Optimizer) -> None:
+    def observe_step(
+        self, state: dict[str, Any], t: int, optimizer: torch.optim.Optimizer
+    ) -> None:
         """Called after optimizer step ``t`` (family time), before the next lr is computed."""
 
     def observe_metric(self, state: dict[str, Any], metric: float) -> None:
@@ -246,9 +249,7 @@ class Schedule:
 
     def __eq__(self, other: object) -> bool:
         return (
-            isinstance(other, Schedule)
-            and other.name == self.name
-            and other.params == self.params
+            isinstance(other, Schedule) and other.name == self.name and other.params == self.params
         )
 
     def __hash__(self) -> int:

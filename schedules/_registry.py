@@ -20,8 +20,17 @@ from schedules.families.wsd import WarmupStableDecay
 SCHEDULES: dict[str, type[Schedule]] = {
     cls.name: cls
     for cls in (
-        Constant, Polynomial, InversePower, GradNorm, Step, Exponential,
-        Cosine, Linear, WarmupStableDecay, OneCycle, Plateau,
+        Constant,
+        Polynomial,
+        InversePower,
+        GradNorm,
+        Step,
+        Exponential,
+        Cosine,
+        Linear,
+        WarmupStableDecay,
+        OneCycle,
+        Plateau,
     )
 }
 

@@ -34,7 +34,7 @@ class ScheduleLR(LRScheduler):
         lr = self.schedule.lr_in_state(self.state, self.last_epoch)
         return [lr for _ in self.optimizer.param_groups]
 
-    def step(self, metrics: float | None = None) -> None:  # type: ignore[override]
+    def step(self, metrics: float | None = None) -> None:
         """Advance one optimizer step; with ``metrics``, feed a metric-driven family instead.
 
         ``scheduler.step(val_loss)`` mirrors torch's ``ReduceLROnPlateau`` and does not advance

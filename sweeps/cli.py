@@ -13,7 +13,10 @@ from collections.abc import Callable, Sequence
 from sweeps import schedules_cmd
 from sweeps.errors import UsageError
 
-Command = tuple[str, Callable[[argparse.ArgumentParser], None], Callable[[argparse.Namespace], int]]
+# (help, add the command's arguments, run it and return the exit code)
+Command = tuple[
+    str, Callable[[argparse.ArgumentParser], None], Callable[[argparse.Namespace], int]
+]
 
 COMMANDS: dict[str, Command] = {
     "schedules": (schedules_cmd.HELP, schedules_cmd.add_arguments, schedules_cmd.run),

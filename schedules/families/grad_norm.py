@@ -10,8 +10,9 @@ from schedules._base import Param, Schedule, ScheduleError
 
 def global_grad_norm(optimizer: torch.optim.Optimizer) -> float:
     """The 2-norm of all gradients the optimizer holds (NaN when it holds none)."""
-    grads = [p.grad for group in optimizer.param_groups for p in group["params"]
-             if p.grad is not None]
+    grads = [
+        p.grad for group in optimizer.param_groups for p in group["params"] if p.grad is not None
+    ]
     if not grads:
         return math.nan
     return float(torch.nn.utils.get_total_norm(grads, norm_type=2.0))
@@ -37,8 +38,9 @@ class GradNorm(Schedule):
     PARAMS = {
         "window": Param(int, "steps averaged into each G", low=1, default=50, log=True),
         "min_ratio": Param(float, "lowest allowed G_{t−1}/G_0", low=0.0, default=0.0),
-        "max_ratio": Param(float, "highest allowed G_{t−1}/G_0", low=0.0, low_open=True,
-                           default=1.0),
+        "max_ratio": Param(
+            float, "highest allowed G_{t−1}/G_0", low=0.0, low_open=True, default=1.0
+        ),
     }
     window: int
     min_ratio: float
@@ -55,7 +57,9 @@ class GradNorm(Schedule):
         # first: norms of the first window (G_0 once full); recent: the last `window` norms.
         return {"first": [], "recent": []}
 
-    def observe_step(self, state: dict[str, Any], t: int, optimizer: torch.optim.Optimizer) -> None:
+    def observe_step(
+        self, state: dict[str, Any], t: int, optimizer: torch.optim.Optimizer
+    ) -> None:
         self.observe_norm(state, global_grad_norm(optimizer))
 
     def observe_norm(self, state: dict[str, Any], norm: float) -> None:

@@ -15,8 +15,12 @@ class InversePower(Schedule):
     PARAMS = {
         "power": Param(float, "exponent γ", low=0.0, low_open=True, default=1.0),
         "timescale": Param(
-            float, "steps for the lr to fall by 2^γ (default: total_steps)", low=0.0,
-            low_open=True, default=None, log=True,
+            float,
+            "steps for the lr to fall by 2^γ (default: total_steps)",
+            low=0.0,
+            low_open=True,
+            default=None,
+            log=True,
         ),
         "total_steps": Param(int, "run length, the default timescale", low=1, default=None),
     }

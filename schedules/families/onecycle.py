@@ -19,11 +19,17 @@ class OneCycle(Schedule):
     formula = "cos rise α0/div → α0, then cos fall → α0/(div·final_div)"
     PARAMS = {
         "total_steps": TOTAL_STEPS,
-        "pct_start": Param(float, "fraction of the cycle spent rising", low=0.0, high=1.0,
-                           low_open=True, high_open=True, default=0.3),
+        "pct_start": Param(
+            float,
+            "fraction of the cycle spent rising",
+            low=0.0,
+            high=1.0,
+            low_open=True,
+            high_open=True,
+            default=0.3,
+        ),
         "div_factor": Param(float, "α0 / starting lr", low=1.0, default=25.0, log=True),
-        "final_div_factor": Param(float, "starting lr / final lr", low=1.0, default=1e4,
-                                  log=True),
+        "final_div_factor": Param(float, "starting lr / final lr", low=1.0, default=1e4, log=True),
     }
     total_steps: int
     pct_start: float

@@ -19,12 +19,21 @@ class Plateau(Schedule):
     formula = "α0·factor^(number of plateaus), floored at min_lr"
     closed_form = False
     PARAMS = {
-        "factor": Param(float, "multiplier on a plateau", low=0.0, high=1.0, low_open=True,
-                        high_open=True, default=0.1),
-        "patience": Param(int, "evaluations without improvement before reducing", low=0,
-                          default=10),
-        "mode": Param(str, "whether the metric should go down or up", choices=("min", "max"),
-                      default="min"),
+        "factor": Param(
+            float,
+            "multiplier on a plateau",
+            low=0.0,
+            high=1.0,
+            low_open=True,
+            high_open=True,
+            default=0.1,
+        ),
+        "patience": Param(
+            int, "evaluations without improvement before reducing", low=0, default=10
+        ),
+        "mode": Param(
+            str, "whether the metric should go down or up", choices=("min", "max"), default="min"
+        ),
         "threshold": Param(float, "relative improvement that counts", low=0.0, default=1e-4),
         "cooldown": Param(int, "evaluations to wait after a reduction", low=0, default=0),
         "min_lr": Param(float, "lowest lr", low=0.0, default=0.0),

@@ -23,6 +23,6 @@ class Polynomial(Schedule):
         self._check_min_lr()
 
     def _factor(self, t: int) -> float:
-        decayed = (1.0 - min(t, self.total_steps) / self.total_steps) ** self.power
+        decayed = float((1.0 - min(t, self.total_steps) / self.total_steps) ** self.power)
         floor = self.min_lr / self.lr
         return floor + (1.0 - floor) * decayed

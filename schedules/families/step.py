@@ -2,8 +2,9 @@ from __future__ import annotations
 
 from schedules._base import Param, Schedule
 
-DECAY_RATE = Param(float, "multiplier applied every decay_steps", low=0.0, high=1.0,
-                   low_open=True, default=0.5)
+DECAY_RATE = Param(
+    float, "multiplier applied every decay_steps", low=0.0, high=1.0, low_open=True, default=0.5
+)
 DECAY_STEPS = Param(int, "steps between decays", low=1, log=True)
 
 

@@ -1,10 +1,11 @@
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 
 from schedules._base import MIN_LR, TOTAL_STEPS, Param, Schedule
 
-_SHAPES = {
+_SHAPES: dict[str, Callable[[float], float]] = {
     "linear": lambda p: 1.0 - p,
     "cosine": lambda p: 0.5 * (1.0 + math.cos(math.pi * p)),
     "1-sqrt": lambda p: 1.0 - math.sqrt(p),
@@ -20,10 +21,15 @@ class WarmupStableDecay(Schedule):
     formula = "α0 until (1−f)T, then min_lr + (α0 − min_lr)·shape(progress)"
     PARAMS = {
         "total_steps": TOTAL_STEPS,
-        "decay_fraction": Param(float, "fraction of total_steps spent decaying", low=0.0,
-                                high=1.0, low_open=True, default=0.2),
-        "decay_shape": Param(str, "shape of the decay", choices=tuple(_SHAPES),
-                             default="1-sqrt"),
+        "decay_fraction": Param(
+            float,
+            "fraction of total_steps spent decaying",
+            low=0.0,
+            high=1.0,
+            low_open=True,
+            default=0.2,
+        ),
+        "decay_shape": Param(str, "shape of the decay", choices=tuple(_SHAPES), default="1-sqrt"),
         "min_lr": MIN_LR,
     }
     total_steps: int

@@ -19,8 +19,9 @@ def make_model() -> tuple[torch.nn.Module, torch.optim.Optimizer]:
     return model, torch.optim.SGD(model.parameters(), lr=1.0, momentum=0.9)
 
 
-def train(model: torch.nn.Module, opt: torch.optim.Optimizer, sched: Any,
-          steps: range) -> list[float]:
+def train(
+    model: torch.nn.Module, opt: torch.optim.Optimizer, sched: Any, steps: range
+) -> list[float]:
     """SGD on a fixed regression problem; feeds a metric every 10 steps."""
     gen = torch.Generator().manual_seed(1)
     x = torch.randn(64, 4, generator=gen)
@@ -68,8 +69,9 @@ def test_resumed_scheduler_continues_the_uninterrupted_lr_sequence(name: str, sp
     first = sched.attach(opt)
     head = train(model, opt, first, range(split))
     buffer = io.BytesIO()
-    torch.save({"model": model.state_dict(), "opt": opt.state_dict(),
-                "sched": first.state_dict()}, buffer)
+    torch.save(
+        {"model": model.state_dict(), "opt": opt.state_dict(), "sched": first.state_dict()}, buffer
+    )
     buffer.seek(0)
     saved = torch.load(buffer, weights_only=True)  # plain data only: no pickled classes
 

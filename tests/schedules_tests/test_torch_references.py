@@ -72,8 +72,13 @@ CASES = {
     "onecycle": (
         {"total_steps": STEPS, "pct_start": 0.25, "div_factor": 10.0, "final_div_factor": 100.0},
         lambda o: tl.OneCycleLR(
-            o, max_lr=LR, total_steps=STEPS, pct_start=0.25, div_factor=10.0,
-            final_div_factor=100.0, cycle_momentum=False,
+            o,
+            max_lr=LR,
+            total_steps=STEPS,
+            pct_start=0.25,
+            div_factor=10.0,
+            final_div_factor=100.0,
+            cycle_momentum=False,
         ),
     ),
     "onecycle-defaults": (
@@ -124,8 +129,12 @@ def test_wsd_matches_huggingface_wsd_schedule(shape: str) -> None:
             o, lambda t: hf_wsd_factor(t, warmup, total_after_warmup - decay, decay, shape, 0.0)
         )
     )
-    params = {"total_steps": total_after_warmup, "decay_fraction": fraction,
-              "decay_shape": shape, "warmup_steps": warmup}
+    params = {
+        "total_steps": total_after_warmup,
+        "decay_fraction": fraction,
+        "decay_shape": shape,
+        "warmup_steps": warmup,
+    }
     np.testing.assert_allclose(ours("wsd", **params), expected, rtol=1e-6, atol=1e-15)
     np.testing.assert_allclose(attached("wsd", **params), expected, rtol=1e-6, atol=1e-15)
 
@@ -180,11 +189,13 @@ def test_plateau_matches_reduce_lr_on_plateau(metrics: list[float], cooldown: in
             lrs.append(opt.param_groups[0]["lr"])
         return lrs
 
-    expected = run(lambda o: tl.ReduceLROnPlateau(
-        o, factor=0.5, patience=2, cooldown=cooldown, min_lr=0.01
-    ))
-    got = run(lambda o: schedules.build(
-        "plateau", lr=LR, factor=0.5, patience=2, cooldown=cooldown, min_lr=0.01
-    ).attach(o))
+    expected = run(
+        lambda o: tl.ReduceLROnPlateau(o, factor=0.5, patience=2, cooldown=cooldown, min_lr=0.01)
+    )
+    got = run(
+        lambda o: schedules.build(
+            "plateau", lr=LR, factor=0.5, patience=2, cooldown=cooldown, min_lr=0.01
+        ).attach(o)
+    )
     assert len(set(expected)) > 2, "the sequence must exercise several reductions"
     np.testing.assert_allclose(got, expected, rtol=1e-12)
