@@ -1,1 +1,48 @@
-"""placeholder"""
+"""Training objectives: built-in tasks and user functions ``def fn(run) -> float``.
+
+fn = objectives.resolve("digits_mlp")            # or "package.module:function"
+"""
+
+from __future__ import annotations
+
+import importlib
+from collections.abc import Callable
+
+from objectives.builtin import digits_cnn, digits_mlp
+from objectives.run import Diverged, Run
+
+Objective = Callable[[Run], float]
+
+BUILTIN: dict[str, Objective] = {"digits_mlp": digits_mlp, "digits_cnn": digits_cnn}
+
+
+class ObjectiveNotFound(ValueError):
+    """The config's ``objective`` names nothing importable."""
+
+
+def resolve(name: str) -> Objective:
+    """A built-in task by name, or a user function given as ``package.module:function``.
+
+    Raises:
+        ObjectiveNotFound: unknown built-in, bad format, module or function missing.
+    """
+    if name in BUILTIN:
+        return BUILTIN[name]
+    module_name, sep, attr = name.partition(":")
+    if not sep or not module_name or not attr:
+        raise ObjectiveNotFound(
+            f"objective: {name!r} is neither a built-in task ({', '.join(BUILTIN)}) "
+            "nor 'package.module:function'"
+        )
+    try:
+        module = importlib.import_module(module_name)
+    except ImportError as e:
+        raise ObjectiveNotFound(f"objective: cannot import {module_name!r}: {e}") from None
+    fn = getattr(module, attr, None)
+    if not callable(fn):
+        raise ObjectiveNotFound(f"objective: {module_name!r} has no function {attr!r}")
+    objective: Objective = fn
+    return objective
+
+
+__all__ = ["BUILTIN", "Diverged", "Objective", "ObjectiveNotFound", "Run", "resolve"]

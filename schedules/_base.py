@@ -32,7 +32,7 @@ class Param:
     """One parameter of a family and the values it may take.
 
     Attributes:
-        kind: ``float``, ``int`` or ``str``.
+        kind: ``float``, ``int``, ``str`` or ``bool``.
         doc: one line for tables and error messages.
         low, high: bounds for numbers (``None`` means unbounded).
         low_open, high_open: whether the bound itself is excluded.
@@ -59,6 +59,8 @@ class Param:
         """Describe the allowed values, e.g. ``a float in (0, 1]``."""
         if self.kind is str:
             return "one of " + ", ".join(repr(c) for c in self.choices)
+        if self.kind is bool:
+            return "true or false"
         kind = "an integer" if self.kind is int else "a number"
         if self.low is None and self.high is None:
             return kind
@@ -74,6 +76,8 @@ class Param:
             return self.default is None
         if self.kind is str:
             return value in self.choices
+        if self.kind is bool:
+            return True
         if not math.isfinite(value):
             return False
         if self.low is not None and (value < self.low or (self.low_open and value == self.low)):
@@ -95,6 +99,8 @@ class Param:
             if isinstance(value, str):
                 return value
         elif isinstance(value, bool):
+            if self.kind is bool:
+                return value
             pass
         elif self.kind is int:
             if isinstance(value, int):
@@ -126,6 +132,7 @@ class Schedule:
     doc: ClassVar[str]
     formula: ClassVar[str]
     closed_form: ClassVar[bool] = True
+    metric_driven: ClassVar[bool] = False  # fed a validation metric via scheduler.step(m)
     PARAMS: ClassVar[Mapping[str, Param]] = {}
     COMMON: ClassVar[Mapping[str, Param]] = {
         "lr": Param(float, "peak learning rate α0", low=0.0, low_open=True, log=True),

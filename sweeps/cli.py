@@ -1,26 +1,33 @@
 """The `sweeps` command line: one subcommand per entry of `COMMANDS`.
 
 Heavy imports (torch, optuna) happen inside the commands, so `sweeps --help` stays fast.
-Exit codes: 0 ok, 1 run failed, 2 bad input (one ``error:`` line, no traceback).
+Exit codes: 0 ok, 1 run failed, 2 bad input (``error:`` lines naming the field, no traceback).
 """
 
 from __future__ import annotations
 
 import argparse
+import importlib
 import sys
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 
-from sweeps import schedules_cmd
-from sweeps.errors import UsageError
+from sweeps.errors import RunFailed, UsageError
 
-# (help, add the command's arguments, run it and return the exit code)
-Command = tuple[
-    str, Callable[[argparse.ArgumentParser], None], Callable[[argparse.Namespace], int]
-]
-
-COMMANDS: dict[str, Command] = {
-    "schedules": (schedules_cmd.HELP, schedules_cmd.add_arguments, schedules_cmd.run),
+# name -> module in sweeps.commands with HELP, add_arguments(parser), run(args) -> int
+COMMANDS = {
+    "validate": "validate",
+    "launch": "launch",
+    "worker": "worker",
+    "run": "run",
+    "status": "status",
+    "export": "export",
+    "enqueue": "enqueue",
+    "schedules": "schedules",
 }
+
+
+def _command(name: str):  # type: ignore[no-untyped-def]
+    return importlib.import_module(f"sweeps.commands.{COMMANDS[name]}")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -28,16 +35,36 @@ def build_parser() -> argparse.ArgumentParser:
         prog="sweeps", description="Hyperparameter sweeps over learning-rate schedules."
     )
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
-    for name, (help_text, add_arguments, _) in COMMANDS.items():
-        add_arguments(sub.add_parser(name, help=help_text, description=help_text))
+    for name in COMMANDS:
+        command = _command(name)
+        command.add_arguments(sub.add_parser(name, help=command.HELP, description=command.HELP))
     return parser
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    _, _, run = COMMANDS[args.command]
+    _quiet_optuna()
     try:
-        return run(args)
+        code: int = _command(args.command).run(args)
+        return code
     except UsageError as e:
-        print(f"error: {e}", file=sys.stderr)
+        _print_errors(e)
         return 2
+    except RunFailed as e:
+        _print_errors(e)
+        return 1
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return 130
+
+
+def _quiet_optuna() -> None:
+    """Our own lines say what happened; Optuna's INFO lines would repeat them."""
+    import logging
+
+    logging.getLogger("optuna").setLevel(logging.WARNING)
+
+
+def _print_errors(error: Exception) -> None:
+    for line in str(error).splitlines():
+        print(f"error: {line}", file=sys.stderr)

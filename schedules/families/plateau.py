@@ -18,6 +18,7 @@ class Plateau(Schedule):
     doc = "reduce by factor when the metric stalls for patience evaluations"
     formula = "α0·factor^(number of plateaus), floored at min_lr"
     closed_form = False
+    metric_driven = True
     PARAMS = {
         "factor": Param(
             float,

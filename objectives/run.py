@@ -1,0 +1,183 @@
+"""`Run`: what an objective function receives — the trial's parameters, its optimizer and
+schedule, pruning-aware reporting, checkpoints and curve logging.
+
+    def my_objective(run) -> float:
+        model = make_model()                      # seed torch from run.seed for determinism
+        opt = run.optimizer(model.parameters())
+        sched = run.scheduler(opt, total_steps=run.epochs * steps_per_epoch)
+        for epoch in range(1, run.epochs + 1):
+            ...                                    # opt.step(); sched.step(); run.log_step(...)
+            run.report(val_accuracy, epoch)        # raises optuna.TrialPruned when pruned
+        return val_accuracy
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Iterable, Sequence
+from typing import Any
+
+import optuna
+import torch
+
+import schedules
+
+# Per-step curve points kept per trial; longer runs are thinned evenly.
+MAX_STEP_POINTS = 500
+
+CurveSink = Callable[[Sequence[dict[str, Any]], Sequence[dict[str, Any]]], None]
+
+
+class Diverged(Exception):
+    """The training diverged (NaN/Inf loss): the trial ends PRUNED with this reason."""
+
+
+class Run:
+    """One trial as the objective sees it. Built by the worker; objectives only use it."""
+
+    def __init__(
+        self,
+        trial: optuna.Trial,
+        params: dict[str, Any],
+        *,
+        seed: int,
+        epochs: int,
+        direction: str = "maximize",
+        args: dict[str, Any] | None = None,
+        device: str = "cpu",
+        curves: CurveSink | None = None,
+        checkpoint: tuple[Callable[[dict[str, Any]], None], Callable[[], dict[str, Any] | None]]
+        | None = None,
+    ) -> None:
+        self.trial = trial
+        self.params = params
+        self.seed = seed
+        self.epochs = epochs
+        self.direction = direction
+        self.args = dict(args or {})
+        self.device = torch.device(device)
+        self._curves = curves
+        self._checkpoint = checkpoint
+        self._stride = 1
+        self._steps: list[dict[str, Any]] = []  # every point kept so far (for checkpoints)
+        self._unsaved_steps: list[dict[str, Any]] = []
+        self._epochs: list[dict[str, Any]] = []
+
+    # Building blocks from the sampled parameters ------------------------------------------
+
+    def optimizer(self, parameters: Iterable[torch.nn.Parameter]) -> torch.optim.Optimizer:
+        """SGD (momentum, Nesterov) or AdamW (β1, β2), with the trial's lr and weight decay."""
+        p = self.params
+        if p["optimizer"] == "adamw":
+            return torch.optim.AdamW(
+                parameters,
+                lr=p["lr"],
+                betas=(p["beta1"], p["beta2"]),
+                weight_decay=p["weight_decay"],
+            )
+        return torch.optim.SGD(
+            parameters,
+            lr=p["lr"],
+            momentum=p["momentum"],
+            nesterov=bool(p["nesterov"]) and p["momentum"] > 0,
+            weight_decay=p["weight_decay"],
+        )
+
+    def schedule(self, *, total_steps: int) -> schedules.Schedule:
+        """The trial's schedule over a run of ``total_steps`` optimizer steps (warmup
+        included): families that decay over a run length get ``total_steps − warmup``."""
+        family = self.params["schedule"]
+        prefix = f"{family}."
+        kwargs = {k[len(prefix) :]: v for k, v in self.params.items() if k.startswith(prefix)}
+        spec = schedules.SCHEDULES[family].PARAMS
+        if "total_steps" in spec:
+            kwargs["total_steps"] = max(1, total_steps - int(kwargs.get("warmup_steps", 0)))
+        if "mode" in spec and "mode" not in kwargs:
+            kwargs["mode"] = "max" if self.direction == "maximize" else "min"
+        return schedules.build(family, lr=self.params["lr"], **kwargs)
+
+    def scheduler(
+        self, optimizer: torch.optim.Optimizer, *, total_steps: int
+    ) -> schedules.ScheduleLR:
+        """`schedule` attached to ``optimizer``; call ``.step()`` after each optimizer step."""
+        self._stride = max(1, math.ceil(total_steps / MAX_STEP_POINTS))
+        return self.schedule(total_steps=total_steps).attach(optimizer)
+
+    # Reporting -------------------------------------------------------------------------
+
+    def log_step(
+        self, step: int, *, lr: float, loss: float | None = None, grad_norm: float | None = None
+    ) -> None:
+        """Record one optimizer step's curve point (kept every ``stride`` steps)."""
+        if step % self._stride:
+            return
+        point = {"step": step, "lr": lr, "train_loss": loss, "grad_norm": grad_norm}
+        self._steps.append(point)
+        self._unsaved_steps.append(point)
+        if len(self._steps) > 2 * MAX_STEP_POINTS:  # total_steps was not given: thin evenly
+            self._stride *= 2
+            self._steps = [p for p in self._steps if p["step"] % self._stride == 0]
+            self._unsaved_steps = [p for p in self._unsaved_steps if p["step"] % self._stride == 0]
+
+    def wants_step(self, step: int) -> bool:
+        """Whether `log_step` keeps ``step``: skip computing what would be thrown away."""
+        return step % self._stride == 0
+
+    def report(self, value: float, epoch: int, *, val_loss: float | None = None) -> None:
+        """Report the validation metric after ``epoch`` epochs (counting from 1).
+
+        Raises:
+            Diverged: ``value`` is NaN or infinite.
+            optuna.TrialPruned: the pruner stops this trial here.
+        """
+        if not math.isfinite(value):
+            raise Diverged(f"validation metric is {value} at epoch {epoch}")
+        self.trial.report(value, epoch)
+        point = {"epoch": epoch, "value": value, "val_loss": val_loss}
+        self._epochs.append(point)
+        self._flush([point])
+        if self.trial.should_prune():
+            raise optuna.TrialPruned(f"pruned at epoch {epoch} with value {value:.6g}")
+
+    def _flush(self, epochs: Sequence[dict[str, Any]]) -> None:
+        if self._curves is not None:
+            self._curves(self._unsaved_steps, epochs)
+        self._unsaved_steps = []
+
+    # Checkpoints -----------------------------------------------------------------------
+
+    def save_checkpoint(self, state: dict[str, Any]) -> None:
+        """Save ``state`` (tensors, numbers, lists, dicts) with the curves reported so far."""
+        if self._checkpoint is not None:
+            self._checkpoint[0](
+                {
+                    "user": state,
+                    "steps": self._steps,
+                    "epochs": self._epochs,
+                    "stride": self._stride,
+                }
+            )
+
+    def load_checkpoint(self) -> dict[str, Any] | None:
+        """The state an earlier attempt of these parameters saved, or None.
+
+        The earlier attempt's reports and curves are replayed into this trial, so pruners
+        and curves see the whole run.
+        """
+        saved = self._checkpoint[1]() if self._checkpoint is not None else None
+        if saved is None:
+            return None
+        self._stride = saved["stride"]
+        self._steps = list(saved["steps"])
+        self._unsaved_steps = list(saved["steps"])
+        self._epochs = list(saved["epochs"])
+        for point in self._epochs:
+            self.trial.report(point["value"], point["epoch"])
+        self._flush(self._epochs)
+        user: dict[str, Any] = saved["user"]
+        return user
+
+    def flush(self) -> None:
+        """Store curve points logged since the last report (the worker calls this at the end)."""
+        if self._unsaved_steps:
+            self._flush([])

@@ -1,0 +1,58 @@
+"""Trial checkpoints as files: written atomically, loadable with plain data only."""
+
+from __future__ import annotations
+
+import os
+import re
+from pathlib import Path
+from typing import Any
+
+import sqlalchemy
+import torch
+
+ENV_VAR = "SWEEPS_ARTIFACTS"
+
+
+def default_root(url: str) -> Path:
+    """Beside an SQLite file (``sweeps.db`` -> ``sweeps.db.artifacts/``); else
+    ``./sweeps-artifacts`` (on a cluster, point ``--artifacts`` at a shared volume)."""
+    parsed = sqlalchemy.make_url(url)
+    if parsed.get_backend_name() == "sqlite" and parsed.database not in (None, "", ":memory:"):
+        return Path(f"{parsed.database}.artifacts")
+    return Path("sweeps-artifacts")
+
+
+def resolve_root(given: str | None, url: str) -> Path:
+    """``--artifacts``, else ``$SWEEPS_ARTIFACTS``, else `default_root`."""
+    return Path(given or os.environ.get(ENV_VAR) or default_root(url))
+
+
+class CheckpointStore:
+    """Checkpoints of one study's trials under ``root/<study>/``.
+
+    A checkpoint is keyed by the trial's *first* attempt, so a retry of the same parameters
+    finds the state its predecessor saved.
+    """
+
+    def __init__(self, root: Path, study: str) -> None:
+        self.dir = root / re.sub(r"[^A-Za-z0-9._-]", "_", study) / "checkpoints"
+
+    def path(self, key: int) -> Path:
+        return self.dir / f"trial-{key}.pt"
+
+    def save(self, key: int, state: dict[str, Any]) -> None:
+        """Write atomically: a crash mid-write leaves the previous checkpoint intact."""
+        self.dir.mkdir(parents=True, exist_ok=True)
+        tmp = self.path(key).with_suffix(f".tmp{os.getpid()}")
+        torch.save(state, tmp)
+        os.replace(tmp, self.path(key))
+
+    def load(self, key: int) -> dict[str, Any] | None:
+        path = self.path(key)
+        if not path.exists():
+            return None
+        state: dict[str, Any] = torch.load(path, weights_only=True)
+        return state
+
+    def delete(self, key: int) -> None:
+        self.path(key).unlink(missing_ok=True)

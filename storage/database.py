@@ -1,0 +1,139 @@
+"""One study database: Optuna's storage and lr-sweeps' own tables on the same URL."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from typing import Any
+
+import optuna
+import sqlalchemy
+from sqlalchemy import select, update
+from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.orm import Session
+
+from storage import schema
+from storage._engine import SQLITE_BUSY_TIMEOUT_S, create_engine
+from storage._url import mask_url
+from storage.tables import Budget, EpochPoint, StepPoint
+
+
+class StorageError(RuntimeError):
+    """A database operation failed; the message never contains a password."""
+
+
+class Database:
+    """Optuna's `RDBStorage` plus lr-sweeps' tables (budget, curves) on one URL.
+
+    Opening it creates Optuna's schema and migrates ours. Safe to use from one thread; each
+    worker process opens its own.
+    """
+
+    def __init__(self, url: str) -> None:
+        self.url = url
+        self.engine = create_engine(url)
+        engine_kwargs: dict[str, Any] = {"pool_pre_ping": True}
+        if self.engine.dialect.name == "sqlite":
+            # WAL is a property of the file, set by our engine; Optuna's needs the wait.
+            engine_kwargs = {"connect_args": {"timeout": SQLITE_BUSY_TIMEOUT_S}}
+            with self.engine.connect():
+                pass
+        try:
+            self.optuna = optuna.storages.RDBStorage(url, engine_kwargs=engine_kwargs)
+            schema.upgrade(self.engine)
+        except sqlalchemy.exc.SQLAlchemyError as e:
+            raise StorageError(
+                f"storage {mask_url(url)}: {type(e).__name__}: {_first_line(e)}"
+            ) from e
+
+    @contextmanager
+    def session(self) -> Iterator[Session]:
+        """Commit on success, roll back on error, always close; errors become StorageError."""
+        session = Session(self.engine)
+        try:
+            yield session
+            session.commit()
+        except sqlalchemy.exc.SQLAlchemyError as e:
+            session.rollback()
+            raise StorageError(f"storage {mask_url(self.url)}: {_first_line(e)}") from e
+        finally:
+            session.close()
+
+    # Budget ------------------------------------------------------------------------------
+
+    def set_budget(self, study_id: int, trials: int) -> None:
+        with self.session() as s:
+            row = s.get(Budget, study_id)
+            if row is None:
+                s.add(Budget(study_id=study_id, trials=trials, claimed=0))
+            else:
+                row.trials = trials
+
+    def budget(self, study_id: int) -> tuple[int, int]:
+        """(trials, claimed) of the study's budget."""
+        with self.session() as s:
+            row = s.get(Budget, study_id)
+            if row is None:
+                raise StorageError(f"study {study_id} has no budget; was it launched by sweeps?")
+            return row.trials, row.claimed
+
+    def claim_slot(self, study_id: int) -> bool:
+        """Take one trial slot if any is left. Atomic: one conditional UPDATE, so racing
+        workers can never claim more than the budget."""
+        with self.session() as s:
+            result = s.execute(
+                update(Budget)
+                .where(Budget.study_id == study_id, Budget.claimed < Budget.trials)
+                .values(claimed=Budget.claimed + 1)
+            )
+            return bool(result.rowcount == 1)  # type: ignore[attr-defined]
+
+    def release_slot(self, study_id: int) -> None:
+        """Give back a slot whose trial failed for good (failed trials don't count)."""
+        with self.session() as s:
+            s.execute(
+                update(Budget)
+                .where(Budget.study_id == study_id, Budget.claimed > 0)
+                .values(claimed=Budget.claimed - 1)
+            )
+
+    # Curves ------------------------------------------------------------------------------
+
+    def add_curves(
+        self, trial_id: int, steps: Sequence[dict[str, Any]], epochs: Sequence[dict[str, Any]]
+    ) -> None:
+        """Store curve points; points already stored are kept (a retried write is harmless)."""
+        with self.session() as s:
+            for table, rows in ((StepPoint, steps), (EpochPoint, epochs)):
+                if rows:
+                    s.execute(
+                        self._insert_ignoring_duplicates(table),
+                        [{"trial_id": trial_id, **r} for r in rows],
+                    )
+
+    def _insert_ignoring_duplicates(self, table: type[StepPoint] | type[EpochPoint]) -> Any:
+        dialect = postgresql if self.engine.dialect.name == "postgresql" else sqlite
+        return dialect.insert(table).on_conflict_do_nothing()
+
+    def step_curve(self, trial_id: int) -> list[StepPoint]:
+        with self.session() as s:
+            rows = s.scalars(
+                select(StepPoint).where(StepPoint.trial_id == trial_id).order_by(StepPoint.step)
+            ).all()
+            s.expunge_all()
+            return list(rows)
+
+    def epoch_curve(self, trial_id: int) -> list[EpochPoint]:
+        with self.session() as s:
+            rows = s.scalars(
+                select(EpochPoint)
+                .where(EpochPoint.trial_id == trial_id)
+                .order_by(EpochPoint.epoch)
+            ).all()
+            s.expunge_all()
+            return list(rows)
+
+
+def _first_line(error: BaseException) -> str:
+    text = str(getattr(error, "orig", None) or error).strip()
+    return text.splitlines()[0] if text else type(error).__name__

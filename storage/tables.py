@@ -1,0 +1,51 @@
+"""lr-sweeps' own tables, beside Optuna's in the same database, keyed by Optuna's ids.
+
+Created and migrated by alembic (`storage.schema`) under its own version table, so they
+never interfere with Optuna's schema or its migrations. The migrations also declare foreign
+keys to Optuna's ``studies``/``trials`` (deleting a study deletes its rows); these models
+leave them out because Optuna's tables are not in this metadata.
+"""
+
+from __future__ import annotations
+
+from sqlalchemy import CheckConstraint, Float, Integer
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
+
+
+class Base(DeclarativeBase):
+    pass
+
+
+class Budget(Base):
+    """The study's trial budget. A worker claims a slot before it asks for a trial; the
+    conditional update and the CHECK make overshooting impossible in the database itself."""
+
+    __tablename__ = "sweeps_budget"
+    __table_args__ = (CheckConstraint("claimed >= 0 AND claimed <= trials", name="claimed_range"),)
+
+    study_id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    trials: Mapped[int] = mapped_column(Integer)
+    claimed: Mapped[int] = mapped_column(Integer, default=0)
+
+
+class StepPoint(Base):
+    """One (downsampled) optimizer step of a trial: lr, train loss, gradient norm."""
+
+    __tablename__ = "sweeps_curve_steps"
+
+    trial_id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    step: Mapped[int] = mapped_column(Integer, primary_key=True)
+    lr: Mapped[float] = mapped_column(Float)
+    train_loss: Mapped[float | None] = mapped_column(Float)
+    grad_norm: Mapped[float | None] = mapped_column(Float)
+
+
+class EpochPoint(Base):
+    """One epoch of a trial: the validation metric it reported, and the validation loss."""
+
+    __tablename__ = "sweeps_curve_epochs"
+
+    trial_id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    epoch: Mapped[int] = mapped_column(Integer, primary_key=True)
+    value: Mapped[float] = mapped_column(Float)
+    val_loss: Mapped[float | None] = mapped_column(Float)

@@ -1,0 +1,64 @@
+"""Arguments and set-up shared by the commands that touch a study's storage."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from sweeps.errors import RunFailed, UsageError
+
+if TYPE_CHECKING:
+    from storage import Database
+
+
+def add_storage_arguments(parser: argparse.ArgumentParser, *, artifacts: bool = False) -> None:
+    parser.add_argument(
+        "--storage",
+        metavar="URL",
+        help="database URL (default: $SWEEPS_STORAGE, else sqlite:///sweeps.db)",
+    )
+    if artifacts:
+        parser.add_argument(
+            "--artifacts",
+            metavar="DIR",
+            help="checkpoints and logs (default: $SWEEPS_ARTIFACTS, else beside the SQLite "
+            "file, else ./sweeps-artifacts)",
+        )
+
+
+def open_database(args: argparse.Namespace) -> Database:
+    """The study database named by ``--storage``/``$SWEEPS_STORAGE``/the default."""
+    import storage
+
+    try:
+        url = storage.resolve_url(args.storage)
+    except storage.StorageURLError as e:
+        raise UsageError(str(e).replace("storage:", "--storage:", 1)) from None
+    try:
+        return storage.Database(url)
+    except storage.StorageError as e:
+        raise RunFailed(str(e)) from None
+
+
+def artifacts_root(args: argparse.Namespace, url: str) -> Path:
+    from storage.checkpoints import resolve_root
+
+    return resolve_root(getattr(args, "artifacts", None), url)
+
+
+def load_checked_config(path: str):  # type: ignore[no-untyped-def]
+    """Load and validate a config, objective included (it must be importable).
+
+    Raises:
+        UsageError: every problem found, one line each.
+    """
+    import objectives
+    from sweeps.config import ConfigError, load_config
+
+    config = load_config(path)
+    try:
+        objectives.resolve(config.objective)
+    except objectives.ObjectiveNotFound as e:
+        raise ConfigError([str(e)]) from None
+    return config

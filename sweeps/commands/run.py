@@ -1,0 +1,101 @@
+"""`sweeps run CONFIG --workers N`: launch the study, run N local workers, show progress,
+end with a summary. The one-command demo."""
+
+from __future__ import annotations
+
+import argparse
+
+from sweeps.commands.common import add_storage_arguments
+
+HELP = "launch a study and run N local worker processes until its budget is met"
+POLL_SECONDS = 2.0
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("config", help="the sweep's YAML config")
+    parser.add_argument("--workers", type=int, default=1, help="worker processes (default 1)")
+    add_storage_arguments(parser, artifacts=True)
+    parser.add_argument(
+        "--resume", action="store_true", help="continue an existing study of this name"
+    )
+
+
+def run(args: argparse.Namespace) -> int:
+    import os
+    import subprocess
+    import sys
+    import time
+
+    from sweeps.commands.common import artifacts_root, load_checked_config, open_database
+    from sweeps.commands.worker import INDEX_ENV
+    from sweeps.errors import RunFailed, UsageError
+    from sweeps.study import launch
+    from sweeps.summary import format_table, summarize
+
+    if args.workers < 1:
+        raise UsageError(f"--workers: must be an integer >= 1, got {args.workers}")
+    config = load_checked_config(args.config)
+    db = open_database(args)
+    handle = launch(db, config, resume=args.resume)
+    logs = artifacts_root(args, db.url) / config.study / "logs"
+    logs.mkdir(parents=True, exist_ok=True)
+    # Split the cores between the workers: oversubscribed torch threads slow everyone down.
+    threads = max(1, (os.cpu_count() or 1) // args.workers)
+    env = {**os.environ, "SWEEPS_STORAGE": db.url}  # not on the command line: `ps` shows it
+    procs = []
+    for i in range(args.workers):
+        cmd = [
+            sys.executable,
+            "-m",
+            "sweeps",
+            "worker",
+            "--study",
+            config.study,
+            "--threads",
+            str(threads),
+        ]
+        if args.artifacts:
+            cmd += ["--artifacts", args.artifacts]
+        with (logs / f"worker-{i}.log").open("w") as log:
+            procs.append(
+                subprocess.Popen(
+                    cmd, env={**env, INDEX_ENV: str(i)}, stdout=log, stderr=subprocess.STDOUT
+                )
+            )
+    print(
+        f"running {config.budget.trials} trials of {config.study!r} on {args.workers} "
+        f"worker(s) x {threads} thread(s); worker logs in {logs}/",
+        flush=True,
+    )
+
+    started, last = time.monotonic(), ""
+    try:
+        while any(p.poll() is None for p in procs):
+            time.sleep(POLL_SECONDS)
+            line = _progress(summarize(db, handle), time.monotonic() - started)
+            if line != last:
+                print(line, flush=True)
+                last = line
+    except KeyboardInterrupt:
+        for p in procs:
+            p.terminate()
+        raise
+    summary = summarize(db, handle)
+    print(f"\n{format_table(summary)}\n")
+    print(f"data: {summary['storage']} (curves in tables sweeps_curve_steps, sweeps_curve_epochs)")
+    print(f"browse: optuna-dashboard {summary['storage']}")
+    print(f"export: sweeps export --study {config.study} --out {config.study}.csv")
+    failed = [i for i, p in enumerate(procs) if p.returncode != 0]
+    if failed:
+        raise RunFailed(f"worker(s) {failed} exited with an error; see {logs}/")
+    return 0
+
+
+def _progress(summary: dict[str, object], elapsed: float) -> str:
+    best = summary["best"]
+    running = summary["states"]["RUNNING"]  # type: ignore[index]
+    shown = f", best {best['value']:.4f} (trial {best['number']})" if best else ""  # type: ignore[index]
+    return (
+        f"[{elapsed:5.0f}s] finished {summary['finished']}/{summary['budget']}, "
+        f"running {running}{shown}"
+    )

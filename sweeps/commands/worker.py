@@ -1,0 +1,54 @@
+"""`sweeps worker --study NAME`: run trials until the study's budget is met."""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+
+from sweeps.commands.common import add_storage_arguments
+
+HELP = "run trials of a launched study until its budget is met, then exit 0"
+# Set by `sweeps run` so its workers get distinct, reproducible sampler seeds.
+INDEX_ENV = "SWEEPS_WORKER_INDEX"
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--study", required=True, help="the study's name")
+    add_storage_arguments(parser, artifacts=True)
+    parser.add_argument(
+        "--threads",
+        type=int,
+        default=None,
+        help="torch threads for this worker (default: torch's own choice)",
+    )
+
+
+def run(args: argparse.Namespace) -> int:
+    from sweeps.errors import UsageError
+
+    if args.threads is not None and args.threads < 1:
+        raise UsageError(f"--threads: must be an integer >= 1, got {args.threads}")
+    import torch
+
+    from sweeps.commands.common import artifacts_root, open_database
+    from sweeps.worker import Worker
+
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    index = os.environ.get(INDEX_ENV)
+    db = open_database(args)
+
+    def log(line: str) -> None:
+        print(line, flush=True)
+
+    worker = Worker(
+        db,
+        args.study,
+        artifacts=artifacts_root(args, db.url),
+        worker=int(index) if index else os.getpid(),
+        log=log,
+    )
+    code = worker.run()
+    print(f"worker done: {'budget met' if code == 0 else 'stopped'}", file=sys.stderr)
+    return code

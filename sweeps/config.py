@@ -1,0 +1,279 @@
+"""The sweep config: YAML in, a validated `SweepConfig` out, or every error at once.
+
+Validation finishes before anything runs or is written. Each error is one line naming the
+field path and what is allowed (``space.schedule.step.decay_rate.high: must be a number in
+(0, 1], got 1.5``). Schedule parameters are checked against the schedule classes' own
+declarations (`schedules.Param`), the single source of truth.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+from sweeps.errors import UsageError
+
+MAX_CONFIG_BYTES = 256 * 1024
+# A YAML alias bomb builds a small document that expands to billions of nodes.
+MAX_CONFIG_NODES = 20_000
+
+
+class ConfigError(UsageError):
+    """An invalid config; `errors` holds one ``field: why`` line per problem."""
+
+    def __init__(self, errors: list[str]) -> None:
+        super().__init__("\n".join(errors))
+        self.errors = errors
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class Budget(_Strict):
+    trials: int = Field(gt=0, description="finished (COMPLETE + PRUNED) trials, all workers")
+    epochs: int = Field(gt=0, description="max epochs per trial, the pruner's resource")
+    retries: int = Field(2, ge=0, description="re-runs of a FAILed trial's params")
+    max_failures: int | None = Field(
+        None, gt=0, description="failed trials after which the sweep stops (default: trials)"
+    )
+
+
+class _Seeded(_Strict):
+    seed: int | None = 0
+
+
+class TPE(_Seeded):
+    name: Literal["tpe"]
+    n_startup_trials: int = Field(10, ge=0)
+    multivariate: bool = True
+    group: bool = True  # the schedule space is conditional: group=True models it per family
+    constant_liar: bool = True
+
+
+class GP(_Seeded):
+    name: Literal["gp"]
+    n_startup_trials: int = Field(10, ge=0)
+
+
+class CmaEs(_Seeded):
+    name: Literal["cmaes"]
+    n_startup_trials: int = Field(1, ge=0)
+
+
+class Random(_Seeded):
+    name: Literal["random"]
+
+
+class QMC(_Seeded):
+    name: Literal["qmc"]
+    qmc_type: Literal["sobol", "halton"] = "sobol"
+    scramble: bool = True
+
+
+class Grid(_Seeded):
+    """Every combination of the space's categorical and fixed values, in a seeded order."""
+
+    name: Literal["grid"]
+
+
+Sampler = Annotated[TPE | GP | CmaEs | Random | QMC | Grid, Field(discriminator="name")]
+
+
+class NoPruner(_Strict):
+    name: Literal["none"]
+
+
+class Median(_Strict):
+    name: Literal["median"]
+    n_startup_trials: int = Field(5, ge=0)
+    n_warmup_steps: int = Field(0, ge=0)
+    interval_steps: int = Field(1, ge=1)
+    n_min_trials: int = Field(1, ge=1)
+
+
+class Percentile(Median):
+    name: Literal["percentile"]  # type: ignore[assignment]
+    percentile: float = Field(ge=0, le=100)
+
+
+class SuccessiveHalving(_Strict):
+    name: Literal["successive_halving"]
+    min_resource: int | Literal["auto"] = "auto"
+    reduction_factor: int = Field(4, ge=2)
+    min_early_stopping_rate: int = Field(0, ge=0)
+    bootstrap_count: int = Field(0, ge=0)
+
+
+class Hyperband(_Strict):
+    name: Literal["hyperband"]
+    min_resource: int = Field(1, ge=1)
+    reduction_factor: int = Field(3, ge=2)
+    bootstrap_count: int = Field(0, ge=0)
+
+
+class Wilcoxon(_Strict):
+    name: Literal["wilcoxon"]
+    p_threshold: float = Field(0.1, gt=0, lt=1)
+    n_startup_steps: int = Field(2, ge=0)
+
+
+Pruner = Annotated[
+    NoPruner | Median | Percentile | SuccessiveHalving | Hyperband | Wilcoxon,
+    Field(discriminator="name"),
+]
+
+
+class SweepConfig(_Strict):
+    """A validated sweep. `space` is kept as written; `sweeps.space` parses and checks it."""
+
+    study: str = Field(min_length=1, max_length=256, pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
+    objective: str = Field(min_length=1)
+    objective_args: dict[str, Any] = Field(default_factory=dict)
+    direction: Literal["maximize", "minimize"] = "maximize"
+    budget: Budget
+    sampler: Sampler = Field(default_factory=lambda: TPE(name="tpe"))
+    pruner: Pruner = Field(default_factory=lambda: Median(name="median"))
+    space: dict[str, Any]
+    seed: int = 0
+    device: Literal["cpu", "cuda", "auto"] = "cpu"
+
+    @model_validator(mode="after")
+    def _hyperband_within_epochs(self) -> SweepConfig:
+        if isinstance(self.pruner, Hyperband) and self.pruner.min_resource > self.budget.epochs:
+            raise ValueError(
+                f"pruner.min_resource: must be <= budget.epochs={self.budget.epochs}, "
+                f"got {self.pruner.min_resource}"
+            )
+        return self
+
+    @property
+    def max_failures(self) -> int:
+        return self.budget.max_failures or max(10, self.budget.trials)
+
+
+def load_yaml(path: Path) -> Any:
+    """Read a YAML file safely: size-capped, safe loader, alias expansion bounded.
+
+    Raises:
+        ConfigError: unreadable, too large, not YAML, or expanding past `MAX_CONFIG_NODES`.
+    """
+    try:
+        size = path.stat().st_size
+        if size > MAX_CONFIG_BYTES:
+            raise ConfigError([f"{path}: config is {size} bytes; at most {MAX_CONFIG_BYTES}"])
+        text = path.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as e:
+        reason = getattr(e, "strerror", None) or e
+        raise ConfigError([f"{path}: cannot read config: {reason}"]) from None
+    try:
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as e:
+        mark = getattr(e, "problem_mark", None)
+        where = f" (line {mark.line + 1}, column {mark.column + 1})" if mark else ""
+        problem = getattr(e, "problem", None) or str(e).splitlines()[0]
+        raise ConfigError([f"{path}: not valid YAML{where}: {problem}"]) from None
+    _check_expansion(data, path)
+    return data
+
+
+def _check_expansion(data: Any, path: Path) -> None:
+    budget = MAX_CONFIG_NODES
+    stack = [data]
+    while stack:
+        node = stack.pop()
+        budget -= 1
+        if budget < 0:
+            raise ConfigError(
+                [
+                    f"{path}: config expands to more than {MAX_CONFIG_NODES} values "
+                    "(YAML aliases?); refusing it"
+                ]
+            )
+        if isinstance(node, dict):
+            stack.extend(node.keys())
+            stack.extend(node.values())
+        elif isinstance(node, list):
+            stack.extend(node)
+
+
+def parse_config(data: Any) -> SweepConfig:
+    """Validate ``data`` (a loaded YAML document) into a `SweepConfig` whose space is valid.
+
+    Raises:
+        ConfigError: with every problem found, each naming its field path.
+    """
+    from sweeps.space import parse_space  # the space needs `schedules` (torch): import late
+
+    if not isinstance(data, dict):
+        raise ConfigError([f"config: must be a mapping of fields, got {type(data).__name__}"])
+    errors: list[str] = []
+    config: SweepConfig | None = None
+    try:
+        config = SweepConfig.model_validate(data)
+    except ValidationError as e:
+        errors.extend(_pydantic_errors(e))
+    space = data.get("space")
+    if isinstance(space, dict):
+        errors.extend(parse_space(space).errors)
+        if not errors and config is not None and isinstance(config.sampler, Grid):
+            errors.extend(_grid_errors(config))
+    if errors:
+        raise ConfigError(errors)
+    assert config is not None
+    return config
+
+
+def load_config(path: str | Path) -> SweepConfig:
+    """`load_yaml` then `parse_config`."""
+    return parse_config(load_yaml(Path(path)))
+
+
+def _grid_errors(config: SweepConfig) -> list[str]:
+    from sweeps.space import parse_space
+
+    space = parse_space(config.space)
+    errors = [
+        f"space.{name}: grid sampler needs a list or fixed value, not a range"
+        for name in space.ranged()
+    ]
+    if not errors:
+        size = len(space.grid())
+        if config.budget.trials > size:
+            errors.append(
+                f"budget.trials: the grid has {size} combinations; trials must be <= {size}"
+            )
+    return errors
+
+
+def _pydantic_errors(error: ValidationError) -> list[str]:
+    lines = []
+    for item in error.errors():
+        loc = [str(part) for part in item["loc"]]
+        # Drop the union tag pydantic inserts: pruner.hyperband.x -> pruner.x
+        if len(loc) > 1 and loc[0] in ("sampler", "pruner"):
+            loc = [loc[0], *loc[2:]]
+        field = ".".join(loc) or "config"
+        message = item["msg"]
+        if item["type"] == "extra_forbidden":
+            message = "unknown field"
+        elif item["type"] == "missing":
+            message = "required"
+        elif item["type"] == "union_tag_invalid":
+            expected = item.get("ctx", {}).get("expected_tags", "")
+            message = f"unknown name {item['input'].get('name')!r}; allowed: {expected}"
+        elif item["type"] == "union_tag_not_found":
+            message = "needs a 'name'"
+        elif item["type"] == "value_error":
+            text = str(item.get("ctx", {}).get("error", message))
+            if ": " in text:
+                field, message = text.split(": ", 1)
+        if "input" in item and item["type"] not in ("missing", "extra_forbidden", "value_error"):
+            given = item["input"]
+            if not isinstance(given, dict | list):
+                message = f"{message}, got {given!r}"
+        lines.append(f"{field}: {message}")
+    return lines

@@ -1,0 +1,67 @@
+"""Optuna samplers and pruners from the config, by name (an allow-list, nothing else)."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+import optuna
+
+from sweeps import config as c
+
+
+def _tpe(s: c.TPE, seed: int | None) -> optuna.samplers.BaseSampler:
+    return optuna.samplers.TPESampler(
+        seed=seed,
+        n_startup_trials=s.n_startup_trials,
+        multivariate=s.multivariate,
+        group=s.group,
+        constant_liar=s.constant_liar,
+    )
+
+
+SAMPLERS: dict[type, Callable[[Any, int | None], optuna.samplers.BaseSampler]] = {
+    c.TPE: _tpe,
+    c.GP: lambda s, seed: optuna.samplers.GPSampler(
+        seed=seed, n_startup_trials=s.n_startup_trials
+    ),
+    c.CmaEs: lambda s, seed: optuna.samplers.CmaEsSampler(
+        seed=seed, n_startup_trials=s.n_startup_trials, warn_independent_sampling=False
+    ),
+    c.Random: lambda s, seed: optuna.samplers.RandomSampler(seed=seed),
+    # QMC indexes one sequence by trial number: every worker must share the seed.
+    c.QMC: lambda s, seed: optuna.samplers.QMCSampler(
+        qmc_type=s.qmc_type, scramble=s.scramble, seed=s.seed, warn_independent_sampling=False
+    ),
+    # The grid's points are enqueued at launch; the sampler only fills what they leave open.
+    c.Grid: lambda s, seed: optuna.samplers.RandomSampler(seed=seed),
+}
+
+
+def build_sampler(config: c.SweepConfig, worker: int) -> optuna.samplers.BaseSampler:
+    """The config's sampler for worker number ``worker``: workers get distinct seeds, so
+    parallel workers do not suggest the same random points."""
+    seed = None if config.sampler.seed is None else config.sampler.seed + worker
+    return SAMPLERS[type(config.sampler)](config.sampler, seed)
+
+
+PRUNERS: dict[type, Callable[[Any, int], optuna.pruners.BasePruner]] = {
+    c.NoPruner: lambda p, epochs: optuna.pruners.NopPruner(),
+    c.Median: lambda p, epochs: optuna.pruners.MedianPruner(**_options(p)),
+    c.Percentile: lambda p, epochs: optuna.pruners.PercentilePruner(**_options(p)),
+    c.SuccessiveHalving: lambda p, epochs: optuna.pruners.SuccessiveHalvingPruner(**_options(p)),
+    c.Hyperband: lambda p, epochs: optuna.pruners.HyperbandPruner(
+        max_resource=epochs, **_options(p)
+    ),
+    c.Wilcoxon: lambda p, epochs: optuna.pruners.WilcoxonPruner(**_options(p)),
+}
+
+
+def _options(model: Any) -> dict[str, Any]:
+    options: dict[str, Any] = model.model_dump(exclude={"name"})
+    return options
+
+
+def build_pruner(config: c.SweepConfig) -> optuna.pruners.BasePruner:
+    """The config's pruner; Hyperband's maximum resource is the epoch budget."""
+    return PRUNERS[type(config.pruner)](config.pruner, config.budget.epochs)

@@ -1,0 +1,334 @@
+"""The conditional search space: the config's `space` parsed against declared parameters.
+
+``schedule`` picks the family; only that family's parameters are suggested, named
+``<family>.<param>``. ``optimizer`` picks SGD or AdamW; only its own parameters follow.
+Every parameter may be a fixed value, a list (categorical) or a range
+(``{low, high, log, step}``). Fixed values are not Optuna parameters; they are merged in
+by `Space.sample` so the objective sees one complete dict.
+"""
+
+from __future__ import annotations
+
+import itertools
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+import optuna
+
+from schedules import SCHEDULES, Param, Schedule
+
+# Training parameters besides the schedule, declared like schedule parameters.
+TRAINING: dict[str, Param] = {
+    "lr": Schedule.COMMON["lr"],
+    "optimizer": Param(str, "optimizer", choices=("sgd", "adamw"), default="sgd"),
+    "batch_size": Param(int, "examples per step", low=1, default=64, log=True),
+    "weight_decay": Param(
+        float, "decoupled (AdamW) or L2 (SGD) weight decay", low=0.0, default=0.0
+    ),
+    "momentum": Param(float, "SGD momentum", low=0.0, high=1.0, high_open=True, default=0.9),
+    "nesterov": Param(bool, "SGD Nesterov momentum", default=False),
+    "beta1": Param(float, "AdamW β1", low=0.0, high=1.0, high_open=True, default=0.9),
+    "beta2": Param(float, "AdamW β2", low=0.0, high=1.0, high_open=True, default=0.999),
+}
+OPTIMIZER_PARAMS = {"sgd": ("momentum", "nesterov"), "adamw": ("beta1", "beta2")}
+# Set by the engine from the run length, never searched.
+DERIVED = ("total_steps",)
+RANGE_KEYS = {"low", "high", "log", "step"}
+
+
+@dataclass(frozen=True)
+class Dimension:
+    """One parameter's search: a fixed value, a list of choices, or a numeric range."""
+
+    kind: type
+    fixed: Any = None
+    choices: tuple[Any, ...] = ()
+    low: float | None = None
+    high: float | None = None
+    log: bool = False
+    step: float | None = None
+
+    @property
+    def is_range(self) -> bool:
+        return self.low is not None
+
+    @property
+    def is_fixed(self) -> bool:
+        return not self.choices and not self.is_range
+
+    def suggest(self, trial: optuna.Trial, name: str) -> Any:
+        if self.choices:
+            return trial.suggest_categorical(name, list(self.choices))
+        if not self.is_range:
+            return self.fixed
+        assert self.low is not None and self.high is not None
+        if self.kind is int:
+            return trial.suggest_int(
+                name, int(self.low), int(self.high), step=int(self.step or 1), log=self.log
+            )
+        return trial.suggest_float(name, self.low, self.high, step=self.step, log=self.log)
+
+    def values(self) -> list[Any]:
+        """The values a grid enumerates (ranges have none)."""
+        return list(self.choices) if self.choices else [self.fixed]
+
+    def bounds(self) -> tuple[Any, Any]:
+        """The smallest and largest value this dimension can take (numbers only)."""
+        if self.is_range:
+            return self.low, self.high
+        values = self.values()
+        return min(values), max(values)
+
+
+@dataclass
+class Space:
+    training: dict[str, Dimension] = field(default_factory=dict)
+    families: dict[str, dict[str, Dimension]] = field(default_factory=dict)
+    errors: list[str] = field(default_factory=list)
+
+    def sample(self, trial: optuna.Trial) -> dict[str, Any]:
+        """Suggest one point: training parameters, then the family, then its parameters."""
+        params: dict[str, Any] = {}
+        for name in self._training_names(self.training["optimizer"].suggest(trial, "optimizer")):
+            params[name] = self.training[name].suggest(trial, name)
+        family = self._family_dimension().suggest(trial, "schedule")
+        params["schedule"] = family
+        for key, dim in self.families[family].items():
+            params[f"{family}.{key}"] = dim.suggest(trial, f"{family}.{key}")
+        return params
+
+    def _training_names(self, optimizer: str) -> Iterator[str]:
+        yield "optimizer"
+        others = {p for names in OPTIMIZER_PARAMS.values() for p in names}
+        for name in self.training:
+            if name != "optimizer" and (name not in others or name in OPTIMIZER_PARAMS[optimizer]):
+                yield name
+
+    def _family_dimension(self) -> Dimension:
+        names = tuple(self.families)
+        return Dimension(str, choices=names) if len(names) > 1 else Dimension(str, names[0])
+
+    def ranged(self) -> list[str]:
+        """Names of the parameters searched over a numeric range."""
+        names = [n for n, d in self.training.items() if d.is_range]
+        for family, dims in self.families.items():
+            names += [f"schedule.{family}.{k}" for k, d in dims.items() if d.is_range]
+        return names
+
+    def grid(self) -> list[dict[str, Any]]:
+        """Every distinct point of a space without ranges, as Optuna trial params."""
+        points = []
+        for optimizer in self.training["optimizer"].values():
+            names = [n for n in self._training_names(optimizer) if n != "optimizer"]
+            for family, dims in self.families.items():
+                axes: dict[str, list[Any]] = {"optimizer": [optimizer]}
+                axes |= {n: self.training[n].values() for n in names}
+                axes["schedule"] = [family]
+                axes |= {f"{family}.{k}": d.values() for k, d in dims.items()}
+                for combo in itertools.product(*axes.values()):
+                    points.append(dict(zip(axes, combo, strict=True)))
+        return points
+
+    def searched(self, params: Mapping[str, Any]) -> dict[str, Any]:
+        """Of a complete point, the entries that are Optuna parameters (not fixed values)."""
+        dims = {**self.training, "schedule": self._family_dimension()}
+        family = params["schedule"]
+        dims |= {f"{family}.{k}": d for k, d in self.families[family].items()}
+        return {k: v for k, v in params.items() if k in dims and not dims[k].is_fixed}
+
+
+def parse_dimension(spec: Any, param: Param, path: str, errors: list[str]) -> Dimension | None:
+    """Parse a fixed value, a list or a range for ``param``; append errors naming ``path``."""
+
+    def check(value: Any, where: str) -> Any:
+        try:
+            value = param.coerce(value)
+        except TypeError:
+            errors.append(f"{where}: must be {param.allowed()}, got {value!r}")
+            return None
+        if not param.contains(value):
+            errors.append(f"{where}: must be {param.allowed()}, got {value!r}")
+            return None
+        return value
+
+    before = len(errors)
+    if isinstance(spec, dict):
+        if param.kind in (str, bool):
+            errors.append(f"{path}: {param.allowed()} or a list of them; a range needs numbers")
+            return None
+        unknown = sorted(set(spec) - RANGE_KEYS, key=str)
+        if unknown:
+            errors.append(f"{path}.{unknown[0]}: unknown field; a range has low, high, log, step")
+        for key in ("low", "high"):
+            if key not in spec:
+                errors.append(f"{path}.{key}: required in a range ({param.allowed()})")
+        low = check(spec["low"], f"{path}.low") if "low" in spec else None
+        high = check(spec["high"], f"{path}.high") if "high" in spec else None
+        log, step = spec.get("log", False), spec.get("step")
+        if not isinstance(log, bool):
+            errors.append(f"{path}.log: must be true or false, got {log!r}")
+        if step is not None and (
+            isinstance(step, bool)
+            or not isinstance(step, int | float)
+            or step <= 0
+            or (param.kind is int and step != int(step))
+        ):
+            kind = "a positive integer" if param.kind is int else "a positive number"
+            errors.append(f"{path}.step: must be {kind}, got {step!r}")
+        if len(errors) > before or low is None or high is None:
+            return None
+        if low > high:
+            errors.append(f"{path}: low must be <= high, got low={low!r} high={high!r}")
+        elif log and low <= 0:
+            errors.append(f"{path}.low: must be > 0 with log: true, got {low!r}")
+        elif log and step is not None:
+            errors.append(f"{path}.step: cannot be combined with log: true")
+        if len(errors) > before:
+            return None
+        return Dimension(param.kind, low=low, high=high, log=log, step=step)
+    if isinstance(spec, list):
+        if not spec:
+            errors.append(f"{path}: an empty list; give at least one value ({param.allowed()})")
+            return None
+        values = [check(v, f"{path}[{i}]") for i, v in enumerate(spec)]
+        if len(errors) > before:
+            return None
+        if len(set(values)) != len(values):
+            errors.append(f"{path}: lists a value twice: {spec!r}")
+            return None
+        return (
+            Dimension(param.kind, choices=tuple(values))
+            if len(values) > 1
+            else (Dimension(param.kind, fixed=values[0]))
+        )
+    value = check(spec, path)
+    return None if len(errors) > before else Dimension(param.kind, fixed=value)
+
+
+def parse_space(space: Mapping[str, Any]) -> Space:
+    """Parse the config's ``space`` mapping; problems are collected in `Space.errors`."""
+    result = Space()
+    errors = result.errors
+    for name in space:
+        if name not in TRAINING and name != "schedule":
+            errors.append(
+                f"space.{name}: unknown parameter; allowed: {', '.join(TRAINING)}, schedule"
+            )
+    for name, param in TRAINING.items():
+        if name not in space and param.required:
+            errors.append(f"space.{name}: required ({param.allowed()})")
+            continue
+        dim = parse_dimension(space.get(name, param.default), param, f"space.{name}", errors)
+        if dim is not None:
+            result.training[name] = dim
+
+    families = space.get("schedule")
+    if not isinstance(families, dict) or not families:
+        errors.append(
+            "space.schedule: required: a mapping of schedule families to their parameters; "
+            f"families: {', '.join(SCHEDULES)}"
+        )
+        return result
+    for family, params in families.items():
+        path = f"space.schedule.{family}"
+        cls = SCHEDULES.get(family)
+        if cls is None:
+            errors.append(f"{path}: unknown schedule family; known: {', '.join(SCHEDULES)}")
+            continue
+        if params is None:
+            params = {}
+        if not isinstance(params, dict):
+            errors.append(f"{path}: must be a mapping of parameters (or {{}}), got {params!r}")
+            continue
+        result.families[family] = _parse_family(cls, params, path, errors)
+    _check_min_lr(result, errors)
+    return result
+
+
+def _parse_family(
+    cls: type[Schedule], params: dict[str, Any], path: str, errors: list[str]
+) -> dict[str, Dimension]:
+    spec = {k: p for k, p in cls.params_spec().items() if k != "lr"}
+    dims: dict[str, Dimension] = {}
+    for key, value in params.items():
+        if key in DERIVED and key in spec:
+            errors.append(
+                f"{path}.{key}: set by lr-sweeps from budget.epochs and the batch size; remove it"
+            )
+        elif key not in spec:
+            allowed = ", ".join(k for k in spec if k not in DERIVED) or "warmup_steps"
+            errors.append(f"{path}.{key}: unknown parameter of {cls.name}; allowed: {allowed}")
+        else:
+            dim = parse_dimension(value, spec[key], f"{path}.{key}", errors)
+            if dim is not None:
+                dims[key] = dim
+    for key, param in spec.items():
+        if key not in params and key not in DERIVED and param.required:
+            errors.append(f"{path}.{key}: required ({param.allowed()})")
+    return dims
+
+
+def _check_min_lr(space: Space, errors: list[str]) -> None:
+    """A family's min_lr may never exceed the lr it decays from."""
+    lr = space.training.get("lr")
+    if lr is None:
+        return
+    lowest_lr = lr.bounds()[0]
+    for family, dims in space.families.items():
+        if "min_lr" in dims and dims["min_lr"].bounds()[1] > lowest_lr:
+            errors.append(
+                f"space.schedule.{family}.min_lr: must not exceed the smallest lr "
+                f"({lowest_lr!r}), got up to {dims['min_lr'].bounds()[1]!r}"
+            )
+
+
+def check_point(space: Space, point: Mapping[str, Any]) -> list[str]:
+    """Problems with a (partial) point to enqueue, one ``name: why`` line each."""
+    errors: list[str] = []
+    family = point.get("schedule")
+    families = space._family_dimension()
+    for name, value in point.items():
+        if name == "schedule":
+            dim, param = families, Param(str, "family", choices=tuple(space.families))
+        elif name in space.training:
+            dim, param = space.training[name], TRAINING[name]
+        elif "." in name and name.split(".", 1)[0] in space.families:
+            owner, key = name.split(".", 1)
+            if owner != family:
+                errors.append(
+                    f'{name}: only for schedule {owner!r}; set "schedule": {owner!r} too'
+                )
+                continue
+            if key not in space.families[owner]:
+                errors.append(f"{name}: not searched in this study's space")
+                continue
+            dim, param = space.families[owner][key], SCHEDULES[owner].params_spec()[key]
+        else:
+            errors.append(
+                f"{name}: not a parameter of this study; parameters: "
+                f"{', '.join([*space.training, 'schedule'])}, <family>.<param>"
+            )
+            continue
+        errors += _check_value(name, value, dim, param)
+    optimizer = point.get("optimizer")
+    for opt, names in OPTIMIZER_PARAMS.items():
+        if optimizer is not None and optimizer != opt:
+            errors += [f"{n}: only for optimizer {opt!r}" for n in names if n in point]
+    return errors
+
+
+def _check_value(name: str, value: Any, dim: Dimension, param: Param) -> list[str]:
+    try:
+        value = param.coerce(value)
+    except TypeError:
+        return [f"{name}: must be {param.allowed()}, got {value!r}"]
+    if dim.is_fixed:
+        return [] if value == dim.fixed else [f"{name}: fixed at {dim.fixed!r} by the config"]
+    if dim.choices:
+        if value not in dim.choices:
+            return [f"{name}: must be one of {list(dim.choices)!r}, got {value!r}"]
+        return []
+    if not dim.bounds()[0] <= value <= dim.bounds()[1]:
+        return [f"{name}: must be in [{dim.low!r}, {dim.high!r}], got {value!r}"]
+    return []

@@ -1,0 +1,103 @@
+"""What a study found: counts by state, the best trial, the best trial per schedule family."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from optuna.trial import FrozenTrial, TrialState
+
+from storage import Database, mask_url
+from sweeps.study import StudyHandle
+from sweeps.worker import REASON, params_of
+
+
+def summarize(db: Database, handle: StudyHandle) -> dict[str, Any]:
+    """A JSON-ready summary of the study (`status --format json` prints exactly this)."""
+    trials = handle.study.get_trials(deepcopy=False)
+    maximize = handle.config.direction == "maximize"
+    counts = {s.name: 0 for s in TrialState}
+    for t in trials:
+        counts[t.state.name] += 1
+    complete = [t for t in trials if t.state == TrialState.COMPLETE and t.value is not None]
+    complete.sort(key=lambda t: -float(t.values[0]) if maximize else float(t.values[0]))
+    families = []
+    for family in handle.config.space["schedule"]:
+        mine = [t for t in trials if params_of(t).get("schedule") == family]
+        best = next((t for t in complete if params_of(t).get("schedule") == family), None)
+        families.append(
+            {
+                "family": family,
+                "finished": sum(t.state in (TrialState.COMPLETE, TrialState.PRUNED) for t in mine),
+                "pruned": sum(t.state == TrialState.PRUNED for t in mine),
+                "best": _trial(best) if best else None,
+            }
+        )
+    families.sort(
+        key=lambda f: (
+            f["best"] is None,
+            -(f["best"] or {}).get("value", 0) if maximize else (f["best"] or {}).get("value", 0),
+        )
+    )
+    budget, claimed = db.budget(handle.study_id)
+    return {
+        "study": handle.config.study,
+        "storage": mask_url(db.url),
+        "objective": handle.config.objective,
+        "direction": handle.config.direction,
+        "budget": budget,
+        "finished": counts["COMPLETE"] + counts["PRUNED"],
+        "claimed": claimed,
+        "states": counts,
+        "best": _trial(complete[0]) if complete else None,
+        "families": families,
+    }
+
+
+def _trial(t: FrozenTrial) -> dict[str, Any]:
+    return {
+        "number": t.number,
+        "value": t.value,
+        "params": params_of(t),
+        **({"reason": t.user_attrs[REASON]} if REASON in t.user_attrs else {}),
+    }
+
+
+def format_table(summary: dict[str, Any]) -> str:
+    """The summary as text for people."""
+    states = ", ".join(f"{n.lower()} {c}" for n, c in summary["states"].items() if c)
+    lines = [
+        f"study {summary['study']} ({summary['objective']}, {summary['direction']}) "
+        f"in {summary['storage']}",
+        f"finished {summary['finished']} of {summary['budget']} trials ({states or 'none yet'})",
+    ]
+    best = summary["best"]
+    if best:
+        lines.append(
+            f"best: trial {best['number']} value {best['value']:.4f} {_describe(best['params'])}"
+        )
+    lines += ["", f"{'family':14} {'finished':>8} {'pruned':>7} {'best':>8}  trial  settings"]
+    for f in summary["families"]:
+        b = f["best"]
+        cells = (
+            f"{b['value']:>8.4f}  {b['number']:>5}  {_describe(b['params'], family=False)}"
+            if b
+            else f"{'—':>8}"
+        )
+        lines.append(f"{f['family']:14} {f['finished']:>8} {f['pruned']:>7} {cells}")
+    return "\n".join(lines)
+
+
+def _describe(params: dict[str, Any], *, family: bool = True) -> str:
+    """Compact settings: ``cosine warmup_steps=50 lr=0.12 optimizer=sgd ...``."""
+    name = params.get("schedule", "?")
+    shown = [name] if family else []
+    shown += [
+        f"{key.removeprefix(name + '.')}={_fmt(value)}"
+        for key, value in params.items()
+        if key != "schedule"
+    ]
+    return " ".join(shown)
+
+
+def _fmt(value: Any) -> str:
+    return f"{value:.3g}" if isinstance(value, float) else str(value)
