@@ -6,6 +6,8 @@ fn = objectives.resolve("digits_mlp")            # or "package.module:function"
 from __future__ import annotations
 
 import importlib
+import os
+import sys
 from collections.abc import Callable
 
 from objectives.builtin import digits_cnn, digits_mlp
@@ -23,6 +25,9 @@ class ObjectiveNotFound(ValueError):
 def resolve(name: str) -> Objective:
     """A built-in task by name, or a user function given as ``package.module:function``.
 
+    The current directory is importable, as with ``python -m``: a config next to your code
+    can name ``mymodule:objective``.
+
     Raises:
         ObjectiveNotFound: unknown built-in, bad format, module or function missing.
     """
@@ -34,6 +39,8 @@ def resolve(name: str) -> Objective:
             f"objective: {name!r} is neither a built-in task ({', '.join(BUILTIN)}) "
             "nor 'package.module:function'"
         )
+    if os.getcwd() not in sys.path:
+        sys.path.insert(0, os.getcwd())
     try:
         module = importlib.import_module(module_name)
     except ImportError as e:

@@ -8,6 +8,7 @@ schedule, pruning-aware reporting, checkpoints and curve logging.
         for epoch in range(1, run.epochs + 1):
             ...                                    # opt.step(); sched.step(); run.log_step(...)
             run.report(val_accuracy, epoch)        # raises optuna.TrialPruned when pruned
+            run.save_checkpoint({...})             # after report: it keeps the reports too
         return val_accuracy
 """
 

@@ -61,6 +61,7 @@ def train_classifier(run: Run, model: nn.Module, data: Split) -> float:
         accuracy, val_loss = evaluate(model, data)
         if scheduler.schedule.metric_driven:
             scheduler.step(accuracy if run.direction == "maximize" else val_loss)
+        run.report(accuracy, epoch, val_loss=val_loss)  # first: a pruned trial needs no save
         run.save_checkpoint(
             {
                 "model": model.state_dict(),
@@ -70,7 +71,6 @@ def train_classifier(run: Run, model: nn.Module, data: Split) -> float:
                 "epoch": epoch,
             }
         )
-        run.report(accuracy, epoch, val_loss=val_loss)
     return accuracy
 
 

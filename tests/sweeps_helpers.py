@@ -1,0 +1,50 @@
+"""Helpers for tests that drive the `sweeps` CLI as a user would: config files, subprocesses."""
+
+from __future__ import annotations
+
+import copy
+import os
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+BASE: dict[str, Any] = {
+    "study": "t",
+    "objective": "digits_mlp",
+    "objective_args": {"hidden": 32},
+    "direction": "maximize",
+    "budget": {"trials": 8, "epochs": 3},
+    "sampler": {"name": "random", "seed": 0},
+    "pruner": {"name": "none"},
+    "space": {
+        "lr": {"low": 0.01, "high": 0.5, "log": True},
+        "optimizer": "sgd",
+        "batch_size": 128,
+        "schedule": {"constant": {}, "cosine": {}, "step": {"decay_steps": 20}},
+    },
+}
+
+
+def config(tmp_path: Path, name: str = "sweep.yaml", **changes: Any) -> Path:
+    """Write BASE with top-level ``changes`` (``budget={...}`` replaces the whole key)."""
+    data = copy.deepcopy(BASE) | changes
+    path = tmp_path / name
+    path.write_text(yaml.safe_dump(data, sort_keys=False))
+    return path
+
+
+def sweeps(
+    *args: str, cwd: Path, timeout: float = 600, env: dict[str, str] | None = None
+) -> subprocess.CompletedProcess[str]:
+    """Run ``sweeps ARGS`` in a fresh process, as a user would."""
+    return subprocess.run(
+        [sys.executable, "-m", "sweeps", *args],
+        cwd=cwd,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        env={**os.environ, **(env or {})},
+    )
