@@ -15,7 +15,7 @@ $(STAMP): pyproject.toml constraints.txt
 	touch $(STAMP)
 
 demo: $(STAMP)
-	$(VENV)/bin/sweeps schedules
+	$(VENV)/bin/sweeps run examples/digits.yaml --workers 2 --resume
 
 test: $(STAMP)
 	$(VENV)/bin/ruff check .

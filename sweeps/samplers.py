@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Callable
 from typing import Any
 
@@ -42,7 +43,9 @@ def build_sampler(config: c.SweepConfig, worker: int) -> optuna.samplers.BaseSam
     """The config's sampler for worker number ``worker``: workers get distinct seeds, so
     parallel workers do not suggest the same random points."""
     seed = None if config.sampler.seed is None else config.sampler.seed + worker
-    return SAMPLERS[type(config.sampler)](config.sampler, seed)
+    with warnings.catch_warnings():  # group-TPE and QMC are chosen knowingly
+        warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+        return SAMPLERS[type(config.sampler)](config.sampler, seed)
 
 
 PRUNERS: dict[type, Callable[[Any, int], optuna.pruners.BasePruner]] = {
@@ -64,4 +67,6 @@ def _options(model: Any) -> dict[str, Any]:
 
 def build_pruner(config: c.SweepConfig) -> optuna.pruners.BasePruner:
     """The config's pruner; Hyperband's maximum resource is the epoch budget."""
-    return PRUNERS[type(config.pruner)](config.pruner, config.budget.epochs)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+        return PRUNERS[type(config.pruner)](config.pruner, config.budget.epochs)

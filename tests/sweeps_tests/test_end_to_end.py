@@ -310,3 +310,58 @@ def wsgi_get(app: Any, path: str) -> Any:
     body = b"".join(app(environ, lambda s, h, *a: status.append(s)))
     assert status[0].startswith("200"), (status, body[:500])
     return json.loads(io.BytesIO(body).read())
+
+
+QUICK = """
+def objective(run):
+    run.report(run.params["lr"], 1)
+    return run.params["lr"]
+"""
+
+
+def test_racing_workers_never_overshoot_the_budget(tmp_path: Path, storage_url: str) -> None:
+    """Six workers on trials that take milliseconds: the budget is the contested resource."""
+    import subprocess
+
+    (tmp_path / "quick.py").write_text(QUICK)
+    cfg = config(tmp_path, objective="quick:objective", budget={"trials": 40, "epochs": 1})
+    assert sweeps("launch", str(cfg), "--storage", storage_url, cwd=tmp_path).returncode == 0
+    cmd = [sys.executable, "-m", "sweeps", "worker", "--study", "t", "--storage", storage_url]
+    workers = [
+        subprocess.Popen(
+            cmd, cwd=tmp_path, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True
+        )
+        for _ in range(6)
+    ]
+    for w in workers:
+        _, err = w.communicate(timeout=300)
+        assert w.returncode == 0, err
+    assert states(storage_url) == {"COMPLETE": 40}
+
+
+def test_passwords_never_appear_in_any_output(tmp_path: Path, postgres: Any) -> None:
+    url = postgres.create_database("masking").replace("postgres@", "postgres:s3cr3t@")
+    cfg = config(tmp_path, budget={"trials": 1, "epochs": 1})
+    outputs = [
+        sweeps("run", str(cfg), "--storage", url, cwd=tmp_path),
+        sweeps("launch", str(cfg), "--storage", url, cwd=tmp_path),  # exists: an error
+        sweeps("status", "--study", "t", "--storage", url, cwd=tmp_path),
+        sweeps("status", "--study", "t", "--format", "json", "--storage", url, cwd=tmp_path),
+        sweeps("status", "--study", "nope", "--storage", url, cwd=tmp_path),
+        sweeps("status", "--study", "t", cwd=tmp_path, env={"SWEEPS_STORAGE": url}),
+        sweeps(
+            "status",
+            "--study",
+            "t",
+            "--storage",
+            url.replace(str(postgres.port), "1"),
+            cwd=tmp_path,
+        ),  # unreachable
+    ]
+    assert [r.returncode for r in outputs] == [0, 2, 0, 0, 2, 0, 1]
+    for result in outputs:
+        assert "s3cr3t" not in result.stdout + result.stderr
+        assert "Traceback" not in result.stderr
+    assert "postgres:***@" in outputs[2].stdout
+    logs = list((tmp_path / "sweeps-artifacts").rglob("*.log"))
+    assert logs and all("s3cr3t" not in log.read_text() for log in logs)
