@@ -45,6 +45,10 @@ def resolve(name: str) -> Objective:
         module = importlib.import_module(module_name)
     except ImportError as e:
         raise ObjectiveNotFound(f"objective: cannot import {module_name!r}: {e}") from None
+    except Exception as e:  # the user's module itself fails: say how, in one line
+        raise ObjectiveNotFound(
+            f"objective: importing {module_name!r} failed: {type(e).__name__}: {e}"
+        ) from None
     fn = getattr(module, attr, None)
     if not callable(fn):
         raise ObjectiveNotFound(f"objective: {module_name!r} has no function {attr!r}")

@@ -8,29 +8,40 @@ declarations (`schedules.Param`), the single source of truth.
 
 from __future__ import annotations
 
+from collections.abc import Hashable
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 
 from sweeps.errors import UsageError
 
 MAX_CONFIG_BYTES = 256 * 1024
 # A YAML alias bomb builds a small document that expands to billions of nodes.
 MAX_CONFIG_NODES = 20_000
+MAX_CONFIG_DEPTH = 32
 
 
 class ConfigError(UsageError):
     """An invalid config; `errors` holds one ``field: why`` line per problem."""
 
     def __init__(self, errors: list[str]) -> None:
-        super().__init__("\n".join(errors))
-        self.errors = errors
+        # A key or value with a line break must not split its error over two lines.
+        self.errors = [e.replace("\r", "\\r").replace("\n", "\\n") for e in errors]
+        super().__init__("\n".join(self.errors))
 
 
 class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    # strict: a YAML `true` or "10" is not a number here, as in the space's own parameters.
+    model_config = ConfigDict(extra="forbid", frozen=True, strict=True)
 
 
 class Budget(_Strict):
@@ -107,6 +118,13 @@ class SuccessiveHalving(_Strict):
     min_early_stopping_rate: int = Field(0, ge=0)
     bootstrap_count: int = Field(0, ge=0)
 
+    @field_validator("min_resource")
+    @classmethod
+    def _at_least_one(cls, value: int | str) -> int | str:
+        if isinstance(value, int) and value < 1:
+            raise ValueError(f"must be 'auto' or an integer >= 1, got {value}")
+        return value
+
 
 class Hyperband(_Strict):
     name: Literal["hyperband"]
@@ -142,11 +160,12 @@ class SweepConfig(_Strict):
     device: Literal["cpu", "cuda", "auto"] = "cpu"
 
     @model_validator(mode="after")
-    def _hyperband_within_epochs(self) -> SweepConfig:
-        if isinstance(self.pruner, Hyperband) and self.pruner.min_resource > self.budget.epochs:
+    def _pruner_within_epochs(self) -> SweepConfig:
+        min_resource = getattr(self.pruner, "min_resource", None)
+        if isinstance(min_resource, int) and min_resource > self.budget.epochs:
             raise ValueError(
                 f"pruner.min_resource: must be <= budget.epochs={self.budget.epochs}, "
-                f"got {self.pruner.min_resource}"
+                f"got {min_resource}"
             )
         return self
 
@@ -170,7 +189,11 @@ def load_yaml(path: Path) -> Any:
         reason = getattr(e, "strerror", None) or e
         raise ConfigError([f"{path}: cannot read config: {reason}"]) from None
     try:
-        data = yaml.safe_load(text)
+        data = yaml.load(text, Loader=_UniqueKeyLoader)  # noqa: S506 (a SafeLoader subclass)
+    except RecursionError:
+        raise ConfigError([f"{path}: config is nested too deeply"]) from None
+    except _DuplicateKey as e:
+        raise ConfigError([f"{e.key}: given twice (line {e.line}); keep one"]) from None
     except yaml.YAMLError as e:
         mark = getattr(e, "problem_mark", None)
         where = f" (line {mark.line + 1}, column {mark.column + 1})" if mark else ""
@@ -180,11 +203,30 @@ def load_yaml(path: Path) -> Any:
     return data
 
 
+class _DuplicateKey(yaml.YAMLError):
+    def __init__(self, key: str, line: int) -> None:
+        super().__init__(key)
+        self.key, self.line = key, line
+
+
+class _UniqueKeyLoader(yaml.SafeLoader):
+    """PyYAML's safe loader, refusing duplicate keys instead of keeping the last one."""
+
+    def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> dict[Any, Any]:
+        seen = set()
+        for key_node, _ in node.value:
+            key = self.construct_object(key_node, deep=deep)
+            if isinstance(key, Hashable) and key in seen:
+                raise _DuplicateKey(str(key), key_node.start_mark.line + 1)
+            seen.add(key)
+        return super().construct_mapping(node, deep=deep)
+
+
 def _check_expansion(data: Any, path: Path) -> None:
     budget = MAX_CONFIG_NODES
-    stack = [data]
+    stack = [(data, 0)]
     while stack:
-        node = stack.pop()
+        node, depth = stack.pop()
         budget -= 1
         if budget < 0:
             raise ConfigError(
@@ -193,11 +235,12 @@ def _check_expansion(data: Any, path: Path) -> None:
                     "(YAML aliases?); refusing it"
                 ]
             )
+        if depth > MAX_CONFIG_DEPTH:
+            raise ConfigError([f"{path}: config is nested deeper than {MAX_CONFIG_DEPTH} levels"])
         if isinstance(node, dict):
-            stack.extend(node.keys())
-            stack.extend(node.values())
+            stack.extend((child, depth + 1) for child in (*node.keys(), *node.values()))
         elif isinstance(node, list):
-            stack.extend(node)
+            stack.extend((child, depth + 1) for child in node)
 
 
 def parse_config(data: Any) -> SweepConfig:
@@ -268,9 +311,9 @@ def _pydantic_errors(error: ValidationError) -> list[str]:
         elif item["type"] == "union_tag_not_found":
             message = "needs a 'name'"
         elif item["type"] == "value_error":
-            text = str(item.get("ctx", {}).get("error", message))
-            if ": " in text:
-                field, message = text.split(": ", 1)
+            message = str(item.get("ctx", {}).get("error", message))
+            if not loc and ": " in message:  # a model-level check names its own field
+                field, message = message.split(": ", 1)
         if "input" in item and item["type"] not in ("missing", "extra_forbidden", "value_error"):
             given = item["input"]
             if not isinstance(given, dict | list):

@@ -16,7 +16,7 @@ from typing import Any
 
 import optuna
 
-from schedules import SCHEDULES, Param, Schedule
+from schedules import SCHEDULES, Param, Schedule, ScheduleError
 
 # Training parameters besides the schedule, declared like schedule parameters.
 TRAINING: dict[str, Param] = {
@@ -84,6 +84,7 @@ class Dimension:
 @dataclass
 class Space:
     training: dict[str, Dimension] = field(default_factory=dict)
+    raw_names: frozenset[str] = frozenset()  # the training parameters the config wrote
     families: dict[str, dict[str, Dimension]] = field(default_factory=dict)
     errors: list[str] = field(default_factory=list)
 
@@ -208,7 +209,7 @@ def parse_dimension(spec: Any, param: Param, path: str, errors: list[str]) -> Di
 
 def parse_space(space: Mapping[str, Any]) -> Space:
     """Parse the config's ``space`` mapping; problems are collected in `Space.errors`."""
-    result = Space()
+    result = Space(raw_names=frozenset(space))
     errors = result.errors
     for name in space:
         if name not in TRAINING and name != "schedule":
@@ -242,8 +243,24 @@ def parse_space(space: Mapping[str, Any]) -> Space:
             errors.append(f"{path}: must be a mapping of parameters (or {{}}), got {params!r}")
             continue
         result.families[family] = _parse_family(cls, params, path, errors)
-    _check_min_lr(result, errors)
+    _check_optimizers(result, errors)
+    _check_families(result, errors)
     return result
+
+
+def _check_optimizers(space: Space, errors: list[str]) -> None:
+    """An optimizer's own parameter is useless when that optimizer is never chosen."""
+    chosen = space.training.get("optimizer")
+    if chosen is None:
+        return
+    for optimizer, names in OPTIMIZER_PARAMS.items():
+        if optimizer not in chosen.values():
+            for name in names:
+                if name in space.raw_names:
+                    errors.append(
+                        f"space.{name}: only used by optimizer {optimizer!r}, which this space "
+                        f"never chooses (optimizer: {chosen.values()!r})"
+                    )
 
 
 def _parse_family(
@@ -269,18 +286,33 @@ def _parse_family(
     return dims
 
 
-def _check_min_lr(space: Space, errors: list[str]) -> None:
-    """A family's min_lr may never exceed the lr it decays from."""
+def _check_families(space: Space, errors: list[str]) -> None:
+    """Build every family at the corners of its space: a combination the family refuses
+    (min_lr above lr, min_ratio above max_ratio, ...) would fail every trial that draws it."""
     lr = space.training.get("lr")
     if lr is None:
         return
-    lowest_lr = lr.bounds()[0]
     for family, dims in space.families.items():
-        if "min_lr" in dims and dims["min_lr"].bounds()[1] > lowest_lr:
-            errors.append(
-                f"space.schedule.{family}.min_lr: must not exceed the smallest lr "
-                f"({lowest_lr!r}), got up to {dims['min_lr'].bounds()[1]!r}"
-            )
+        if any(e.startswith(f"space.schedule.{family}") for e in errors):
+            continue  # already reported; its corners would only repeat it
+        cls = SCHEDULES[family]
+        axes = {"lr": _corners(lr)} | {k: _corners(d) for k, d in dims.items()}
+        if "total_steps" in cls.PARAMS:
+            # The run length is derived per trial; a long one checks everything else.
+            axes["total_steps"] = [10**6]
+        for combo in itertools.islice(itertools.product(*axes.values()), 4096):
+            params = dict(zip(axes, combo, strict=True))
+            try:
+                cls(**params)
+            except ScheduleError as e:
+                field, _, why = str(e).partition(": ")
+                shown = ", ".join(f"{k}={v!r}" for k, v in params.items() if k != "total_steps")
+                errors.append(f"space.schedule.{field}: {why} (when {shown})")
+                break
+
+
+def _corners(dim: Dimension) -> list[Any]:
+    return list(dict.fromkeys(dim.bounds())) if dim.kind in (int, float) else dim.values()
 
 
 def check_point(space: Space, point: Mapping[str, Any]) -> list[str]:

@@ -54,11 +54,20 @@ def load_checked_config(path: str):  # type: ignore[no-untyped-def]
         UsageError: every problem found, one line each.
     """
     import objectives
-    from sweeps.config import ConfigError, load_config
+    from sweeps.config import ConfigError, load_yaml, parse_config
 
-    config = load_config(path)
+    data = load_yaml(Path(path))
+    errors: list[str] = []
     try:
-        objectives.resolve(config.objective)
-    except objectives.ObjectiveNotFound as e:
-        raise ConfigError([str(e)]) from None
+        config = parse_config(data)
+    except ConfigError as e:
+        errors = e.errors
+    objective = data.get("objective") if isinstance(data, dict) else None
+    if isinstance(objective, str) and objective:
+        try:
+            objectives.resolve(objective)
+        except objectives.ObjectiveNotFound as e:
+            errors.append(str(e))
+    if errors:
+        raise ConfigError(errors)
     return config
