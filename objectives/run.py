@@ -178,6 +178,11 @@ class Run:
         user: dict[str, Any] = saved["user"]
         return user
 
+    @property
+    def reported(self) -> list[dict[str, Any]]:
+        """The epochs reported so far: ``{"epoch", "value", "val_loss"}`` each."""
+        return list(self._epochs)
+
     def flush(self) -> None:
         """Store curve points logged since the last report (the worker calls this at the end)."""
         if self._unsaved_steps:
