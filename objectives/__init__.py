@@ -10,8 +10,9 @@ import os
 import sys
 from collections.abc import Callable
 
-from objectives.builtin import digits_cnn, digits_mlp
+from objectives.builtin import ClassifierTask, digits_cnn, digits_mlp
 from objectives.run import Diverged, Run
+from objectives.train import Outcome, stack_key, train_stack
 
 Objective = Callable[[Run], float]
 
@@ -56,4 +57,15 @@ def resolve(name: str) -> Objective:
     return objective
 
 
-__all__ = ["BUILTIN", "Diverged", "Objective", "ObjectiveNotFound", "Run", "resolve"]
+__all__ = [
+    "BUILTIN",
+    "ClassifierTask",
+    "Diverged",
+    "Objective",
+    "ObjectiveNotFound",
+    "Outcome",
+    "Run",
+    "resolve",
+    "stack_key",
+    "train_stack",
+]

@@ -141,10 +141,54 @@ class BatchedAdamW(BatchedOptimizer):
         }
 
 
+class MixedOptimizer(BatchedOptimizer):
+    """SGD and AdamW trials in one stack: each kind updates its own rows."""
+
+    def __init__(self, settings: list[dict[str, Any]]) -> None:
+        super().__init__(settings)
+        self.parts: dict[str, tuple[list[int], BatchedOptimizer]] = {}
+        for kind, cls in KINDS.items():
+            rows = [i for i, t in enumerate(settings) if t["optimizer"] == kind]
+            if rows:
+                self.parts[kind] = (rows, cls([settings[i] for i in rows]))
+
+    def select(self, keep: torch.Tensor, kept: list[int]) -> None:
+        super().select(keep, kept)
+        for kind, (rows, optimizer) in list(self.parts.items()):
+            mine = [j for j, row in enumerate(rows) if row in kept]
+            optimizer.select(torch.tensor(mine, dtype=torch.long, device=keep.device), mine)
+            self.parts[kind] = ([kept.index(rows[j]) for j in mine], optimizer)
+
+    @torch.no_grad()
+    def step(
+        self, params: dict[str, torch.Tensor], grads: dict[str, torch.Tensor], lrs: Sequence[float]
+    ) -> None:
+        for rows, optimizer in self.parts.values():
+            if not rows:
+                continue
+            index = torch.tensor(rows, dtype=torch.long, device=next(iter(params.values())).device)
+            mine = {name: p[index] for name, p in params.items()}
+            optimizer.step(
+                mine, {name: g[index] for name, g in grads.items()}, [lrs[i] for i in rows]
+            )
+            for name, p in params.items():
+                p[index] = mine[name]
+
+    def to_torch_state(self, k: int, names: list[str]) -> dict[str, dict[str, Any]]:
+        for rows, optimizer in self.parts.values():
+            if k in rows:
+                return optimizer.to_torch_state(rows.index(k), names)
+        raise IndexError(k)
+
+    def load_torch_states(self, states: list[dict[str, Any]], names: list[str]) -> None:
+        for rows, optimizer in self.parts.values():
+            optimizer.load_torch_states([states[i] for i in rows], names)
+
+
+KINDS: dict[str, type[BatchedOptimizer]] = {"sgd": BatchedSGD, "adamw": BatchedAdamW}
+
+
 def batched_optimizer(settings: list[dict[str, Any]]) -> BatchedOptimizer:
+    """The optimizer for a stack: one kind's own, or a mix that splits the rows by kind."""
     kinds = {t["optimizer"] for t in settings}
-    if kinds == {"sgd"}:
-        return BatchedSGD(settings)
-    if kinds == {"adamw"}:
-        return BatchedAdamW(settings)
-    raise ValueError(f"a stack holds one optimizer kind, got {sorted(kinds)}")
+    return KINDS[kinds.pop()](settings) if len(kinds) == 1 else MixedOptimizer(settings)

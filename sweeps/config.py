@@ -158,6 +158,7 @@ class SweepConfig(_Strict):
     space: dict[str, Any]
     seed: int = 0
     device: Literal["cpu", "cuda", "auto"] = "cpu"
+    stack: int = Field(1, ge=1, le=1024, description="trials trained at once as one model")
 
     @model_validator(mode="after")
     def _pruner_within_epochs(self) -> SweepConfig:

@@ -36,6 +36,9 @@ def trial_seed(study_seed: int, first_attempt: int) -> int:
 
 
 class Worker:
+    """Runs a study's trials, ``stack`` at a time when the objective can train them as one
+    batched model (`objectives.train`), one at a time otherwise."""
+
     def __init__(
         self,
         db: Database,
@@ -43,6 +46,7 @@ class Worker:
         *,
         artifacts: Path,
         worker: int = 0,
+        stack: int | None = None,
         log: Callable[[str], None] = print,
     ) -> None:
         self.db = db
@@ -51,11 +55,18 @@ class Worker:
         self.objective = objectives.resolve(self.config.objective)
         self.checkpoints = CheckpointStore(artifacts, study)
         self.log = log
+        self.stack = stack or self.config.stack
+        if self.stack > 1 and not isinstance(self.objective, objectives.ClassifierTask):
+            log(
+                f"objective {self.config.objective} cannot be stacked (only the built-in "
+                f"tasks {', '.join(objectives.BUILTIN)} can); running trials one at a time"
+            )
+            self.stack = 1
 
     def run(self) -> int:
         """Run trials until the budget is met (exit code 0), or too many failed (1)."""
         study, study_id = self.handle.study, self.handle.study_id
-        retry: optuna.trial.FrozenTrial | None = None
+        retries: list[optuna.trial.FrozenTrial] = []  # failed trials; each keeps its slot
         while True:
             failed = len(study.get_trials(deepcopy=False, states=(TrialState.FAIL,)))
             if failed >= self.config.max_failures:
@@ -63,18 +74,23 @@ class Worker:
                     f"stopping: {failed} trials failed (budget.max_failures="
                     f"{self.config.max_failures}); see each trial's {REASON}"
                 )
-                if retry is not None:
+                for _ in retries:
                     self.db.release_slot(study_id)
                 return 1
-            if retry is None and not self.db.claim_slot(study_id):
-                return 0
-            trial = self._retry_of(retry) if retry is not None else study.ask()
-            state = self.run_trial(trial)
-            retry = None
-            if state == TrialState.FAIL:
-                frozen = study._storage.get_trial(trial._trial_id)
+            if retries:
+                batch = [self._retry_of(retries.pop(0))]
+            else:
+                batch = []
+                while len(batch) < self.stack and self.db.claim_slot(study_id):
+                    batch.append(study.ask())
+                if not batch:
+                    return 0
+            for trial, state in self.run_trials(batch):
+                if state != TrialState.FAIL:
+                    continue
+                frozen = self.db.optuna.get_trial(trial._trial_id)
                 if frozen.user_attrs.get(ATTEMPT, 1) <= self.config.budget.retries:
-                    retry = frozen
+                    retries.append(frozen)
                 else:
                     self.db.release_slot(study_id)
 
@@ -91,14 +107,44 @@ class Worker:
         trial_id = self.db.optuna.create_new_trial(self.handle.study_id, template_trial=template)
         return optuna.Trial(self.handle.study, trial_id)
 
-    def run_trial(self, trial: optuna.Trial) -> TrialState:
-        """Train one trial and tell Optuna how it ended; never raises for the trial's faults."""
-        study, config = self.handle.study, self.config
+    def run_trials(self, trials: list[optuna.Trial]) -> list[tuple[optuna.Trial, TrialState]]:
+        """Train ``trials`` and tell Optuna how each ended; never raises for their faults.
+
+        Trials that can share a stack (`objectives.stack_key`) train together; a trial
+        resuming from a checkpoint trains alone (a stack starts at one epoch).
+        """
+        runs = [self._start(trial) for trial in trials]
+        groups: dict[object, list[int]] = {}
+        for i, run in enumerate(runs):
+            resumes = self.checkpoints.path(self._first(trials[i])).exists()
+            key = ("alone", i) if len(runs) == 1 or resumes else objectives.stack_key(run)
+            groups.setdefault(key, []).append(i)
+        outcomes: dict[int, objectives.Outcome] = {}
+        for members in groups.values():
+            group = [runs[i] for i in members]
+            if len(group) == 1:
+                results = [self._train_one(group[0])]
+            else:
+                assert isinstance(self.objective, objectives.ClassifierTask)
+                try:
+                    results = objectives.train_stack(self.objective, group)
+                except Exception as e:  # the stack failed as a whole: so does each trial
+                    traceback.print_exc(file=sys.stderr)
+                    results = [e] * len(group)
+            outcomes.update(zip(members, results, strict=True))
+        return [(t, self._finish(t, runs[i], outcomes[i])) for i, t in enumerate(trials)]
+
+    def _first(self, trial: optuna.Trial) -> int:
+        first: int = trial.user_attrs.get(RETRY_OF, trial.number)
+        return first
+
+    def _start(self, trial: optuna.Trial) -> objectives.Run:
+        config = self.config
         params = self.handle.space.sample(trial)
-        first = trial.user_attrs.get(RETRY_OF, trial.number)
+        first = self._first(trial)
         trial.set_user_attr(PARAMS, params)
         trial_id = trial._trial_id
-        run = objectives.Run(
+        return objectives.Run(
             trial,
             params,
             seed=trial_seed(config.seed, first),
@@ -112,38 +158,44 @@ class Worker:
                 lambda: self.checkpoints.load(first),
             ),
         )
-        state, value, reason = self._train(run)
+
+    def _train_one(self, run: objectives.Run) -> objectives.Outcome:
+        try:
+            return float(self.objective(run))
+        except Exception as e:  # the trial's own fault: its outcome, not the worker's
+            return e
+
+    def _finish(
+        self, trial: optuna.Trial, run: objectives.Run, outcome: objectives.Outcome
+    ) -> TrialState:
+        run.flush()
+        value: float | None = None
+        if isinstance(outcome, optuna.TrialPruned):
+            state, reason = TrialState.PRUNED, str(outcome) or "pruned"
+        elif isinstance(outcome, objectives.Diverged):
+            state, reason = TrialState.PRUNED, f"diverged: {outcome}"
+        elif isinstance(outcome, BaseException):
+            if outcome.__traceback__ is not None:
+                traceback.print_exception(outcome, file=sys.stderr)
+            state, reason = TrialState.FAIL, f"{type(outcome).__name__}: {outcome}"
+        elif not math.isfinite(outcome):
+            state, reason = TrialState.PRUNED, f"diverged: objective returned {outcome}"
+        else:
+            state, reason, value = TrialState.COMPLETE, "", outcome
         if reason:
             trial.set_user_attr(REASON, reason[:2000])
         if state == TrialState.COMPLETE:
-            study.tell(trial, value)
+            self.handle.study.tell(trial, value)
         else:
-            study.tell(trial, state=state)
+            self.handle.study.tell(trial, state=state)
         if state != TrialState.FAIL:
-            self.checkpoints.delete(first)  # a FAILed attempt's checkpoint serves its retry
+            self.checkpoints.delete(self._first(trial))  # a FAILed one's serves its retry
         shown = f" {value:.6g}" if value is not None else ""
         self.log(
-            f"trial {trial.number} {state.name}{shown} [{params['schedule']}]"
+            f"trial {trial.number} {state.name}{shown} [{run.params['schedule']}]"
             + (f": {reason}" if reason else "")
         )
         return state
-
-    def _train(self, run: objectives.Run) -> tuple[TrialState, float | None, str]:
-        try:
-            value = float(self.objective(run))
-            run.flush()
-        except optuna.TrialPruned as e:
-            run.flush()
-            return TrialState.PRUNED, None, str(e) or "pruned"
-        except objectives.Diverged as e:
-            run.flush()
-            return TrialState.PRUNED, None, f"diverged: {e}"
-        except Exception as e:  # the user's code failed: this trial fails, the sweep goes on
-            traceback.print_exc(file=sys.stderr)
-            return TrialState.FAIL, None, f"{type(e).__name__}: {e}"
-        if not math.isfinite(value):
-            return TrialState.PRUNED, None, f"diverged: objective returned {value}"
-        return TrialState.COMPLETE, value, ""
 
 
 def _device(setting: str) -> str:

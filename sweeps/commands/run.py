@@ -14,6 +14,14 @@ POLL_SECONDS = 2.0
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("config", help="the sweep's YAML config")
     parser.add_argument("--workers", type=int, default=1, help="worker processes (default 1)")
+    parser.add_argument(
+        "--stack",
+        type=int,
+        default=None,
+        metavar="K",
+        help="each worker trains up to K trials at once as one batched model "
+        "(default: the config's stack, else 1)",
+    )
     add_storage_arguments(parser, artifacts=True)
     parser.add_argument(
         "--resume", action="store_true", help="continue an existing study of this name"
@@ -34,6 +42,8 @@ def run(args: argparse.Namespace) -> int:
 
     if args.workers < 1:
         raise UsageError(f"--workers: must be an integer >= 1, got {args.workers}")
+    if args.stack is not None and not 1 <= args.stack <= 1024:
+        raise UsageError(f"--stack: must be an integer in [1, 1024], got {args.stack}")
     config = load_checked_config(args.config)
     db = open_database(args)
     handle = launch(db, config, resume=args.resume)
@@ -56,6 +66,8 @@ def run(args: argparse.Namespace) -> int:
         ]
         if args.artifacts:
             cmd += ["--artifacts", args.artifacts]
+        if args.stack is not None:
+            cmd += ["--stack", str(args.stack)]
         with (logs / f"worker-{i}.log").open("w") as log:
             procs.append(
                 subprocess.Popen(

@@ -17,6 +17,14 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--study", required=True, help="the study's name")
     add_storage_arguments(parser, artifacts=True)
     parser.add_argument(
+        "--stack",
+        type=int,
+        default=None,
+        metavar="K",
+        help="train up to K trials at once as one batched model (default: the config's "
+        "stack, else 1)",
+    )
+    parser.add_argument(
         "--threads",
         type=int,
         default=None,
@@ -29,6 +37,8 @@ def run(args: argparse.Namespace) -> int:
 
     if args.threads is not None and args.threads < 1:
         raise UsageError(f"--threads: must be an integer >= 1, got {args.threads}")
+    if args.stack is not None and not 1 <= args.stack <= 1024:
+        raise UsageError(f"--stack: must be an integer in [1, 1024], got {args.stack}")
     import torch
 
     from sweeps.commands.common import artifacts_root, open_database
@@ -47,6 +57,7 @@ def run(args: argparse.Namespace) -> int:
         args.study,
         artifacts=artifacts_root(args, db.url),
         worker=int(index) if index else os.getpid(),
+        stack=args.stack,
         log=log,
     )
     code = worker.run()
