@@ -1,97 +1,110 @@
 """SGD and AdamW over K stacked trials at once, each trial with its own hyperparameters.
 
-Parameters are tensors of shape ``[K, ...]``; hyperparameters are tensors of shape ``[K]``.
-The arithmetic is torch's own single-tensor implementation (``torch.optim.SGD`` and
-``torch.optim.AdamW``, ``foreach=False``) applied along the stack, so a trial's update equals
-the one its own torch optimizer would make. `to_torch_state` turns one trial's slice back into
-a ``torch.optim`` state dict, so stacked and one-at-a-time checkpoints are interchangeable.
+Parameters and gradients are flat ``[K, P]`` tensors (`objectives.batched_model`); learning
+rates a ``[K]`` float64 tensor. The arithmetic is torch's single-tensor implementation
+(``torch.optim.SGD`` and ``torch.optim.AdamW`` with ``foreach=False``) applied row-wise:
+scalars that torch computes in Python (double precision) are computed here in float64, and
+tensor expressions keep torch's order. Updates match ``torch.optim`` to float32 rounding and
+are bitwise the same for a trial whatever the stack around it. `to_torch_state` and
+`load_torch_states` convert a trial's state to and from the ``torch.optim`` format.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
 from typing import Any
 
 import torch
 
-
-def _per_trial(values: Sequence[float], like: torch.Tensor) -> torch.Tensor:
-    """A ``[K, 1, ...]`` tensor broadcasting one value per trial over a parameter."""
-    shape = (len(values),) + (1,) * (like.dim() - 1)
-    return torch.tensor(values, dtype=like.dtype, device=like.device).view(shape)
+F64 = torch.float64
 
 
 class BatchedOptimizer:
-    """The trials' optimizer settings, split by kind (all SGD or all AdamW in one stack)."""
+    """The update rule for a stack; ``settings`` are the trials' sampled parameters."""
 
-    def __init__(self, params: list[dict[str, Any]]) -> None:
-        self.settings = params  # each trial's sampled parameters
-        self.state: dict[str, dict[str, torch.Tensor]] = {}
+    def __init__(self, settings: list[dict[str, Any]], like: torch.Tensor) -> None:
+        self.settings = settings
+        self.state: dict[str, torch.Tensor] = {}
+        self._like = like
+        self._columns()
 
-    def select(self, keep: torch.Tensor, kept: list[int]) -> None:
-        """Keep only the trials at positions ``kept`` (``keep`` is the same as an index)."""
+    def _col(self, values: list[float], dtype: torch.dtype | None = None) -> torch.Tensor:
+        """One value per trial as a ``[K, 1]`` column (float32 unless ``dtype``)."""
+        return torch.tensor(
+            values, dtype=dtype or self._like.dtype, device=self._like.device
+        ).view(-1, 1)
+
+    def _columns(self) -> None:
+        """Cache the hyperparameter columns (recomputed when the stack shrinks)."""
+
+    def select(self, index: torch.Tensor, kept: list[int]) -> None:
+        """Keep only the trials at positions ``kept`` (``index`` is the same, as a tensor)."""
         self.settings = [self.settings[i] for i in kept]
-        self.state = {n: {k: v[keep] for k, v in s.items()} for n, s in self.state.items()}
+        self.state = {key: value[index] for key, value in self.state.items()}
+        self._columns()
 
-    def step(
-        self, params: dict[str, torch.Tensor], grads: dict[str, torch.Tensor], lrs: Sequence[float]
-    ) -> None:
+    def step(self, p: torch.Tensor, grad: torch.Tensor, lr: torch.Tensor) -> None:
         raise NotImplementedError
 
-    def to_torch_state(self, k: int, names: list[str]) -> dict[str, dict[str, Any]]:
+    def to_torch_state(self, k: int, shapes: dict[str, torch.Size]) -> dict[str, dict[str, Any]]:
         """Trial ``k``'s state per parameter name, as its ``torch.optim`` optimizer holds it."""
-        raise NotImplementedError
+        sizes = [s.numel() for s in shapes.values()]
+        out: dict[str, dict[str, Any]] = {name: {} for name in shapes}
+        for key, value in self.state.items():
+            if value.dim() == 1:  # a per-trial scalar such as AdamW's step count
+                for name in shapes:
+                    out[name][key] = torch.tensor(float(value[k]))
+                continue
+            pieces = torch.split(value[k], sizes)
+            for (name, shape), piece in zip(shapes.items(), pieces, strict=True):
+                out[name][key] = piece.view(shape).clone()
+        return out
 
     def load_torch_states(self, states: list[dict[str, Any]], names: list[str]) -> None:
         """Stack the trials' ``torch.optim`` state dicts (parameters in ``names`` order)."""
-        per_trial = [{names[int(i)]: v for i, v in s["state"].items()} for s in states]
-        for name in names:
-            entries = [t.get(name) for t in per_trial]
-            present = [e for e in entries if e]
-            if not present:
-                continue
-            self.state[name] = {
-                key: torch.stack(
-                    [
-                        torch.as_tensor(e[key])
-                        if e
-                        else torch.zeros_like(torch.as_tensor(present[0][key]))
-                        for e in entries
-                    ]
-                )
-                for key in present[0]
-            }
+        keys = {key for s in states for entry in s["state"].values() for key in entry}
+        for key in keys:
+            rows = [_flat_row(s["state"], key, len(names)) for s in states]
+            template = next(r for r in rows if r is not None)
+            self.state[key] = torch.stack(
+                [r if r is not None else torch.zeros_like(template) for r in rows]
+            )
+
+
+def _flat_row(state: dict[int, dict[str, Any]], key: str, n: int) -> torch.Tensor | None:
+    """One trial's ``key`` state over all its parameters (torch keys them by position)."""
+    entries = [state[i][key] for i in range(n) if key in state.get(i, {})]
+    if not entries:
+        return None
+    if key == "step":  # one count, the same for every parameter
+        return torch.as_tensor(entries[0], dtype=F64)
+    return torch.cat([torch.as_tensor(e).flatten() for e in entries])
 
 
 class BatchedSGD(BatchedOptimizer):
     """torch.optim.SGD: weight decay, momentum (dampening 0), Nesterov."""
 
-    @torch.no_grad()
-    def step(
-        self, params: dict[str, torch.Tensor], grads: dict[str, torch.Tensor], lrs: Sequence[float]
-    ) -> None:
+    def _columns(self) -> None:
         s = self.settings
-        for name, p in params.items():
-            d_p = grads[name]
-            wd = [t["weight_decay"] for t in s]
-            if any(wd):
-                d_p = d_p + _per_trial(wd, p) * p
-            momentum = _per_trial([t["momentum"] for t in s], p)
-            buf = self.state.get(name, {}).get("momentum_buffer")
-            buf = d_p.clone() if buf is None else buf * momentum + d_p
-            self.state[name] = {"momentum_buffer": buf}
-            nesterov = _per_trial([bool(t["nesterov"]) and t["momentum"] > 0 for t in s], p)
-            d_p = torch.where(nesterov.bool(), d_p + momentum * buf, buf)
-            p.sub_(_per_trial(lrs, p) * d_p)
+        self.weight_decay = self._col([t["weight_decay"] for t in s])
+        self.any_decay = any(t["weight_decay"] for t in s)
+        self.momentum = self._col([t["momentum"] for t in s])
+        self.nesterov = self._col(
+            [bool(t["nesterov"]) and t["momentum"] > 0 for t in s], torch.bool
+        )
 
-    def to_torch_state(self, k: int, names: list[str]) -> dict[str, dict[str, Any]]:
+    @torch.no_grad()
+    def step(self, p: torch.Tensor, grad: torch.Tensor, lr: torch.Tensor) -> None:
+        d_p = grad + self.weight_decay * p if self.any_decay else grad
+        buf = self.state.get("momentum_buffer")
+        buf = d_p.clone() if buf is None else buf * self.momentum + d_p
+        self.state["momentum_buffer"] = buf
+        d_p = torch.where(self.nesterov, d_p + self.momentum * buf, buf)
+        p.sub_(lr.to(p.dtype).view(-1, 1) * d_p)
+
+    def to_torch_state(self, k: int, shapes: dict[str, torch.Size]) -> dict[str, dict[str, Any]]:
         if self.settings[k]["momentum"] == 0:
             return {}  # torch keeps no buffer without momentum
-        return {
-            name: {"momentum_buffer": self.state[name]["momentum_buffer"][k].clone()}
-            for name in names
-            if name in self.state
-        }
+        return super().to_torch_state(k, shapes)
 
 
 class BatchedAdamW(BatchedOptimizer):
@@ -99,96 +112,81 @@ class BatchedAdamW(BatchedOptimizer):
 
     EPS = 1e-8
 
-    @torch.no_grad()
-    def step(
-        self, params: dict[str, torch.Tensor], grads: dict[str, torch.Tensor], lrs: Sequence[float]
-    ) -> None:
+    def _columns(self) -> None:
         s = self.settings
-        for name, p in params.items():
-            grad = grads[name]
-            state = self.state.setdefault(
-                name,
-                {
-                    "step": torch.zeros(len(s), dtype=torch.float64),
-                    "exp_avg": torch.zeros_like(p),
-                    "exp_avg_sq": torch.zeros_like(p),
-                },
-            )
-            state["step"] += 1
-            # Scalars are computed in Python (double precision) as torch does, and each
-            # tensor expression keeps torch's order of operations, so rounding matches too.
-            decay = [1 - lr * t["weight_decay"] for lr, t in zip(lrs, s, strict=True)]
-            p.mul_(_per_trial(decay, p))
-            state["exp_avg"].lerp_(grad, _per_trial([1 - t["beta1"] for t in s], p))
-            state["exp_avg_sq"].mul_(_per_trial([t["beta2"] for t in s], p))
-            state["exp_avg_sq"].addcmul_(_per_trial([1 - t["beta2"] for t in s], p) * grad, grad)
-            steps = state["step"].tolist()
-            bc1 = [1 - t["beta1"] ** n for t, n in zip(s, steps, strict=True)]
-            bc2 = [(1 - t["beta2"] ** n) ** 0.5 for t, n in zip(s, steps, strict=True)]
-            step_size = _per_trial([lr / b for lr, b in zip(lrs, bc1, strict=True)], p)
-            denom = (state["exp_avg_sq"].sqrt() / _per_trial(bc2, p)).add_(self.EPS)
-            p.sub_(step_size * (state["exp_avg"] / denom))
+        self.beta1 = torch.tensor([t["beta1"] for t in s], dtype=F64)
+        self.beta2 = torch.tensor([t["beta2"] for t in s], dtype=F64)
+        self.decay = torch.tensor([t["weight_decay"] for t in s], dtype=F64)
+        self.one_minus_beta1 = self._col([1 - t["beta1"] for t in s])
+        self.beta2_col = self._col([t["beta2"] for t in s])
+        self.one_minus_beta2 = self._col([1 - t["beta2"] for t in s])
 
-    def to_torch_state(self, k: int, names: list[str]) -> dict[str, dict[str, Any]]:
-        return {
-            name: {
-                "step": torch.tensor(float(self.state[name]["step"][k])),
-                "exp_avg": self.state[name]["exp_avg"][k].clone(),
-                "exp_avg_sq": self.state[name]["exp_avg_sq"][k].clone(),
-            }
-            for name in names
-            if name in self.state
-        }
+    @torch.no_grad()
+    def step(self, p: torch.Tensor, grad: torch.Tensor, lr: torch.Tensor) -> None:
+        if "step" not in self.state:
+            self.state["step"] = torch.zeros(len(self.settings), dtype=F64)
+            self.state["exp_avg"] = torch.zeros_like(p)
+            self.state["exp_avg_sq"] = torch.zeros_like(p)
+        state = self.state
+        state["step"] += 1
+        lr = lr.to(F64)
+        p.mul_((1 - lr * self.decay).to(p.dtype).view(-1, 1))
+        state["exp_avg"].lerp_(grad, self.one_minus_beta1)
+        state["exp_avg_sq"].mul_(self.beta2_col).addcmul_(self.one_minus_beta2 * grad, grad)
+        bias_correction1 = 1 - self.beta1 ** state["step"]
+        bias_correction2_sqrt = (1 - self.beta2 ** state["step"]) ** 0.5
+        step_size = (lr / bias_correction1).to(p.dtype).view(-1, 1)
+        denom = state["exp_avg_sq"].sqrt() / bias_correction2_sqrt.to(p.dtype).view(-1, 1)
+        denom.add_(self.EPS)
+        p.sub_(step_size * (state["exp_avg"] / denom))
 
 
 class MixedOptimizer(BatchedOptimizer):
     """SGD and AdamW trials in one stack: each kind updates its own rows."""
 
-    def __init__(self, settings: list[dict[str, Any]]) -> None:
-        super().__init__(settings)
-        self.parts: dict[str, tuple[list[int], BatchedOptimizer]] = {}
+    def _columns(self) -> None:
+        self.parts: dict[str, tuple[list[int], torch.Tensor, BatchedOptimizer]] = {}
         for kind, cls in KINDS.items():
-            rows = [i for i, t in enumerate(settings) if t["optimizer"] == kind]
+            rows = [i for i, t in enumerate(self.settings) if t["optimizer"] == kind]
             if rows:
-                self.parts[kind] = (rows, cls([settings[i] for i in rows]))
+                index = torch.tensor(rows, dtype=torch.long, device=self._like.device)
+                self.parts[kind] = (rows, index, cls([self.settings[i] for i in rows], self._like))
 
-    def select(self, keep: torch.Tensor, kept: list[int]) -> None:
-        super().select(keep, kept)
-        for kind, (rows, optimizer) in list(self.parts.items()):
-            mine = [j for j, row in enumerate(rows) if row in kept]
-            optimizer.select(torch.tensor(mine, dtype=torch.long, device=keep.device), mine)
-            self.parts[kind] = ([kept.index(rows[j]) for j in mine], optimizer)
+    def select(self, index: torch.Tensor, kept: list[int]) -> None:
+        old = self.parts
+        self.settings = [self.settings[i] for i in kept]
+        self._columns()
+        for kind, (rows, _, optimizer) in old.items():
+            if kind in self.parts:
+                mine = [j for j, row in enumerate(rows) if row in kept]
+                optimizer.select(torch.tensor(mine, dtype=torch.long), mine)
+                new_rows, new_index, _ = self.parts[kind]
+                self.parts[kind] = (new_rows, new_index, optimizer)
 
     @torch.no_grad()
-    def step(
-        self, params: dict[str, torch.Tensor], grads: dict[str, torch.Tensor], lrs: Sequence[float]
-    ) -> None:
-        for rows, optimizer in self.parts.values():
-            if not rows:
-                continue
-            index = torch.tensor(rows, dtype=torch.long, device=next(iter(params.values())).device)
-            mine = {name: p[index] for name, p in params.items()}
-            optimizer.step(
-                mine, {name: g[index] for name, g in grads.items()}, [lrs[i] for i in rows]
-            )
-            for name, p in params.items():
-                p[index] = mine[name]
+    def step(self, p: torch.Tensor, grad: torch.Tensor, lr: torch.Tensor) -> None:
+        for _, index, optimizer in self.parts.values():
+            mine = p[index]
+            optimizer.step(mine, grad[index], lr[index])
+            p[index] = mine
 
-    def to_torch_state(self, k: int, names: list[str]) -> dict[str, dict[str, Any]]:
-        for rows, optimizer in self.parts.values():
+    def to_torch_state(self, k: int, shapes: dict[str, torch.Size]) -> dict[str, dict[str, Any]]:
+        for rows, _, optimizer in self.parts.values():
             if k in rows:
-                return optimizer.to_torch_state(rows.index(k), names)
+                return optimizer.to_torch_state(rows.index(k), shapes)
         raise IndexError(k)
 
     def load_torch_states(self, states: list[dict[str, Any]], names: list[str]) -> None:
-        for rows, optimizer in self.parts.values():
+        for rows, _, optimizer in self.parts.values():
             optimizer.load_torch_states([states[i] for i in rows], names)
 
 
 KINDS: dict[str, type[BatchedOptimizer]] = {"sgd": BatchedSGD, "adamw": BatchedAdamW}
 
 
-def batched_optimizer(settings: list[dict[str, Any]]) -> BatchedOptimizer:
-    """The optimizer for a stack: one kind's own, or a mix that splits the rows by kind."""
+def batched_optimizer(settings: list[dict[str, Any]], like: torch.Tensor) -> BatchedOptimizer:
+    """The optimizer for a stack whose flat parameters look ``like`` this: one kind's own, or
+    a mix that updates each kind's rows."""
     kinds = {t["optimizer"] for t in settings}
-    return KINDS[kinds.pop()](settings) if len(kinds) == 1 else MixedOptimizer(settings)
+    cls = KINDS[kinds.pop()] if len(kinds) == 1 else MixedOptimizer
+    return cls(settings, like)

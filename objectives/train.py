@@ -1,15 +1,14 @@
 """The built-in tasks' training loop, for K trials at once (K = 1 is one at a time).
 
 Small models leave a CPU or GPU mostly idle when trained one at a time; K copies stacked
-along a leading dimension turn K small matrix products into one batched product (torch.func
-`functional_call` under `vmap`). Each trial keeps everything of its own: initialisation (its
-seed), shuffling (its generator), schedule (its `ScheduleLR`, on a one-element stand-in
-optimizer), optimizer hyperparameters (`batched_optim`), gradient norm, reports, pruning,
-divergence and checkpoints. A trial that is pruned or diverges leaves the stack at once; the
-stack shrinks with it.
+along a leading dimension (`objectives.batched_model`) turn K small matrix products into one
+batched product. Each trial keeps everything of its own: initialisation (its seed),
+shuffling (its generator), schedule (its `ScheduleLR`, on a one-element stand-in optimizer),
+optimizer hyperparameters (`batched_optim`), gradient norm, reports, pruning, divergence and
+checkpoints. A trial that is pruned or diverges leaves the stack at once; the stack shrinks
+with it.
 
-One loop serves both paths, so a trial's curve in a stack of K equals its curve alone: each
-trial's slice of a batched kernel computes what the kernel computes for a stack of one.
+One loop serves both paths, so a trial's curve in a stack of K equals its curve alone.
 Per-epoch checkpoints hold each trial's model, torch.optim state, scheduler state and
 generator, so a retry resumes wherever it runs.
 """
@@ -25,9 +24,10 @@ import optuna
 import torch
 import torch.nn.functional as F
 from torch import nn
-from torch.func import functional_call, vmap
 
+from objectives.batched_model import BatchedModel
 from objectives.batched_optim import BatchedOptimizer, batched_optimizer
+from objectives.data import Split
 from objectives.run import Diverged, Run
 
 if TYPE_CHECKING:
@@ -45,26 +45,33 @@ def stack_key(run: Run) -> tuple[Any, ...]:
 class _Trial:
     """One trial's own pieces beside the shared stacked tensors."""
 
-    def __init__(self, run: Run, model: nn.Module, total_steps: int) -> None:
+    def __init__(self, run: Run, total_steps: int) -> None:
         self.run = run
         self.shuffle = torch.Generator().manual_seed(run.seed)
-        # The trial's schedule drives a one-element stand-in optimizer: its lr is read each
-        # step, and grad_norm reads the trial's gradient norm from the stand-in's gradient.
+        # The trial's schedule drives a one-element stand-in optimizer; grad_norm reads the
+        # trial's gradient norm from the stand-in's gradient.
         self.stand_in = nn.Parameter(torch.zeros(1))
         optimizer = torch.optim.SGD([self.stand_in], lr=run.params["lr"])
         self.scheduler = run.scheduler(optimizer, total_steps=total_steps)
-        self.names = [name for name, _ in model.named_parameters()]
+        self.closed_form = self.scheduler.schedule.closed_form
+        # Closed forms need no stepping: their lr at every step is computed up front.
+        schedule = self.scheduler.schedule
+        self.lrs = [schedule.lr_at(t) for t in range(total_steps)] if self.closed_form else []
 
-    @property
-    def lr(self) -> float:
-        """The lr for the next step (kept by the scheduler, so a restored state has it)."""
-        return float(self.scheduler.get_last_lr()[0])
+    def lr(self, step: int) -> float:
+        return self.lrs[step] if self.closed_form else float(self.scheduler.get_last_lr()[0])
 
     def step_schedule(self, grad_norm: float) -> None:
+        """Advance an adaptive schedule past this step (closed forms are `seek`-ed)."""
         self.stand_in.grad = torch.tensor([grad_norm])
         with warnings.catch_warnings():  # the stand-in optimizer itself never steps
             warnings.simplefilter("ignore", UserWarning)
             self.scheduler.step()
+
+    def scheduler_state(self, steps_done: int) -> dict[str, Any]:
+        if self.closed_form:
+            self.scheduler.seek(steps_done)
+        return self.scheduler.state_dict()
 
 
 def train_stack(task: ClassifierTask, runs: list[Run]) -> list[Outcome]:
@@ -87,43 +94,33 @@ def train_stack(task: ClassifierTask, runs: list[Run]) -> list[Outcome]:
     for model, state in zip(models, saved, strict=True):
         if state is not None:
             model.load_state_dict(state["model"])
-    base = models[0]
-    if any(True for _ in base.buffers()):
-        raise ValueError(f"{task.name}: models with buffers cannot be stacked")
-    params = {
-        name: torch.stack([dict(m.named_parameters())[name].detach() for m in models])
-        for name, _ in base.named_parameters()
-    }
-    trials = [_Trial(run, model, total_steps) for run, model in zip(runs, models, strict=True)]
-    optimizer = batched_optimizer([run.params for run in runs])
+    stack = BatchedModel(models[0], models)
+    trials = [_Trial(run, total_steps) for run in runs]
+    optimizer = batched_optimizer([run.params for run in runs], stack.flat)
     outcomes: dict[int, Outcome] = {}
     final: dict[int, float] = {}  # each trial's last validation accuracy
     if first_epoch > 1:
-        optimizer.load_torch_states([s["optimizer"] for s in saved], trials[0].names)  # type: ignore[index]
+        optimizer.load_torch_states([s["optimizer"] for s in saved], stack.names)  # type: ignore[index]
         for i, (trial, state) in enumerate(zip(trials, saved, strict=True)):
             assert state is not None
             trial.scheduler.load_state_dict(state["scheduler"])
             trial.shuffle.set_state(state["shuffle"])
             final[i] = runs[i].reported[-1]["value"]
     live = list(range(len(runs)))  # positions in `runs` of the trials still in the stack
-
-    def forward(p: dict[str, torch.Tensor], x: torch.Tensor) -> torch.Tensor:
-        out: torch.Tensor = functional_call(base, p, (x,))
-        return out
-
-    batched_forward = vmap(forward)
+    adaptive = any(not t.closed_form for t in trials)
 
     def drop(ended: Mapping[int, BaseException]) -> torch.Tensor:
         """Remove trials (by position in the stack), record why they ended, and return the
         index of the positions kept (for the caller's own per-position tensors)."""
-        nonlocal params, live
+        nonlocal live, adaptive
         for pos, why in ended.items():
             outcomes[live[pos]] = why
         kept = [pos for pos in range(len(live)) if pos not in ended]
         index = torch.tensor(kept, dtype=torch.long, device=device)
-        params = {name: p[index] for name, p in params.items()}
+        stack.select(index)
         optimizer.select(index, kept)
         live = [live[pos] for pos in kept]
+        adaptive = any(not trials[t].closed_form for t in live)
         return index
 
     for epoch in range(first_epoch, epochs + 1):
@@ -134,8 +131,7 @@ def train_stack(task: ClassifierTask, runs: list[Run]) -> list[Outcome]:
         for i in range(steps_per_epoch):
             step = (epoch - 1) * steps_per_epoch + i
             idx = order[:, i * batch : (i + 1) * batch]
-            leaves = {name: p.detach().requires_grad_() for name, p in params.items()}
-            logits = batched_forward(leaves, data.x_train[idx])
+            logits = stack.forward(data.x_train[idx])
             losses = (
                 F.cross_entropy(
                     logits.flatten(0, 1), data.y_train[idx].flatten(), reduction="none"
@@ -144,40 +140,43 @@ def train_stack(task: ClassifierTask, runs: list[Run]) -> list[Outcome]:
                 .mean(dim=1)
             )
             finite = torch.isfinite(losses)
-            # Each trial's loss depends only on its own slice: one backward gives every
-            # trial its own gradient.
+            # Each trial's loss depends only on its own row: one backward gives every trial
+            # its own gradient, in the flat layout the optimizer updates.
+            stack.flat.grad = None
             torch.where(finite, losses, 0.0).sum().backward()  # type: ignore[no-untyped-call]
-            grads: dict[str, torch.Tensor] = {}
-            for name, leaf in leaves.items():
-                assert leaf.grad is not None
-                grads[name] = leaf.grad
-            squares = [g.pow(2).flatten(1).sum(dim=1) for g in grads.values()]
-            norms = torch.stack(squares).sum(dim=0).sqrt()
-            loss_values = losses.tolist()
-            norm_values = norms.tolist()
-            lrs = [trials[t].lr for t in live]
-            for pos, t in enumerate(live):
-                if trials[t].run.wants_step(step) and finite[pos]:
-                    trials[t].run.log_step(
-                        step, lr=lrs[pos], loss=loss_values[pos], grad_norm=norm_values[pos]
+            grad = stack.flat.grad
+            assert grad is not None
+            logging = live and trials[live[0]].run.wants_step(step)  # one stride per stack
+            norms = grad.pow(2).sum(dim=1).sqrt().tolist() if adaptive or logging else []
+            lrs = [trials[t].lr(step) for t in live]
+            if logging:
+                loss_values = losses.tolist()
+                for pos, t in enumerate(live):
+                    if math.isfinite(loss_values[pos]):
+                        trials[t].run.log_step(
+                            step, lr=lrs[pos], loss=loss_values[pos], grad_norm=norms[pos]
+                        )
+            optimizer.step(stack.flat.data, grad, torch.tensor(lrs, dtype=torch.float64))
+            if adaptive:
+                for pos, t in enumerate(live):
+                    if not trials[t].closed_form:
+                        trials[t].step_schedule(norms[pos])
+            if not bool(finite.all()):
+                loss_values = losses.tolist()
+                diverged = {
+                    pos: Diverged(
+                        f"train loss is {loss_values[pos]} at epoch {epoch}, step {step}"
                     )
-            params = {name: leaf.detach() for name, leaf in leaves.items()}
-            optimizer.step(params, grads, lrs)
-            for pos, t in enumerate(live):
-                trials[t].step_schedule(norm_values[pos])
-            diverged = {
-                pos: Diverged(f"train loss is {loss_values[pos]} at epoch {epoch}, step {step}")
-                for pos in range(len(live))
-                if not finite[pos]
-            }
-            if diverged:
+                    for pos in range(len(live))
+                    if not math.isfinite(loss_values[pos])
+                }
                 order = order[drop(diverged)]
                 if not live:
                     break
         if not live:
             break
 
-        accuracies, val_losses = _evaluate(batched_forward, params, data, len(live))
+        accuracies, val_losses = _evaluate(stack, data)
         ended: dict[int, BaseException] = {}
         for pos, t in enumerate(live):
             trial = trials[t]
@@ -190,7 +189,9 @@ def train_stack(task: ClassifierTask, runs: list[Run]) -> list[Outcome]:
             except (optuna.TrialPruned, Diverged) as e:
                 ended[pos] = e
                 continue
-            trial.run.save_checkpoint(_checkpoint(task, trial, params, optimizer, pos, epoch))
+            trial.run.save_checkpoint(
+                _checkpoint(task, trial, stack, optimizer, pos, epoch, epoch * steps_per_epoch)
+            )
         if ended:
             drop(ended)
     return [outcomes.get(i, final.get(i, math.nan)) for i in range(len(runs))]
@@ -206,39 +207,37 @@ def _first_epoch(saved: list[dict[str, Any] | None]) -> int:
 
 
 @torch.no_grad()
-def _evaluate(
-    batched_forward: Any, params: dict[str, torch.Tensor], data: Any, k: int
-) -> tuple[list[float], list[float]]:
+def _evaluate(stack: BatchedModel, data: Split) -> tuple[list[float], list[float]]:
     """Each trial's (accuracy, mean cross-entropy) on the shared validation set."""
-    x = data.x_val.expand(k, *data.x_val.shape)
-    logits = batched_forward(params, x)
+    k = len(stack.flat)
+    logits = stack.forward(data.x_val.expand(k, *data.x_val.shape))
     y = data.y_val.expand(k, -1)
     losses = F.cross_entropy(logits.flatten(0, 1), y.flatten(), reduction="none")
-    losses = losses.view(k, -1).mean(dim=1)
     accuracies = (logits.argmax(dim=2) == y).float().mean(dim=1)
-    return accuracies.tolist(), losses.tolist()
+    return accuracies.tolist(), losses.view(k, -1).mean(dim=1).tolist()
 
 
 def _checkpoint(
     task: ClassifierTask,
     trial: _Trial,
-    params: dict[str, torch.Tensor],
+    stack: BatchedModel,
     optimizer: BatchedOptimizer,
     pos: int,
     epoch: int,
+    steps_done: int,
 ) -> dict[str, Any]:
-    """Trial ``pos``'s state in the one-at-a-time format (`objectives.train`)."""
+    """Trial ``pos``'s state in the torch format: model, optimizer and scheduler state dicts."""
     model = task.make_model(trial.run.args)
-    model.load_state_dict({name: p[pos].clone() for name, p in params.items()})
+    model.load_state_dict(stack.state_dict(pos))
     solo = trial.run.optimizer(model.parameters())
-    state = optimizer.to_torch_state(pos, trial.names)
     by_name = dict(model.named_parameters())
-    for name, entry in state.items():
-        solo.state[by_name[name]] = entry
+    for name, entry in optimizer.to_torch_state(pos, stack.shapes).items():
+        if entry:
+            solo.state[by_name[name]] = entry
     return {
         "model": model.state_dict(),
         "optimizer": solo.state_dict(),
-        "scheduler": trial.scheduler.state_dict(),
+        "scheduler": trial.scheduler_state(steps_done),
         "shuffle": trial.shuffle.get_state(),
         "epoch": epoch,
     }

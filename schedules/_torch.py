@@ -49,6 +49,18 @@ class ScheduleLR(LRScheduler):
                 self.schedule.observe_step(self.state, done, self.optimizer)
         super().step()
 
+    def seek(self, step: int) -> None:
+        """Put a closed-form schedule at optimizer step ``step``, exactly as ``step`` calls
+        to `step` would (for trainers that read `Schedule.lr_at` directly)."""
+        if not self.schedule.closed_form:
+            raise ScheduleError(f"{self.schedule.name}: adaptive, it can only be stepped")
+        self.last_epoch = step
+        self._step_count = step + 1
+        lr = self.schedule.lr_at(step)
+        for group in self.optimizer.param_groups:
+            group["lr"] = lr
+        self._last_lr = [lr for _ in self.optimizer.param_groups]
+
     def observe(self, metric: float) -> None:
         """Feed a validation metric to a metric-driven family (``plateau``) and apply it now."""
         self.schedule.observe_metric(self.state, float(metric))

@@ -18,6 +18,8 @@ ADAMW = [
     {"optimizer": "adamw", "beta1": 0.9, "beta2": 0.999, "weight_decay": 1e-2},
     {"optimizer": "adamw", "beta1": 0.5, "beta2": 0.9, "weight_decay": 0.0},
 ]
+SHAPES = {"w": torch.Size((5, 3)), "b": torch.Size((5,))}
+P = sum(s.numel() for s in SHAPES.values())
 
 
 def torch_optimizer(
@@ -41,35 +43,32 @@ def torch_optimizer(
     )
 
 
+def unflat(row: torch.Tensor) -> list[torch.Tensor]:
+    pieces = torch.split(row, [s.numel() for s in SHAPES.values()])
+    return [p.view(s) for p, s in zip(pieces, SHAPES.values(), strict=True)]
+
+
 @pytest.mark.parametrize("settings", [SGD, ADAMW, SGD + ADAMW], ids=["sgd", "adamw", "mixed"])
 def test_batched_update_matches_torch_optim_at_every_step(settings: list[dict[str, Any]]) -> None:
     gen = torch.Generator().manual_seed(0)
-    shapes = {"w": (5, 3), "b": (5,)}
     k = len(settings)
-    stacked = {n: torch.randn(k, *s, generator=gen) for n, s in shapes.items()}
-    solo = [{n: torch.nn.Parameter(stacked[n][i].clone()) for n in shapes} for i in range(k)]
-    optimizers = [
-        torch_optimizer(s, list(p.values()), lr=0.1) for s, p in zip(settings, solo, strict=True)
-    ]
-    batched = batched_optimizer(settings)
+    flat = torch.randn(k, P, generator=gen)
+    solo = [[torch.nn.Parameter(t.clone()) for t in unflat(flat[i])] for i in range(k)]
+    optimizers = [torch_optimizer(s, p, lr=0.1) for s, p in zip(settings, solo, strict=True)]
+    batched = batched_optimizer(settings, flat)
     for step in range(25):
         lrs = [0.1 / (1 + step + i) for i in range(k)]  # a schedule per trial
-        grads = {n: torch.randn(k, *s, generator=gen) for n, s in shapes.items()}
-        batched.step(stacked, grads, lrs)
+        grad = torch.randn(k, P, generator=gen)
+        batched.step(flat, grad, torch.tensor(lrs, dtype=torch.float64))
         for i, opt in enumerate(optimizers):
             opt.param_groups[0]["lr"] = lrs[i]
-            for n in shapes:
-                solo[i][n].grad = grads[n][i].clone()
+            for param, g in zip(solo[i], unflat(grad[i]), strict=True):
+                param.grad = g.clone()
             opt.step()
-        for i in range(k):
-            for n in shapes:
-                # Equal up to float32 rounding (torch fuses some multiply-adds we split).
+            # Equal up to float32 rounding (torch fuses some multiply-adds we split).
+            for mine, theirs in zip(unflat(flat[i]), solo[i], strict=True):
                 torch.testing.assert_close(
-                    stacked[n][i],
-                    solo[i][n].detach(),
-                    rtol=1e-6,
-                    atol=1e-7,
-                    msg=f"{settings[i]} {n} step {step}",
+                    mine, theirs.detach(), rtol=1e-6, atol=1e-7, msg=f"{settings[i]} step {step}"
                 )
 
 
@@ -77,21 +76,24 @@ def test_state_round_trips_through_torch_optim_format() -> None:
     settings = SGD + ADAMW
     k = len(settings)
     gen = torch.Generator().manual_seed(1)
-    params = {"w": torch.randn(k, 4, generator=gen)}
-    first = batched_optimizer(settings)
+    flat = torch.randn(k, P, generator=gen)
+    lr = torch.full((k,), 0.01, dtype=torch.float64)
+    first = batched_optimizer(settings, flat)
     for _ in range(3):
-        first.step(params, {"w": torch.randn(k, 4, generator=gen)}, [0.01] * k)
+        first.step(flat, torch.randn(k, P, generator=gen), lr)
     states = []
     for i in range(k):
-        p = torch.nn.Parameter(params["w"][i].clone())
-        opt = torch_optimizer(settings[i], [p], lr=0.01)
-        for entry in first.to_torch_state(i, ["w"]).values():
-            opt.state[p] = entry
+        params = [torch.nn.Parameter(t.clone()) for t in unflat(flat[i])]
+        opt = torch_optimizer(settings[i], params, lr=0.01)
+        state = first.to_torch_state(i, SHAPES)
+        for param, name in zip(params, SHAPES, strict=True):
+            if state.get(name):
+                opt.state[param] = state[name]
         states.append(opt.state_dict())
-    second = batched_optimizer(settings)
-    second.load_torch_states(states, ["w"])
-    a, b = params["w"].clone(), params["w"].clone()
-    grad = {"w": torch.randn(k, 4, generator=gen)}
-    first.step({"w": a}, grad, [0.01] * k)
-    second.step({"w": b}, grad, [0.01] * k)
+    second = batched_optimizer(settings, flat)
+    second.load_torch_states(states, list(SHAPES))
+    a, b = flat.clone(), flat.clone()
+    grad = torch.randn(k, P, generator=gen)
+    first.step(a, grad, lr)
+    second.step(b, grad, lr)
     assert torch.equal(a, b)

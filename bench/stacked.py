@@ -1,0 +1,190 @@
+"""Stacked training against one-trial-at-a-time training on digits_mlp, side by side.
+
+    .venv/bin/python bench/stacked.py            # K = 16, 10 epochs; prints `name: value`
+
+Every figure comes from this one run on this machine: the loops being compared train the same
+16 trials (same seeds, schedules, optimizers, batch size 32) in-process, without a database.
+
+- speedup_vs_optuna_example_loop: the style of Optuna's own PyTorch example (a DataLoader
+  over the training set, one model and optimizer per trial, trained one after another)
+  divided by the stack's time.
+- speedup_vs_per_trial_loop: our own one-at-a-time path (a stack of one per trial).
+- fraction_of_matmul_peak: the stack's FLOP/s over a large float32 matmul's FLOP/s.
+- max_rel_diff_vs_solo: the largest relative train-loss difference, over every logged step
+  of every trial, between the stack and the same trials trained alone.
+- speedup_k<K>: how the speedup over the per-trial loop grows with the stack size.
+"""
+
+from __future__ import annotations
+
+import argparse
+import math
+import time
+from typing import Any
+
+import optuna
+import torch
+import torch.nn.functional as F
+from torch.utils.data import DataLoader, TensorDataset
+
+import schedules
+from objectives import Run, train_stack
+from objectives.builtin import digits_mlp
+from objectives.data import digits
+
+FAMILIES: list[tuple[str, dict[str, Any]]] = [
+    ("constant", {}),
+    ("cosine", {"cosine.warmup_steps": 20}),
+    ("linear", {}),
+    ("polynomial", {"polynomial.power": 2.0}),
+    ("inverse_power", {"inverse_power.power": 0.5}),
+    ("step", {"step.decay_rate": 0.5, "step.decay_steps": 100}),
+    ("wsd", {"wsd.decay_fraction": 0.2}),
+    ("onecycle", {}),
+]
+
+
+def trial_params(k: int) -> list[dict[str, Any]]:
+    """K trials: the families above, alternating SGD and AdamW, lrs spread over a range."""
+    out = []
+    for i in range(k):
+        family, extra = FAMILIES[i % len(FAMILIES)]
+        lr_scale = 1.5 ** (i % 5 - 2)
+        if i % 2:
+            opt = {
+                "optimizer": "adamw",
+                "lr": 0.003 * lr_scale,
+                "beta1": 0.9,
+                "beta2": 0.999,
+                "weight_decay": 1e-3,
+            }
+        else:
+            opt = {
+                "optimizer": "sgd",
+                "lr": 0.05 * lr_scale,
+                "momentum": 0.9,
+                "nesterov": False,
+                "weight_decay": 1e-4,
+            }
+        out.append({**opt, "batch_size": 32, "schedule": family, **extra})
+    return out
+
+
+def make_run(
+    params: dict[str, Any], seed: int, epochs: int, steps: list[dict[str, Any]] | None = None
+) -> Run:
+    trial = optuna.create_study(direction="maximize").ask()
+    sink = (lambda s, e: steps.extend(s)) if steps is not None else None
+    return Run(trial, params, seed=seed, epochs=epochs, args={"hidden": 128}, curves=sink)
+
+
+def optuna_example_loop(params: dict[str, Any], seed: int, epochs: int) -> float:
+    """One trial the way Optuna's PyTorch example trains: DataLoader, module, optimizer."""
+    data = digits(torch.device("cpu"))
+    trial = optuna.create_study(direction="maximize").ask()
+    torch.manual_seed(seed)
+    model = digits_mlp.make_model({"hidden": 128})
+    run = make_run(params, seed, epochs)
+    optimizer = run.optimizer(model.parameters())
+    batch = params["batch_size"]
+    train = DataLoader(TensorDataset(data.x_train, data.y_train), batch_size=batch, shuffle=True)
+    valid = DataLoader(TensorDataset(data.x_val, data.y_val), batch_size=batch)
+    scheduler = run.scheduler(optimizer, total_steps=epochs * len(train))
+    accuracy = 0.0
+    for epoch in range(epochs):
+        model.train()
+        for x, y in train:
+            optimizer.zero_grad()
+            loss = F.cross_entropy(model(x), y)
+            loss.backward()
+            optimizer.step()
+            scheduler.step()
+        model.eval()
+        correct = 0
+        with torch.no_grad():
+            for x, y in valid:
+                correct += int((model(x).argmax(dim=1) == y).sum())
+        accuracy = correct / len(valid.dataset)  # type: ignore[arg-type]
+        trial.report(accuracy, epoch)
+    return accuracy
+
+
+def timed(fn: Any) -> tuple[float, Any]:
+    start = time.perf_counter()
+    result = fn()
+    return time.perf_counter() - start, result
+
+
+def matmul_flops_per_second(n: int = 2048, repeats: int = 5) -> float:
+    a, b = torch.randn(n, n), torch.randn(n, n)
+    a @ b  # warm up
+    seconds, _ = timed(lambda: [a @ b for _ in range(repeats)])
+    return 2 * n**3 * repeats / seconds
+
+
+def workload_flops(k: int, epochs: int, hidden: int = 128) -> float:
+    """Multiply-adds of the MLP: forward + backward (2x forward) per training example,
+    forward per validation example."""
+    data = digits(torch.device("cpu"))
+    forward = 2 * (64 * hidden + hidden * 10)
+    per_epoch = 3 * forward * len(data.y_train) + forward * len(data.y_val)
+    return k * epochs * per_epoch
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--k", type=int, default=16)
+    parser.add_argument("--epochs", type=int, default=10)
+    parser.add_argument("--scaling", default="1,4,16,64")
+    args = parser.parse_args()
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    k, epochs = args.k, args.epochs
+    settings = trial_params(k)
+    digits(torch.device("cpu"))  # load the data once, outside every timing
+    print(
+        f"# torch {torch.__version__}, {torch.get_num_threads()} threads, digits_mlp "
+        f"hidden 128, batch 32, K={k}, {epochs} epochs"
+    )
+
+    t_example, _ = timed(
+        lambda: [optuna_example_loop(p, i, epochs) for i, p in enumerate(settings)]
+    )
+    solo_steps: list[list[dict[str, Any]]] = [[] for _ in settings]
+    t_solo, _ = timed(
+        lambda: [digits_mlp(make_run(p, i, epochs, solo_steps[i])) for i, p in enumerate(settings)]
+    )
+    stack_steps: list[list[dict[str, Any]]] = [[] for _ in settings]
+    runs = [make_run(p, i, epochs, stack_steps[i]) for i, p in enumerate(settings)]
+    t_stack, outcomes = timed(lambda: train_stack(digits_mlp, runs))
+    for run in runs:
+        run.flush()
+    assert all(isinstance(o, float) for o in outcomes), outcomes
+
+    diffs = [
+        abs(a["train_loss"] - b["train_loss"]) / abs(b["train_loss"])
+        for s, o in zip(stack_steps, solo_steps, strict=True)
+        for a, b in zip(s, o, strict=True)
+    ]
+    peak = matmul_flops_per_second()
+    print(f"seconds_optuna_example_loop: {t_example:.2f}")
+    print(f"seconds_per_trial_loop: {t_solo:.2f}")
+    print(f"seconds_stacked: {t_stack:.2f}")
+    print(f"speedup_vs_optuna_example_loop: {t_example / t_stack:.1f}")
+    print(f"speedup_vs_per_trial_loop: {t_solo / t_stack:.1f}")
+    print(f"fraction_of_matmul_peak: {workload_flops(k, epochs) / t_stack / peak:.3f}")
+    print(f"max_rel_diff_vs_solo: {max(diffs):.2e}")
+
+    per_trial = t_solo / k
+    for size in (int(s) for s in args.scaling.split(",")):
+        sized = trial_params(size)
+        t, _ = timed(
+            lambda sized=sized: train_stack(
+                digits_mlp, [make_run(p, i, epochs) for i, p in enumerate(sized)]
+            )
+        )
+        print(f"speedup_k{size}: {size * per_trial / t:.1f}")
+    assert math.isfinite(per_trial) and schedules.SCHEDULES
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,118 @@
+"""K models of one architecture as one: parameters in a flat ``[K, P]`` tensor, and a batched
+forward pass for ``nn.Sequential`` models built from the layers below.
+
+Each layer maps to one batched kernel (``baddbmm`` for Linear, a grouped convolution for
+Conv2d, ...). A trial's slice of those kernels computes exactly what they compute for a stack
+of one, and every optimizer update is elementwise on the flat tensor, so a trial trains
+bitwise the same in a stack as alone. Measured faster than ``torch.func.vmap`` over
+``functional_call`` for these models (BENCHMARKS.md).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from objectives.models import ImageConv3x3
+
+Layer = Callable[[nn.Module, dict[str, torch.Tensor], torch.Tensor], torch.Tensor]
+
+
+def _linear(m: nn.Module, p: dict[str, torch.Tensor], x: torch.Tensor) -> torch.Tensor:
+    return torch.baddbmm(p["bias"].unsqueeze(1), x, p["weight"].transpose(1, 2))
+
+
+def _image_conv(m: nn.Module, p: dict[str, torch.Tensor], x: torch.Tensor) -> torch.Tensor:
+    k, b, _, h, w = x.shape
+    columns = F.unfold(x.reshape(k * b, 1, h, w), 3, padding=1).view(k, b, 9, h * w)
+    out = torch.matmul(p["weight"].flatten(2).unsqueeze(1), columns)
+    return (out + p["bias"][:, None, :, None]).view(k, b, -1, h, w)
+
+
+def _conv(m: nn.Module, p: dict[str, torch.Tensor], x: torch.Tensor) -> torch.Tensor:
+    assert isinstance(m, nn.Conv2d)
+    k, b, c, h, w = x.shape
+    grouped = x.transpose(0, 1).reshape(b, k * c, h, w)
+    out = F.conv2d(
+        grouped,
+        p["weight"].flatten(0, 1),
+        p["bias"].flatten(),
+        m.stride,
+        m.padding,
+        m.dilation,
+        groups=k,
+    )
+    return out.view(b, k, -1, *out.shape[2:]).transpose(0, 1)
+
+
+def _per_example(m: nn.Module, p: dict[str, torch.Tensor], x: torch.Tensor) -> torch.Tensor:
+    """A layer without parameters, applied to all ``K * B`` examples at once."""
+    out: torch.Tensor = m(x.flatten(0, 1))
+    return out.view(*x.shape[:2], *out.shape[1:])
+
+
+LAYERS: dict[type, Layer] = {
+    nn.Linear: _linear,
+    ImageConv3x3: _image_conv,
+    nn.Conv2d: _conv,
+    nn.ReLU: lambda m, p, x: torch.relu(x),
+    nn.Tanh: lambda m, p, x: torch.tanh(x),
+    nn.Flatten: lambda m, p, x: x.flatten(2),
+    nn.Unflatten: lambda m, p, x: x.view(*x.shape[:2], *m.unflattened_size),  # type: ignore[misc]
+    nn.MaxPool2d: _per_example,
+}
+
+
+class BatchedModel:
+    """K copies of ``template``'s architecture with their own parameters.
+
+    ``flat`` (``[K, P]``, a leaf requiring grad) holds every parameter of every copy;
+    `params` views it per layer, so one backward fills ``flat.grad``.
+    """
+
+    def __init__(self, template: nn.Module, models: list[nn.Module]) -> None:
+        if not isinstance(template, nn.Sequential):
+            raise TypeError(f"only nn.Sequential models can be stacked, got {type(template)}")
+        for layer in template:
+            if type(layer) not in LAYERS:
+                raise TypeError(f"cannot stack a {type(layer).__name__} layer")
+        if any(True for _ in template.buffers()):
+            raise TypeError("models with buffers cannot be stacked")
+        self.template = template
+        self.shapes = {name: p.shape for name, p in template.named_parameters()}
+        self.names = list(self.shapes)
+        self.flat = torch.stack(
+            [torch.cat([p.detach().flatten() for p in m.parameters()]) for m in models]
+        ).requires_grad_()
+
+    def params(self) -> dict[str, torch.Tensor]:
+        """Every parameter as a ``[K, *shape]`` view of `flat`."""
+        sizes = [s.numel() for s in self.shapes.values()]
+        pieces = torch.split(self.flat, sizes, dim=1)
+        return {
+            name: piece.view(len(self.flat), *shape)
+            for (name, shape), piece in zip(self.shapes.items(), pieces, strict=True)
+        }
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """``x`` is ``[K, B, ...]``: trial k's batch in row k."""
+        params = self.params()
+        for index, layer in enumerate(self.template):
+            mine = {
+                name.split(".", 1)[1]: p
+                for name, p in params.items()
+                if name.split(".", 1)[0] == str(index)
+            }
+            x = LAYERS[type(layer)](layer, mine, x)
+        return x
+
+    def select(self, index: torch.Tensor) -> None:
+        """Keep only the copies at ``index``."""
+        self.flat = self.flat.detach()[index].requires_grad_()
+
+    def state_dict(self, k: int) -> dict[str, torch.Tensor]:
+        """Copy ``k``'s parameters as its own model's ``state_dict``."""
+        return {name: p[k].detach().clone() for name, p in self.params().items()}
