@@ -83,6 +83,15 @@ class BatchedModel:
             raise TypeError("models with buffers cannot be stacked")
         self.template = template
         self.shapes = {name: p.shape for name, p in template.named_parameters()}
+        # For each layer, its parameters' (short name, position in `shapes`).
+        self._layer_params = [
+            [
+                (name.split(".", 1)[1], i)
+                for i, name in enumerate(self.shapes)
+                if name.split(".", 1)[0] == str(index)
+            ]
+            for index in range(len(template))
+        ]
         self.names = list(self.shapes)
         self.flat = torch.stack(
             [torch.cat([p.detach().flatten() for p in m.parameters()]) for m in models]
@@ -90,24 +99,36 @@ class BatchedModel:
 
     def params(self) -> dict[str, torch.Tensor]:
         """Every parameter as a ``[K, *shape]`` view of `flat`."""
-        sizes = [s.numel() for s in self.shapes.values()]
-        pieces = torch.split(self.flat, sizes, dim=1)
-        return {
-            name: piece.view(len(self.flat), *shape)
-            for (name, shape), piece in zip(self.shapes.items(), pieces, strict=True)
-        }
+        return self._views(self.flat)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """``x`` is ``[K, B, ...]``: trial k's batch in row k."""
-        params = self.params()
-        for index, layer in enumerate(self.template):
-            mine = {
-                name.split(".", 1)[1]: p
-                for name, p in params.items()
-                if name.split(".", 1)[0] == str(index)
-            }
-            x = LAYERS[type(layer)](layer, mine, x)
+        params = list(self.params().values())
+        for layer, names in zip(self.template, self._layer_params, strict=True):
+            x = LAYERS[type(layer)](layer, {short: params[i] for short, i in names}, x)
         return x
+
+    def loss_and_grad(self, x: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Each copy's mean cross-entropy on its own batch (``[K]``) and its gradient in the
+        flat layout (``[K, P]``)."""
+        self.flat.grad = None
+        logits = self.forward(x)
+        losses = F.cross_entropy(logits.flatten(0, 1), y.flatten(), reduction="none")
+        losses = losses.view(len(self.flat), -1).mean(dim=1)
+        finite = torch.isfinite(losses)
+        # A copy's loss depends on its own row only: one backward gives each its gradient.
+        total = losses.sum() if bool(finite.all()) else torch.where(finite, losses, 0.0).sum()
+        total.backward()  # type: ignore[no-untyped-call]
+        assert self.flat.grad is not None
+        return losses.detach(), self.flat.grad
+
+    def _views(self, flat: torch.Tensor) -> dict[str, torch.Tensor]:
+        sizes = [s.numel() for s in self.shapes.values()]
+        pieces = torch.split(flat, sizes, dim=1)
+        return {
+            name: piece.view(len(flat), *shape)
+            for (name, shape), piece in zip(self.shapes.items(), pieces, strict=True)
+        }
 
     def select(self, index: torch.Tensor) -> None:
         """Keep only the copies at ``index``."""

@@ -1,7 +1,7 @@
 """SGD and AdamW over K stacked trials at once, each trial with its own hyperparameters.
 
 Parameters and gradients are flat ``[K, P]`` tensors (`objectives.batched_model`); learning
-rates a ``[K]`` float64 tensor. The arithmetic is torch's single-tensor implementation
+rates a list of K floats. The arithmetic is torch's single-tensor implementation
 (``torch.optim.SGD`` and ``torch.optim.AdamW`` with ``foreach=False``) applied row-wise:
 scalars that torch computes in Python (double precision) are computed here in float64, and
 tensor expressions keep torch's order. Updates match ``torch.optim`` to float32 rounding and
@@ -42,7 +42,7 @@ class BatchedOptimizer:
         self.state = {key: value[index] for key, value in self.state.items()}
         self._columns()
 
-    def step(self, p: torch.Tensor, grad: torch.Tensor, lr: torch.Tensor) -> None:
+    def step(self, p: torch.Tensor, grad: torch.Tensor, lrs: list[float]) -> None:
         raise NotImplementedError
 
     def to_torch_state(self, k: int, shapes: dict[str, torch.Size]) -> dict[str, dict[str, Any]]:
@@ -88,18 +88,23 @@ class BatchedSGD(BatchedOptimizer):
         self.weight_decay = self._col([t["weight_decay"] for t in s])
         self.any_decay = any(t["weight_decay"] for t in s)
         self.momentum = self._col([t["momentum"] for t in s])
-        self.nesterov = self._col(
-            [bool(t["nesterov"]) and t["momentum"] > 0 for t in s], torch.bool
-        )
+        nesterov = [bool(t["nesterov"]) and t["momentum"] > 0 for t in s]
+        self.nesterov = self._col(nesterov, torch.bool)
+        self.any_nesterov, self.all_nesterov = any(nesterov), all(nesterov)
 
     @torch.no_grad()
-    def step(self, p: torch.Tensor, grad: torch.Tensor, lr: torch.Tensor) -> None:
+    def step(self, p: torch.Tensor, grad: torch.Tensor, lrs: list[float]) -> None:
         d_p = grad + self.weight_decay * p if self.any_decay else grad
         buf = self.state.get("momentum_buffer")
         buf = d_p.clone() if buf is None else buf * self.momentum + d_p
         self.state["momentum_buffer"] = buf
-        d_p = torch.where(self.nesterov, d_p + self.momentum * buf, buf)
-        p.sub_(lr.to(p.dtype).view(-1, 1) * d_p)
+        if self.all_nesterov:
+            d_p = d_p + self.momentum * buf
+        elif self.any_nesterov:
+            d_p = torch.where(self.nesterov, d_p + self.momentum * buf, buf)
+        else:
+            d_p = buf
+        p.sub_(self._col(lrs) * d_p)
 
     def to_torch_state(self, k: int, shapes: dict[str, torch.Size]) -> dict[str, dict[str, Any]]:
         if self.settings[k]["momentum"] == 0:
@@ -114,71 +119,67 @@ class BatchedAdamW(BatchedOptimizer):
 
     def _columns(self) -> None:
         s = self.settings
-        self.beta1 = torch.tensor([t["beta1"] for t in s], dtype=F64)
-        self.beta2 = torch.tensor([t["beta2"] for t in s], dtype=F64)
-        self.decay = torch.tensor([t["weight_decay"] for t in s], dtype=F64)
         self.one_minus_beta1 = self._col([1 - t["beta1"] for t in s])
         self.beta2_col = self._col([t["beta2"] for t in s])
         self.one_minus_beta2 = self._col([1 - t["beta2"] for t in s])
 
     @torch.no_grad()
-    def step(self, p: torch.Tensor, grad: torch.Tensor, lr: torch.Tensor) -> None:
+    def step(self, p: torch.Tensor, grad: torch.Tensor, lrs: list[float]) -> None:
         if "step" not in self.state:
             self.state["step"] = torch.zeros(len(self.settings), dtype=F64)
             self.state["exp_avg"] = torch.zeros_like(p)
             self.state["exp_avg_sq"] = torch.zeros_like(p)
         state = self.state
         state["step"] += 1
-        lr = lr.to(F64)
-        p.mul_((1 - lr * self.decay).to(p.dtype).view(-1, 1))
+        # The per-trial scalars in Python floats, exactly as torch.optim computes them.
+        trials = list(zip(lrs, self.settings, state["step"].tolist(), strict=True))
+        decay = self._col([1 - lr * t["weight_decay"] for lr, t, _ in trials])
+        step_size = self._col([lr / (1 - t["beta1"] ** n) for lr, t, n in trials])
+        bias_correction2_sqrt = self._col([(1 - t["beta2"] ** n) ** 0.5 for _, t, n in trials])
+        p.mul_(decay)
         state["exp_avg"].lerp_(grad, self.one_minus_beta1)
         state["exp_avg_sq"].mul_(self.beta2_col).addcmul_(self.one_minus_beta2 * grad, grad)
-        bias_correction1 = 1 - self.beta1 ** state["step"]
-        bias_correction2_sqrt = (1 - self.beta2 ** state["step"]) ** 0.5
-        step_size = (lr / bias_correction1).to(p.dtype).view(-1, 1)
-        denom = state["exp_avg_sq"].sqrt() / bias_correction2_sqrt.to(p.dtype).view(-1, 1)
-        denom.add_(self.EPS)
+        denom = (state["exp_avg_sq"].sqrt() / bias_correction2_sqrt).add_(self.EPS)
         p.sub_(step_size * (state["exp_avg"] / denom))
 
 
 class MixedOptimizer(BatchedOptimizer):
-    """SGD and AdamW trials in one stack: each kind updates its own rows."""
+    """SGD and AdamW trials in one stack. The trainer orders a stack's rows by optimizer
+    kind, so each kind updates a contiguous block of rows in place."""
 
     def _columns(self) -> None:
-        self.parts: dict[str, tuple[list[int], torch.Tensor, BatchedOptimizer]] = {}
-        for kind, cls in KINDS.items():
-            rows = [i for i, t in enumerate(self.settings) if t["optimizer"] == kind]
-            if rows:
-                index = torch.tensor(rows, dtype=torch.long, device=self._like.device)
-                self.parts[kind] = (rows, index, cls([self.settings[i] for i in rows], self._like))
+        kinds = [t["optimizer"] for t in self.settings]
+        if kinds != sorted(kinds):
+            raise ValueError("a mixed stack's rows must be ordered by optimizer kind")
+        self.parts: dict[str, tuple[slice, BatchedOptimizer]] = {}
+        for kind in sorted(set(kinds)):
+            rows = slice(kinds.index(kind), len(kinds) - kinds[::-1].index(kind))
+            self.parts[kind] = (rows, KINDS[kind](self.settings[rows], self._like))
 
     def select(self, index: torch.Tensor, kept: list[int]) -> None:
         old = self.parts
         self.settings = [self.settings[i] for i in kept]
         self._columns()
-        for kind, (rows, _, optimizer) in old.items():
+        for kind, (rows, optimizer) in old.items():
             if kind in self.parts:
-                mine = [j for j, row in enumerate(rows) if row in kept]
+                mine = [i - rows.start for i in kept if rows.start <= i < rows.stop]
                 optimizer.select(torch.tensor(mine, dtype=torch.long), mine)
-                new_rows, new_index, _ = self.parts[kind]
-                self.parts[kind] = (new_rows, new_index, optimizer)
+                self.parts[kind] = (self.parts[kind][0], optimizer)
 
     @torch.no_grad()
-    def step(self, p: torch.Tensor, grad: torch.Tensor, lr: torch.Tensor) -> None:
-        for _, index, optimizer in self.parts.values():
-            mine = p[index]
-            optimizer.step(mine, grad[index], lr[index])
-            p[index] = mine
+    def step(self, p: torch.Tensor, grad: torch.Tensor, lrs: list[float]) -> None:
+        for rows, optimizer in self.parts.values():
+            optimizer.step(p[rows], grad[rows], lrs[rows])  # views: updated in place
 
     def to_torch_state(self, k: int, shapes: dict[str, torch.Size]) -> dict[str, dict[str, Any]]:
-        for rows, _, optimizer in self.parts.values():
-            if k in rows:
-                return optimizer.to_torch_state(rows.index(k), shapes)
+        for rows, optimizer in self.parts.values():
+            if rows.start <= k < rows.stop:
+                return optimizer.to_torch_state(k - rows.start, shapes)
         raise IndexError(k)
 
     def load_torch_states(self, states: list[dict[str, Any]], names: list[str]) -> None:
-        for rows, _, optimizer in self.parts.values():
-            optimizer.load_torch_states([states[i] for i in rows], names)
+        for rows, optimizer in self.parts.values():
+            optimizer.load_torch_states(states[rows], names)
 
 
 KINDS: dict[str, type[BatchedOptimizer]] = {"sgd": BatchedSGD, "adamw": BatchedAdamW}

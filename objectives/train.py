@@ -88,26 +88,28 @@ def train_stack(task: ClassifierTask, runs: list[Run]) -> list[Outcome]:
     epochs = runs[0].epochs
     total_steps = epochs * steps_per_epoch
 
-    models = [task.model(run).to(device) for run in runs]
-    saved = [run.load_checkpoint() for run in runs]  # earlier attempts' states, if any
+    # `live[row]` is the position in `runs` of the trial in stack row `row`; rows are ordered
+    # by optimizer kind, so each kind's update runs on a contiguous block of rows.
+    live = sorted(range(len(runs)), key=lambda i: runs[i].params["optimizer"])
+    models = [task.model(runs[i]).to(device) for i in live]
+    saved = [runs[i].load_checkpoint() for i in live]  # earlier attempts' states, if any
     first_epoch = _first_epoch(saved)
     for model, state in zip(models, saved, strict=True):
         if state is not None:
             model.load_state_dict(state["model"])
     stack = BatchedModel(models[0], models)
-    trials = [_Trial(run, total_steps) for run in runs]
-    optimizer = batched_optimizer([run.params for run in runs], stack.flat)
+    trials = {i: _Trial(runs[i], total_steps) for i in live}
+    optimizer = batched_optimizer([runs[i].params for i in live], stack.flat)
     outcomes: dict[int, Outcome] = {}
     final: dict[int, float] = {}  # each trial's last validation accuracy
     if first_epoch > 1:
         optimizer.load_torch_states([s["optimizer"] for s in saved], stack.names)  # type: ignore[index]
-        for i, (trial, state) in enumerate(zip(trials, saved, strict=True)):
+        for i, state in zip(live, saved, strict=True):
             assert state is not None
-            trial.scheduler.load_state_dict(state["scheduler"])
-            trial.shuffle.set_state(state["shuffle"])
+            trials[i].scheduler.load_state_dict(state["scheduler"])
+            trials[i].shuffle.set_state(state["shuffle"])
             final[i] = runs[i].reported[-1]["value"]
-    live = list(range(len(runs)))  # positions in `runs` of the trials still in the stack
-    adaptive = any(not t.closed_form for t in trials)
+    adaptive = any(not t.closed_form for t in trials.values())
 
     def drop(ended: Mapping[int, BaseException]) -> torch.Tensor:
         """Remove trials (by position in the stack), record why they ended, and return the
@@ -131,21 +133,8 @@ def train_stack(task: ClassifierTask, runs: list[Run]) -> list[Outcome]:
         for i in range(steps_per_epoch):
             step = (epoch - 1) * steps_per_epoch + i
             idx = order[:, i * batch : (i + 1) * batch]
-            logits = stack.forward(data.x_train[idx])
-            losses = (
-                F.cross_entropy(
-                    logits.flatten(0, 1), data.y_train[idx].flatten(), reduction="none"
-                )
-                .view(len(live), -1)
-                .mean(dim=1)
-            )
-            finite = torch.isfinite(losses)
-            # Each trial's loss depends only on its own row: one backward gives every trial
-            # its own gradient, in the flat layout the optimizer updates.
-            stack.flat.grad = None
-            torch.where(finite, losses, 0.0).sum().backward()  # type: ignore[no-untyped-call]
-            grad = stack.flat.grad
-            assert grad is not None
+            losses, grad = stack.loss_and_grad(data.x_train[idx], data.y_train[idx])
+            all_finite = bool(torch.isfinite(losses).all())
             logging = live and trials[live[0]].run.wants_step(step)  # one stride per stack
             norms = grad.pow(2).sum(dim=1).sqrt().tolist() if adaptive or logging else []
             lrs = [trials[t].lr(step) for t in live]
@@ -156,12 +145,12 @@ def train_stack(task: ClassifierTask, runs: list[Run]) -> list[Outcome]:
                         trials[t].run.log_step(
                             step, lr=lrs[pos], loss=loss_values[pos], grad_norm=norms[pos]
                         )
-            optimizer.step(stack.flat.data, grad, torch.tensor(lrs, dtype=torch.float64))
+            optimizer.step(stack.flat.data, grad, lrs)
             if adaptive:
                 for pos, t in enumerate(live):
                     if not trials[t].closed_form:
                         trials[t].step_schedule(norms[pos])
-            if not bool(finite.all()):
+            if not all_finite:
                 loss_values = losses.tolist()
                 diverged = {
                     pos: Diverged(
