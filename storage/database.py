@@ -13,7 +13,7 @@ from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session
 
 from storage import schema
-from storage._engine import SQLITE_BUSY_TIMEOUT_S, create_engine
+from storage._engine import SQLITE_BUSY_TIMEOUT_S, create_engine, tune_sqlite
 from storage._url import mask_url
 from storage.tables import Budget, EpochPoint, StepPoint
 
@@ -40,6 +40,8 @@ class Database:
                 pass
         try:
             self.optuna = optuna.storages.RDBStorage(url, engine_kwargs=engine_kwargs)
+            if self.engine.dialect.name == "sqlite":
+                tune_sqlite(self.optuna.engine)
             schema.upgrade(self.engine)
         except sqlalchemy.exc.SQLAlchemyError as e:
             raise StorageError(

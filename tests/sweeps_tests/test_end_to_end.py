@@ -365,3 +365,44 @@ def test_passwords_never_appear_in_any_output(tmp_path: Path, postgres: Any) -> 
     assert "postgres:***@" in outputs[2].stdout
     logs = list((tmp_path / "sweeps-artifacts").rglob("*.log"))
     assert logs and all("s3cr3t" not in log.read_text() for log in logs)
+
+
+def test_stacked_workers_finish_exactly_the_budget(tmp_path: Path, storage_url: str) -> None:
+    cfg = config(
+        tmp_path,
+        budget={"trials": 12, "epochs": 3},
+        pruner={"name": "median", "n_startup_trials": 2},
+        space={
+            **BASE_SPACE,
+            "lr": {"low": 0.01, "high": 0.5, "log": True},
+            "optimizer": ["sgd", "adamw"],
+            "schedule": {"cosine": {}, "grad_norm": {"window": 5}, "plateau": {"patience": 0}},
+        },
+    )
+    result = sweeps(
+        "run", str(cfg), "--workers", "2", "--stack", "4", "--storage", storage_url, cwd=tmp_path
+    )
+    assert result.returncode == 0, result.stderr + result.stdout
+    done = trials(storage_url)
+    assert len(done) == 12
+    assert {t.state for t in done} <= {TrialState.COMPLETE, TrialState.PRUNED}
+    engine = sqlalchemy.create_engine(storage_url)
+    with engine.connect() as conn:
+        for t in done:
+            epochs = conn.execute(
+                sqlalchemy.text("SELECT count(*) FROM sweeps_curve_epochs WHERE trial_id = :t"),
+                {"t": t._trial_id},
+            ).scalar_one()
+            assert epochs == len(t.intermediate_values) > 0
+    engine.dispose()
+
+
+def test_a_user_objective_is_not_stacked_and_says_so(tmp_path: Path) -> None:
+    (tmp_path / "quick.py").write_text(QUICK)
+    url = f"sqlite:///{tmp_path / 's.db'}"
+    cfg = config(tmp_path, objective="quick:objective", budget={"trials": 3, "epochs": 1})
+    assert sweeps("launch", str(cfg), "--storage", url, cwd=tmp_path).returncode == 0
+    result = sweeps("worker", "--study", "t", "--stack", "8", "--storage", url, cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    assert "objective quick:objective cannot be stacked" in result.stdout
+    assert states(url) == {"COMPLETE": 3}

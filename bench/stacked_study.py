@@ -1,0 +1,53 @@
+"""A whole study with and without stacking, side by side: `sweeps run` on the same config.
+
+    .venv/bin/python bench/stacked_study.py [CONFIG] [--workers 2] [--stack 16]
+
+Runs the config twice on fresh SQLite files (one at a time, so they don't share the cores)
+and prints the wall time of each, their ratio, and the best value and finished count of each,
+so speed and result quality are read together.
+"""
+
+from __future__ import annotations
+
+import argparse
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import optuna
+
+
+def run(config: Path, workers: int, stack: int, workdir: Path) -> tuple[float, optuna.Study]:
+    url = f"sqlite:///{workdir / f'stack{stack}.db'}"
+    cmd = [sys.executable, "-m", "sweeps", "run", str(config), "--workers", str(workers),
+           "--stack", str(stack), "--storage", url]
+    start = time.perf_counter()
+    subprocess.run(cmd, check=True, capture_output=True, cwd=workdir)
+    seconds = time.perf_counter() - start
+    name = optuna.get_all_study_names(storage=url)[0]
+    return seconds, optuna.load_study(study_name=name, storage=url)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("config", nargs="?", default="examples/digits.yaml")
+    parser.add_argument("--workers", type=int, default=2)
+    parser.add_argument("--stack", type=int, default=16)
+    args = parser.parse_args()
+    config = Path(args.config).resolve()
+    with tempfile.TemporaryDirectory() as tmp:
+        results = {k: run(config, args.workers, k, Path(tmp)) for k in (1, args.stack)}
+    for k, (seconds, study) in results.items():
+        finished = [t for t in study.trials if t.state.is_finished()]
+        print(f"seconds_stack{k}: {seconds:.1f}")
+        print(f"best_value_stack{k}: {study.best_value:.4f}")
+        print(f"finished_trials_stack{k}: {len(finished)}")
+        print(f"epochs_trained_stack{k}: {sum(len(t.intermediate_values) for t in finished)}")
+    print(f"study_speedup_stack{args.stack}: {results[1][0] / results[args.stack][0]:.2f}")
+
+
+if __name__ == "__main__":
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    main()
