@@ -21,8 +21,19 @@ import optuna
 
 def run(config: Path, workers: int, stack: int, workdir: Path) -> tuple[float, optuna.Study]:
     url = f"sqlite:///{workdir / f'stack{stack}.db'}"
-    cmd = [sys.executable, "-m", "sweeps", "run", str(config), "--workers", str(workers),
-           "--stack", str(stack), "--storage", url]
+    cmd = [
+        sys.executable,
+        "-m",
+        "sweeps",
+        "run",
+        str(config),
+        "--workers",
+        str(workers),
+        "--stack",
+        str(stack),
+        "--storage",
+        url,
+    ]
     start = time.perf_counter()
     subprocess.run(cmd, check=True, capture_output=True, cwd=workdir)
     seconds = time.perf_counter() - start
