@@ -124,8 +124,13 @@ class Run:
         """Whether `log_step` keeps ``step``: skip computing what would be thrown away."""
         return step % self._stride == 0
 
-    def report(self, value: float, epoch: int, *, val_loss: float | None = None) -> None:
+    def report(
+        self, value: float, epoch: int, *, val_loss: float | None = None, prune: bool = True
+    ) -> None:
         """Report the validation metric after ``epoch`` epochs (counting from 1).
+
+        With ``prune=False`` the pruner is not asked (a trainer asking for many trials at
+        once, `objectives.pruning`, raises `pruned` itself).
 
         Raises:
             Diverged: ``value`` is NaN or infinite.
@@ -137,8 +142,15 @@ class Run:
         point = {"epoch": epoch, "value": value, "val_loss": val_loss}
         self._epochs.append(point)
         self._flush([point])
-        if self.trial.should_prune():
-            raise optuna.TrialPruned(f"pruned at epoch {epoch} with value {value:.6g}")
+        if prune and self.trial.should_prune():
+            raise self.pruned()
+
+    def pruned(self) -> optuna.TrialPruned:
+        """The exception that ends this trial as pruned after its last report."""
+        last = self._epochs[-1]
+        return optuna.TrialPruned(
+            f"pruned at epoch {last['epoch']} with value {last['value']:.6g}"
+        )
 
     def _flush(self, epochs: Sequence[dict[str, Any]]) -> None:
         if self._curves is not None:
@@ -153,8 +165,8 @@ class Run:
             self._checkpoint[0](
                 {
                     "user": state,
-                    "steps": self._steps,
-                    "epochs": self._epochs,
+                    "steps": list(self._steps),  # copies: a store may keep the dict
+                    "epochs": list(self._epochs),
                     "stride": self._stride,
                 }
             )

@@ -20,7 +20,6 @@ import warnings
 from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
-import optuna
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -28,6 +27,7 @@ from torch import nn
 from objectives.batched_model import BatchedModel
 from objectives.batched_optim import BatchedOptimizer, batched_optimizer
 from objectives.data import Split
+from objectives.pruning import should_prune_all
 from objectives.run import Diverged, Run
 
 if TYPE_CHECKING:
@@ -174,13 +174,21 @@ def train_stack(task: ClassifierTask, runs: list[Run]) -> list[Outcome]:
                 trial.scheduler.step(metric)
             final[t] = accuracies[pos]
             try:
-                trial.run.report(accuracies[pos], epoch, val_loss=val_losses[pos])
-            except (optuna.TrialPruned, Diverged) as e:
+                trial.run.report(accuracies[pos], epoch, val_loss=val_losses[pos], prune=False)
+            except Diverged as e:
                 ended[pos] = e
-                continue
-            trial.run.save_checkpoint(
-                _checkpoint(task, trial, stack, optimizer, pos, epoch, epoch * steps_per_epoch)
-            )
+        # One read of the study decides for the whole stack (objectives.pruning).
+        reported = [(pos, t) for pos, t in enumerate(live) if pos not in ended]
+        decisions = should_prune_all([trials[t].run.trial for _, t in reported])
+        for (pos, t), prune in zip(reported, decisions, strict=True):
+            if prune:
+                ended[pos] = trials[t].run.pruned()
+            else:
+                trials[t].run.save_checkpoint(
+                    _checkpoint(
+                        task, trials[t], stack, optimizer, pos, epoch, epoch * steps_per_epoch
+                    )
+                )
         if ended:
             drop(ended)
     return [outcomes.get(i, final.get(i, math.nan)) for i in range(len(runs))]
