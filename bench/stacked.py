@@ -3,7 +3,8 @@
     .venv/bin/python bench/stacked.py            # K = 16, 10 epochs; prints `name: value`
 
 Every figure comes from this one run on this machine: the loops being compared train the same
-16 trials (same seeds, schedules, optimizers, batch size 32) in-process, without a database.
+16 trials (same seeds, schedules, optimizers; batch size 128 and 10 epochs as in Optuna's
+`pytorch_simple.py`) in-process, without a database.
 
 - speedup_vs_optuna_example_loop: the style of Optuna's own PyTorch example (a DataLoader
   over the training set, one model and optimizer per trial, trained one after another)
@@ -44,7 +45,7 @@ FAMILIES: list[tuple[str, dict[str, Any]]] = [
 ]
 
 
-def trial_params(k: int) -> list[dict[str, Any]]:
+def trial_params(k: int, batch_size: int = 128) -> list[dict[str, Any]]:
     """K trials: the families above, alternating SGD and AdamW, lrs spread over a range."""
     out = []
     for i in range(k):
@@ -66,7 +67,7 @@ def trial_params(k: int) -> list[dict[str, Any]]:
                 "nesterov": False,
                 "weight_decay": 1e-4,
             }
-        out.append({**opt, "batch_size": 32, "schedule": family, **extra})
+        out.append({**opt, "batch_size": batch_size, "schedule": family, **extra})
     return out
 
 
@@ -164,14 +165,20 @@ def main() -> None:
     parser.add_argument("--k", type=int, default=16)
     parser.add_argument("--epochs", type=int, default=10)
     parser.add_argument("--scaling", default="1,4,16,64")
+    parser.add_argument(
+        "--batch-size",
+        type=int,
+        default=128,
+        help="examples per step (Optuna's PyTorch example uses 128)",
+    )
     args = parser.parse_args()
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     k, epochs = args.k, args.epochs
-    settings = trial_params(k)
+    settings = trial_params(k, args.batch_size)
     digits(torch.device("cpu"))  # load the data once, outside every timing
     print(
         f"# torch {torch.__version__}, {torch.get_num_threads()} threads, digits_mlp "
-        f"hidden 128, batch 32, K={k}, {epochs} epochs"
+        f"hidden 128, batch {args.batch_size}, K={k}, {epochs} epochs"
     )
 
     t_example, _ = timed(
@@ -205,7 +212,7 @@ def main() -> None:
     print(f"batched_kernels_vs_vmap: {batched_kernels_vs_vmap(k):.2f}")
     per_trial = t_solo / k
     for size in (int(s) for s in args.scaling.split(",")):
-        sized = trial_params(size)
+        sized = trial_params(size, args.batch_size)
         t, _ = timed(
             lambda sized=sized: train_stack(
                 digits_mlp, [make_run(p, i, epochs) for i, p in enumerate(sized)]

@@ -159,6 +159,11 @@ class Run:
 
     # Checkpoints -----------------------------------------------------------------------
 
+    @property
+    def saves_checkpoints(self) -> bool:
+        """Whether `save_checkpoint` stores anything (skip building a state when not)."""
+        return self._checkpoint is not None
+
     def save_checkpoint(self, state: dict[str, Any]) -> None:
         """Save ``state`` (tensors, numbers, lists, dicts) with the curves reported so far."""
         if self._checkpoint is not None:

@@ -184,11 +184,9 @@ def train_stack(task: ClassifierTask, runs: list[Run]) -> list[Outcome]:
             if prune:
                 ended[pos] = trials[t].run.pruned()
             else:
-                trials[t].run.save_checkpoint(
-                    _checkpoint(
-                        task, trials[t], stack, optimizer, pos, epoch, epoch * steps_per_epoch
-                    )
-                )
+                if trials[t].run.saves_checkpoints:
+                    state = _checkpoint(trials[t], stack, optimizer, pos, epoch * steps_per_epoch)
+                    trials[t].run.save_checkpoint({**state, "epoch": epoch})
         if ended:
             drop(ended)
     return [outcomes.get(i, final.get(i, math.nan)) for i in range(len(runs))]
@@ -215,26 +213,20 @@ def _evaluate(stack: BatchedModel, data: Split) -> tuple[list[float], list[float
 
 
 def _checkpoint(
-    task: ClassifierTask,
-    trial: _Trial,
-    stack: BatchedModel,
-    optimizer: BatchedOptimizer,
-    pos: int,
-    epoch: int,
-    steps_done: int,
+    trial: _Trial, stack: BatchedModel, optimizer: BatchedOptimizer, pos: int, steps_done: int
 ) -> dict[str, Any]:
-    """Trial ``pos``'s state in the torch format: model, optimizer and scheduler state dicts."""
-    model = task.make_model(trial.run.args)
-    model.load_state_dict(stack.state_dict(pos))
+    """Row ``pos``'s state in the torch format: model, optimizer and scheduler state dicts."""
+    weights = stack.state_dict(pos)  # copies
+    model = stack.template  # a scratch model: the stack holds its own copy of every weight
+    model.load_state_dict(weights)
     solo = trial.run.optimizer(model.parameters())
     by_name = dict(model.named_parameters())
     for name, entry in optimizer.to_torch_state(pos, stack.shapes).items():
         if entry:
             solo.state[by_name[name]] = entry
     return {
-        "model": model.state_dict(),
+        "model": weights,
         "optimizer": solo.state_dict(),
         "scheduler": trial.scheduler_state(steps_done),
         "shuffle": trial.shuffle.get_state(),
-        "epoch": epoch,
     }
