@@ -33,12 +33,12 @@ class Database:
         self.url = url
         self.engine = create_engine(url)
         engine_kwargs: dict[str, Any] = {"pool_pre_ping": True}
-        if self.engine.dialect.name == "sqlite":
-            # WAL is a property of the file, set by our engine; Optuna's needs the wait.
-            engine_kwargs = {"connect_args": {"timeout": SQLITE_BUSY_TIMEOUT_S}}
-            with self.engine.connect():
-                pass
         try:
+            if self.engine.dialect.name == "sqlite":
+                # WAL is a property of the file, set by our engine; Optuna's needs the wait.
+                engine_kwargs = {"connect_args": {"timeout": SQLITE_BUSY_TIMEOUT_S}}
+                with self.engine.connect():
+                    pass
             self.optuna = optuna.storages.RDBStorage(url, engine_kwargs=engine_kwargs)
             if self.engine.dialect.name == "sqlite":
                 tune_sqlite(self.optuna.engine)

@@ -27,14 +27,20 @@ def add_storage_arguments(parser: argparse.ArgumentParser, *, artifacts: bool = 
         )
 
 
-def open_database(args: argparse.Namespace) -> Database:
-    """The study database named by ``--storage``/``$SWEEPS_STORAGE``/the default."""
+def open_database(args: argparse.Namespace, *, create: bool = False) -> Database:
+    """The study database named by ``--storage``/``$SWEEPS_STORAGE``/the default. Only
+    commands that create studies (``create``) may create an SQLite file."""
+    import sqlalchemy
+
     import storage
 
     try:
         url = storage.resolve_url(args.storage)
     except storage.StorageURLError as e:
         raise UsageError(str(e).replace("storage:", "--storage:", 1)) from None
+    path = sqlalchemy.make_url(url).database
+    if not create and url.startswith("sqlite") and path and not Path(path).exists():
+        raise UsageError(f"--storage: no database at {path}; create one with 'sweeps launch'")
     try:
         return storage.Database(url)
     except storage.StorageError as e:

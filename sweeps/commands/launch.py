@@ -25,7 +25,7 @@ def run(args: argparse.Namespace) -> int:
     from sweeps.study import launch
 
     config = load_checked_config(args.config)
-    db = open_database(args)
+    db = open_database(args, create=True)
     handle = launch(db, config, resume=args.resume)
     verb = "resumed" if args.resume else "created"
     print(

@@ -45,7 +45,7 @@ def run(args: argparse.Namespace) -> int:
     if args.stack is not None and not 1 <= args.stack <= 1024:
         raise UsageError(f"--stack: must be an integer in [1, 1024], got {args.stack}")
     config = load_checked_config(args.config)
-    db = open_database(args)
+    db = open_database(args, create=True)
     handle = launch(db, config, resume=args.resume)
     logs = artifacts_root(args, db.url) / config.study / "logs"
     logs.mkdir(parents=True, exist_ok=True)

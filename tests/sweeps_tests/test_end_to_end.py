@@ -285,11 +285,32 @@ def test_enqueue_refuses_bad_params(tmp_path: Path, params: str, message: str) -
 
 
 def test_unknown_study_is_a_usage_error(tmp_path: Path) -> None:
-    result = sweeps(
-        "status", "--study", "nope", "--storage", f"sqlite:///{tmp_path / 's.db'}", cwd=tmp_path
-    )
+    url = f"sqlite:///{tmp_path / 's.db'}"
+    assert sweeps("launch", str(config(tmp_path)), "--storage", url, cwd=tmp_path).returncode == 0
+    result = sweeps("status", "--study", "nope", "--storage", url, cwd=tmp_path)
     assert result.returncode == 2
     assert result.stderr.startswith("error: --study: no study named 'nope' in sqlite:///")
+
+
+@pytest.mark.parametrize(
+    "command",
+    [
+        ["status", "--study", "t"],
+        ["worker", "--study", "t"],
+        ["enqueue", "--study", "t", "--params", "{}"],
+    ],
+)
+def test_commands_that_read_a_study_never_create_a_database(
+    tmp_path: Path, command: list[str]
+) -> None:
+    missing = tmp_path / "missing.db"
+    result = sweeps(*command, "--storage", f"sqlite:///{missing}", cwd=tmp_path)
+    assert result.returncode == 2
+    assert (
+        result.stderr == f"error: --storage: no database at {missing}; create one with "
+        "'sweeps launch'\n"
+    )
+    assert not missing.exists()
 
 
 def sweeps_optuna_cli(*args: str, cwd: Path) -> str:
