@@ -271,11 +271,6 @@ def parse_config(data: Any) -> SweepConfig:
     return config
 
 
-def load_config(path: str | Path) -> SweepConfig:
-    """`load_yaml` then `parse_config`."""
-    return parse_config(load_yaml(Path(path)))
-
-
 def _grid_errors(config: SweepConfig) -> list[str]:
     from sweeps.space import parse_space
 
