@@ -45,6 +45,8 @@ def stack_key(run: Run) -> tuple[Any, ...]:
 class _Trial:
     """One trial's own pieces beside the shared stacked tensors."""
 
+    CHUNK = 64  # closed-form lrs computed at a time
+
     def __init__(self, run: Run, total_steps: int) -> None:
         self.run = run
         self.shuffle = torch.Generator().manual_seed(run.seed)
@@ -54,12 +56,17 @@ class _Trial:
         optimizer = torch.optim.SGD([self.stand_in], lr=run.params["lr"])
         self.scheduler = run.scheduler(optimizer, total_steps=total_steps)
         self.closed_form = self.scheduler.schedule.closed_form
-        # Closed forms need no stepping: their lr at every step is computed up front.
-        schedule = self.scheduler.schedule
-        self.lrs = [schedule.lr_at(t) for t in range(total_steps)] if self.closed_form else []
+        # Closed forms need no stepping: their lrs are computed ahead, a chunk at a time, so
+        # a trial pruned early never pays for the rest of its run.
+        self.lrs: list[float] = []
 
     def lr(self, step: int) -> float:
-        return self.lrs[step] if self.closed_form else float(self.scheduler.get_last_lr()[0])
+        if not self.closed_form:
+            return float(self.scheduler.get_last_lr()[0])
+        if step >= len(self.lrs):
+            lr_at = self.scheduler.schedule.lr_at
+            self.lrs += [lr_at(t) for t in range(len(self.lrs), step + self.CHUNK)]
+        return self.lrs[step]
 
     def step_schedule(self, grad_norm: float) -> None:
         """Advance an adaptive schedule past this step (closed forms are `seek`-ed)."""
