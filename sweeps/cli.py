@@ -59,10 +59,11 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 def _quiet_optuna() -> None:
-    """Our own lines say what happened; Optuna's INFO lines would repeat them."""
-    import logging
+    """Our own lines say what happened; Optuna's INFO lines would repeat them. (Optuna sets
+    its logger's level when first imported, so setting the level alone is overridden.)"""
+    import optuna
 
-    logging.getLogger("optuna").setLevel(logging.WARNING)
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
 
 
 def _print_errors(error: Exception) -> None:

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from collections.abc import Hashable
 from pathlib import Path
-from typing import Annotated, Any, Literal
+from typing import TYPE_CHECKING, Annotated, Any, Literal
 
 import yaml
 from pydantic import (
@@ -23,6 +23,9 @@ from pydantic import (
 )
 
 from sweeps.errors import UsageError
+
+if TYPE_CHECKING:
+    from sweeps.space import Space
 
 MAX_CONFIG_BYTES = 256 * 1024
 # A YAML alias bomb builds a small document that expands to billions of nodes.
@@ -262,26 +265,24 @@ def parse_config(data: Any) -> SweepConfig:
         errors.extend(_pydantic_errors(e))
     space = data.get("space")
     if isinstance(space, dict):
-        errors.extend(parse_space(space).errors)
+        parsed = parse_space(space)
+        errors.extend(parsed.errors)
         if not errors and config is not None and isinstance(config.sampler, Grid):
-            errors.extend(_grid_errors(config))
+            errors.extend(_grid_errors(parsed, config.budget.trials))
     if errors:
         raise ConfigError(errors)
     assert config is not None
     return config
 
 
-def _grid_errors(config: SweepConfig) -> list[str]:
-    from sweeps.space import parse_space
-
-    space = parse_space(config.space)
+def _grid_errors(space: Space, trials: int) -> list[str]:
     errors = [
         f"space.{name}: grid sampler needs a list or fixed value, not a range"
         for name in space.ranged()
     ]
     if not errors:
         size = len(space.grid())
-        if config.budget.trials > size:
+        if trials > size:
             errors.append(
                 f"budget.trials: the grid has {size} combinations; trials must be <= {size}"
             )

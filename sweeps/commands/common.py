@@ -10,6 +10,7 @@ from sweeps.errors import RunFailed, UsageError
 
 if TYPE_CHECKING:
     from storage import Database
+    from sweeps.config import SweepConfig
 
 
 def add_storage_arguments(parser: argparse.ArgumentParser, *, artifacts: bool = False) -> None:
@@ -34,10 +35,7 @@ def open_database(args: argparse.Namespace, *, create: bool = False) -> Database
 
     import storage
 
-    try:
-        url = storage.resolve_url(args.storage)
-    except storage.StorageURLError as e:
-        raise UsageError(str(e).replace("storage:", "--storage:", 1)) from None
+    url = storage_url(args)
     path = sqlalchemy.make_url(url).database
     if not create and url.startswith("sqlite") and path and not Path(path).exists():
         raise UsageError(f"--storage: no database at {path}; create one with 'sweeps launch'")
@@ -47,13 +45,27 @@ def open_database(args: argparse.Namespace, *, create: bool = False) -> Database
         raise RunFailed(str(e)) from None
 
 
-def artifacts_root(args: argparse.Namespace, url: str) -> Path:
+def storage_url(args: argparse.Namespace) -> str:
+    """``--storage``, else ``$SWEEPS_STORAGE``, else the default, checked."""
+    import storage
+
+    try:
+        return storage.resolve_url(args.storage)
+    except storage.StorageURLError as e:
+        raise UsageError(str(e).replace("storage:", "--storage:", 1)) from None
+
+
+def artifacts_root(args: argparse.Namespace) -> Path:
+    """Where checkpoints and logs go; refused if it exists and is not a directory."""
     from storage.checkpoints import resolve_root
 
-    return resolve_root(getattr(args, "artifacts", None), url)
+    root = resolve_root(getattr(args, "artifacts", None), storage_url(args))
+    if root.exists() and not root.is_dir():
+        raise UsageError(f"--artifacts: {root} is not a directory")
+    return root
 
 
-def load_checked_config(path: str):  # type: ignore[no-untyped-def]
+def load_checked_config(path: str) -> SweepConfig:
     """Load and validate a config, objective included (it must be importable).
 
     Raises:

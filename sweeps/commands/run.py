@@ -45,9 +45,9 @@ def run(args: argparse.Namespace) -> int:
     if args.stack is not None and not 1 <= args.stack <= 1024:
         raise UsageError(f"--stack: must be an integer in [1, 1024], got {args.stack}")
     config = load_checked_config(args.config)
+    logs = artifacts_root(args) / config.study / "logs"  # checked before anything is written
     db = open_database(args, create=True)
     handle = launch(db, config, resume=args.resume)
-    logs = artifacts_root(args, db.url) / config.study / "logs"
     logs.mkdir(parents=True, exist_ok=True)
     # Split the cores between the workers: oversubscribed torch threads slow everyone down.
     threads = max(1, (os.cpu_count() or 1) // args.workers)

@@ -55,7 +55,7 @@ def run(args: argparse.Namespace) -> int:
     worker = Worker(
         db,
         args.study,
-        artifacts=artifacts_root(args, db.url),
+        artifacts=artifacts_root(args),
         worker=int(index) if index else os.getpid(),
         stack=args.stack,
         log=log,
