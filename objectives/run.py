@@ -196,6 +196,11 @@ class Run:
         return user
 
     @property
+    def logged_steps(self) -> list[dict[str, Any]]:
+        """The step points kept so far: ``{"step", "lr", "train_loss", "grad_norm"}`` each."""
+        return list(self._steps)
+
+    @property
     def reported(self) -> list[dict[str, Any]]:
         """The epochs reported so far: ``{"epoch", "value", "val_loss"}`` each."""
         return list(self._epochs)

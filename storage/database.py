@@ -8,14 +8,14 @@ from typing import Any
 
 import optuna
 import sqlalchemy
-from sqlalchemy import select, update
+from sqlalchemy import or_, select, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session
 
 from storage import schema
 from storage._engine import SQLITE_BUSY_TIMEOUT_S, create_engine, tune_sqlite
 from storage._url import mask_url
-from storage.tables import Budget, EpochPoint, StepPoint
+from storage.tables import Base, Budget, EpochPoint, Publication, StepPoint
 
 
 class StorageError(RuntimeError):
@@ -99,6 +99,34 @@ class Database:
                 .values(claimed=Budget.claimed - 1)
             )
 
+    # Dashboard pages ---------------------------------------------------------------------
+
+    def claim_publication(self, study_id: int, *, now: float, every: float, lease: float) -> bool:
+        """Take the right to refresh the study's dashboard pages until ``now + lease``,
+        unless another process holds it or they were refreshed less than ``every`` seconds
+        ago. One conditional UPDATE, like `claim_slot`."""
+        until, last = Publication.publishing_until, Publication.published_at
+        with self.session() as s:
+            s.execute(self._insert_ignoring_duplicates(Publication), [{"study_id": study_id}])
+            result = s.execute(
+                update(Publication)
+                .where(
+                    Publication.study_id == study_id,
+                    or_(until.is_(None), until < now),
+                    or_(last.is_(None), last <= now - every),
+                )
+                .values(publishing_until=now + lease)
+            )
+            return bool(result.rowcount == 1)  # type: ignore[attr-defined]
+
+    def end_publication(self, study_id: int, *, now: float) -> None:
+        with self.session() as s:
+            s.execute(
+                update(Publication)
+                .where(Publication.study_id == study_id)
+                .values(published_at=now, publishing_until=None)
+            )
+
     # Curves ------------------------------------------------------------------------------
 
     def add_curves(
@@ -113,7 +141,7 @@ class Database:
                         [{"trial_id": trial_id, **r} for r in rows],
                     )
 
-    def _insert_ignoring_duplicates(self, table: type[StepPoint] | type[EpochPoint]) -> Any:
+    def _insert_ignoring_duplicates(self, table: type[Base]) -> Any:
         dialect = postgresql if self.engine.dialect.name == "postgresql" else sqlite
         return dialect.insert(table).on_conflict_do_nothing()
 

@@ -49,3 +49,15 @@ class EpochPoint(Base):
     epoch: Mapped[int] = mapped_column(Integer, primary_key=True)
     value: Mapped[float] = mapped_column(Float)
     val_loss: Mapped[float | None] = mapped_column(Float)
+
+
+class Publication(Base):
+    """Who refreshes a study's dashboard note and graphs: one process at a time (a lease
+    until ``publishing_until``), at most every so often (``published_at``), so racing
+    workers never interleave the chunks those pages are stored in."""
+
+    __tablename__ = "sweeps_publication"
+
+    study_id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    published_at: Mapped[float | None] = mapped_column(Float)
+    publishing_until: Mapped[float | None] = mapped_column(Float)

@@ -23,6 +23,8 @@ COMMANDS = {
     "export": "export",
     "enqueue": "enqueue",
     "schedules": "schedules",
+    "report": "report",
+    "dashboard": "dashboard",
 }
 
 

@@ -8,7 +8,7 @@ from optuna.trial import FrozenTrial, TrialState
 
 from storage import Database, mask_url
 from sweeps.study import StudyHandle
-from sweeps.worker import REASON, params_of
+from sweeps.trial_attrs import REASON, params_of
 
 
 def summarize(db: Database, handle: StudyHandle) -> dict[str, Any]:
@@ -73,13 +73,13 @@ def format_table(summary: dict[str, Any]) -> str:
     best = summary["best"]
     if best:
         lines.append(
-            f"best: trial {best['number']} value {best['value']:.4f} {_describe(best['params'])}"
+            f"best: trial {best['number']} value {best['value']:.4f} {describe(best['params'])}"
         )
     lines += ["", f"{'family':14} {'finished':>8} {'pruned':>7} {'best':>8}  trial  settings"]
     for f in summary["families"]:
         b = f["best"]
         cells = (
-            f"{b['value']:>8.4f}  {b['number']:>5}  {_describe(b['params'], family=False)}"
+            f"{b['value']:>8.4f}  {b['number']:>5}  {describe(b['params'], family=False)}"
             if b
             else f"{'—':>8}"
         )
@@ -87,7 +87,7 @@ def format_table(summary: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
-def _describe(params: dict[str, Any], *, family: bool = True) -> str:
+def describe(params: dict[str, Any], *, family: bool = True) -> str:
     """Compact settings: ``cosine warmup_steps=50 lr=0.12 optimizer=sgd ...``."""
     name = params.get("schedule", "?")
     shown = [name] if family else []

@@ -14,19 +14,17 @@ import sys
 import traceback
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
 
 import optuna
 from optuna.trial import TrialState
 
 import objectives
 from storage import CheckpointStore, Database
+from sweeps.results.curves import Curves
+from sweeps.results.dashboard import Publisher
 from sweeps.study import StudyHandle, load
-
-ATTEMPT = "sweeps:attempt"  # 1 for a first try, 2 for its first retry, ...
-RETRY_OF = "sweeps:retry_of"  # the first attempt's trial number
-PARAMS = "sweeps:params"  # the complete parameters, fixed values included
-REASON = "sweeps:reason"  # why a trial was pruned or failed
+from sweeps.summary import describe
+from sweeps.trial_attrs import ATTEMPT, PARAMS, REASON, RETRY_OF
 
 
 def trial_seed(study_seed: int, first_attempt: int) -> int:
@@ -54,6 +52,7 @@ class Worker:
         self.config = self.handle.config
         self.objective = objectives.resolve(self.config.objective)
         self.checkpoints = CheckpointStore(artifacts, study)
+        self.publisher = Publisher(db, self.handle, artifacts, log)
         self.log = log
         self.stack = stack or self.config.stack
         if self.stack > 1 and not isinstance(self.objective, objectives.ClassifierTask):
@@ -76,6 +75,7 @@ class Worker:
                 )
                 for _ in retries:
                     self.db.release_slot(study_id)
+                self.publisher.refresh(final=True)
                 return 1
             if retries:
                 batch = [self._retry_of(retries.pop(0))]
@@ -84,6 +84,7 @@ class Worker:
                 while len(batch) < self.stack and self.db.claim_slot(study_id):
                     batch.append(study.ask())
                 if not batch:
+                    self.publisher.refresh(final=True)
                     return 0
             for trial, state in self.run_trials(batch):
                 if state != TrialState.FAIL:
@@ -184,17 +185,23 @@ class Worker:
             state, reason, value = TrialState.COMPLETE, "", outcome
         if reason:
             trial.set_user_attr(REASON, reason[:2000])
+        shown = f" {value:.6g}" if value is not None else ""
+        self.publisher.trial_ended(
+            trial,
+            Curves.of_run(run),
+            f"trial {trial.number} {state.name}{shown} · {describe(run.params)}",
+        )
         if state == TrialState.COMPLETE:
             self.handle.study.tell(trial, value)
         else:
             self.handle.study.tell(trial, state=state)
         if state != TrialState.FAIL:
             self.checkpoints.delete(self._first(trial))  # a FAILed one's serves its retry
-        shown = f" {value:.6g}" if value is not None else ""
         self.log(
             f"trial {trial.number} {state.name}{shown} [{run.params['schedule']}]"
             + (f": {reason}" if reason else "")
         )
+        self.publisher.refresh()
         return state
 
 
@@ -204,9 +211,3 @@ def _device(setting: str) -> str:
 
         return "cuda" if torch.cuda.is_available() else "cpu"
     return setting
-
-
-def params_of(trial: optuna.trial.FrozenTrial) -> dict[str, Any]:
-    """A finished trial's complete parameters (fixed values included)."""
-    stored: dict[str, Any] = trial.user_attrs.get(PARAMS, trial.params)
-    return stored

@@ -23,8 +23,8 @@ def add_storage_arguments(parser: argparse.ArgumentParser, *, artifacts: bool = 
         parser.add_argument(
             "--artifacts",
             metavar="DIR",
-            help="checkpoints and logs (default: $SWEEPS_ARTIFACTS, else beside the SQLite "
-            "file, else ./sweeps-artifacts)",
+            help="checkpoints, logs and dashboard artifacts (default: $SWEEPS_ARTIFACTS, "
+            "else beside the SQLite file, else ./sweeps-artifacts)",
         )
 
 

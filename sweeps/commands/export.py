@@ -22,7 +22,7 @@ def run(args: argparse.Namespace) -> int:
     from sweeps.commands.common import open_database
     from sweeps.errors import UsageError
     from sweeps.study import load
-    from sweeps.worker import REASON, params_of
+    from sweeps.trial_attrs import REASON, params_of
 
     out = Path(args.out)
     if not out.parent.is_dir():

@@ -95,7 +95,8 @@ def run(args: argparse.Namespace) -> int:
     summary = summarize(db, handle)
     print(f"\n{format_table(summary)}\n")
     print(f"data: {summary['storage']} (curves in tables sweeps_curve_steps, sweeps_curve_epochs)")
-    print(f"browse: optuna-dashboard {summary['storage']}")
+    artifacts = f" --artifacts {args.artifacts}" if args.artifacts else ""
+    print(f"browse: sweeps dashboard --storage {summary['storage']}{artifacts}")
     print(f"export: sweeps export --study {config.study} --out {config.study}.csv")
     failed = [i for i, p in enumerate(procs) if p.returncode != 0]
     if failed:

@@ -1,0 +1,63 @@
+"""`sweeps dashboard`: optuna-dashboard on the study storage, with our artifact store, so each
+trial's page shows its learning-rate and loss curves."""
+
+from __future__ import annotations
+
+import argparse
+import ipaddress
+import sys
+
+from sweeps.commands.common import add_storage_arguments
+from sweeps.errors import UsageError
+
+HELP = "serve optuna-dashboard on the study storage, with each trial's curve artifacts"
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    add_storage_arguments(parser, artifacts=True)
+    parser.add_argument(
+        "--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1)"
+    )
+    parser.add_argument("--port", type=int, default=8080, help="port (default 8080)")
+
+
+def run(args: argparse.Namespace) -> int:
+    from optuna_dashboard import run_server
+
+    from storage import mask_url
+    from sweeps.commands.common import artifacts_root, open_database
+    from sweeps.results.dashboard import ARTIFACTS_DIR, artifact_store
+
+    if not 1 <= args.port <= 65535:
+        raise UsageError(f"--port: must be an integer in [1, 65535], got {args.port}")
+    root = artifacts_root(args)
+    db = open_database(args)
+    if not is_loopback(args.host):
+        print(
+            f"warning: optuna-dashboard has no authentication: anyone who can reach "
+            f"{args.host}:{args.port} can read, change and delete studies. Prefer the default "
+            "127.0.0.1 and an SSH tunnel (ssh -L 8080:127.0.0.1:8080 HOST), or put it behind "
+            "a reverse proxy that authenticates (nginx auth_basic, oauth2-proxy).",
+            file=sys.stderr,
+        )
+    print(
+        f"optuna-dashboard for {mask_url(db.url)} on http://{args.host}:{args.port}/ "
+        f"(artifacts in {root / ARTIFACTS_DIR}); Ctrl-C stops it",
+        flush=True,
+    )
+    try:
+        run_server(db.optuna, host=args.host, port=args.port, artifact_store=artifact_store(root))
+    except OSError as e:
+        raise UsageError(
+            f"--port: cannot listen on {args.host}:{args.port}: {e.strerror or e}"
+        ) from None
+    return 0
+
+
+def is_loopback(host: str) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:  # a host name: it may resolve to anything
+        return False

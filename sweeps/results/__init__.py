@@ -1,0 +1,2 @@
+"""What a study found, shown: curve artifacts and pages in optuna-dashboard, HTML/PNG reports,
+schedule previews, progress bars."""

@@ -1,0 +1,114 @@
+"""Keeping a study's optuna-dashboard pages current while workers run.
+
+- When a trial ends, its curves go to the artifact store as a PNG and two CSVs; the
+  dashboard's trial page shows them. (Uploaded before Optuna is told the trial's state:
+  Optuna refuses to change a finished trial.)
+- As trials finish, the study's note (`note.study_note`) and its graphs (`figures`) are
+  rewritten, by one worker at a time and at most every `EVERY` seconds (a lease in
+  `storage.Database.claim_publication`), so racing workers never interleave them.
+
+Nothing here may end a trial or a worker: a failure to publish is logged and training goes on.
+"""
+
+from __future__ import annotations
+
+import tempfile
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import optuna
+from optuna.artifacts import FileSystemArtifactStore, upload_artifact
+from optuna_dashboard import save_note, save_plotly_graph_object
+
+from storage import Database
+from sweeps.results import figures
+from sweeps.results.curves import Curves
+from sweeps.results.note import study_note
+from sweeps.results.study_data import StudyData
+from sweeps.results.trial_plot import TrialPlot
+from sweeps.study import StudyHandle
+
+ARTIFACTS_DIR = "dashboard"  # under the study's artifacts root
+GRAPHS = {  # graph id in the dashboard -> figure
+    "sweeps-lr-schedules": figures.lr_schedules,
+    "sweeps-best-by-family": figures.best_by_family,
+    "sweeps-value-vs-params": figures.value_vs_params,
+}
+EVERY = 10.0  # seconds between refreshes of the study's pages
+LEASE = 120.0  # seconds a refresh may take before another worker may take over
+FINAL_WAIT = 60.0  # seconds a final refresh waits for another worker's refresh to end
+
+
+def artifact_store(root: Path) -> FileSystemArtifactStore:
+    """The artifact store every worker and the dashboard share (a directory under ``root``)."""
+    path = root / ARTIFACTS_DIR
+    path.mkdir(parents=True, exist_ok=True)
+    return FileSystemArtifactStore(str(path))
+
+
+class Publisher:
+    def __init__(
+        self,
+        db: Database,
+        handle: StudyHandle,
+        root: Path,
+        log: Callable[[str], None] = print,
+    ) -> None:
+        self.db, self.handle, self.log = db, handle, log
+        self.store = artifact_store(root)
+        self._plot: TrialPlot | None = None  # built on first use: matplotlib is slow to load
+
+    def trial_ended(self, trial: optuna.Trial, curves: Curves, title: str) -> None:
+        """Attach the trial's curves to it; call before the trial is told."""
+        if not curves:
+            return
+        try:
+            self._plot = self._plot or TrialPlot()
+            with tempfile.TemporaryDirectory() as tmp:
+                files = {
+                    f"trial-{trial.number}-curves.png": self._plot.png(curves, title),
+                    f"trial-{trial.number}-steps.csv": curves.steps_csv().encode(),
+                    f"trial-{trial.number}-epochs.csv": curves.epochs_csv().encode(),
+                }
+                for name, content in files.items():
+                    path = Path(tmp) / name
+                    path.write_bytes(content)
+                    upload_artifact(
+                        artifact_store=self.store, file_path=str(path), study_or_trial=trial
+                    )
+        except Exception as e:  # the trial's result matters more than its pictures
+            self.log(f"trial {trial.number}: could not store its curves: {_one_line(e)}")
+
+    def refresh(self, *, final: bool = False) -> bool:
+        """Rewrite the study's note and graphs unless another worker did so lately (or, with
+        ``final``, wait for one in progress and refresh anyway). Returns whether it did."""
+        study_id = self.handle.study_id
+        deadline = time.monotonic() + (FINAL_WAIT if final else 0)
+        while not self.db.claim_publication(
+            study_id, now=time.time(), every=0 if final else EVERY, lease=LEASE
+        ):
+            if time.monotonic() >= deadline:
+                return False
+            time.sleep(0.5)
+        try:
+            publish_study(self.db, self.handle)
+            return True
+        except Exception as e:
+            self.log(f"could not refresh the study's dashboard pages: {_one_line(e)}")
+            return False
+        finally:
+            self.db.end_publication(study_id, now=time.time())
+
+
+def publish_study(db: Database, handle: StudyHandle) -> None:
+    """Write the study's note and graphs (callers make sure no one else writes them now)."""
+    data = StudyData(db, handle)
+    save_note(handle.study, study_note(data))
+    for graph_id, figure in GRAPHS.items():
+        save_plotly_graph_object(handle.study, figure(data), graph_object_id=graph_id)
+
+
+def _one_line(error: Exception) -> str:
+    text = str(error).strip().splitlines()
+    return f"{type(error).__name__}: {text[0] if text else ''}"

@@ -1,0 +1,115 @@
+"""`sweeps report`: one self-contained HTML page (interactive plotly) and PNGs (matplotlib)
+answering what a study found: history, family leaderboard, the top trials' learning-rate and
+validation curves, parameter importances, schedule parameters, and what pruning saved."""
+
+from __future__ import annotations
+
+import html
+import time
+import warnings
+from pathlib import Path
+
+import optuna
+
+from sweeps.results import figures
+from sweeps.results.report_png import write_pngs
+from sweeps.results.study_data import StudyData
+from sweeps.summary import describe
+
+STYLE = """body{font-family:system-ui,sans-serif;max-width:1100px;margin:2em auto;padding:0 1em}
+table{border-collapse:collapse}td,th{border:1px solid #ccc;padding:4px 8px}
+td.n{text-align:right}code{font-size:90%}"""
+
+
+def write_report(data: StudyData, out: Path, *, top: int = 8) -> list[Path]:
+    """Write ``report.html`` and the PNGs into ``out``; returns the files written."""
+    out.mkdir(parents=True, exist_ok=True)
+    best = data.complete()[:top]
+    scores, why_no_scores = importances(data.handle.study)
+    pngs = write_pngs(data, best, scores, out)
+    graphs = [
+        figures.history(data),
+        figures.best_by_family(data),
+        figures.lr_curves(data, best, f"Learning rate of the top {len(best)} trials"),
+        figures.validation_curves(data, best),
+        figures.value_vs_params(data),
+        figures.pruning(data),
+    ]
+    if scores:
+        graphs.insert(4, figures.importances(scores))
+    parts = [_header(data), _leaderboard(data), _pruning(data)]
+    if why_no_scores:
+        parts.append(f"<p>No parameter importances: {html.escape(why_no_scores)}</p>")
+    parts += [
+        g.to_html(full_html=False, include_plotlyjs=i == 0, default_height="480px")
+        for i, g in enumerate(graphs)
+    ]
+    page = out / "report.html"
+    page.write_text(
+        f"<!DOCTYPE html><html><head><meta charset='utf-8'><title>"
+        f"{html.escape(data.handle.config.study)}: lr-sweeps report</title>"
+        f"<style>{STYLE}</style></head><body>{''.join(parts)}</body></html>",
+        encoding="utf-8",
+    )
+    return [page, *pngs]
+
+
+def importances(study: optuna.Study) -> tuple[dict[str, float] | None, str]:
+    """fANOVA importances of the parameters every COMPLETE trial has, or why there are none."""
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            return optuna.importance.get_param_importances(study), ""
+    except (ValueError, RuntimeError) as e:
+        return None, str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+
+
+def _header(data: StudyData) -> str:
+    s, config = data.summary, data.handle.config
+    best = s["best"]
+    best_line = (
+        f"<p>Best: trial <b>{best['number']}</b>, value <b>{best['value']:.4f}</b>: "
+        f"<code>{html.escape(describe(best['params']))}</code></p>"
+        if best
+        else "<p>No trial completed yet.</p>"
+    )
+    states = ", ".join(f"{n.lower()} {c}" for n, c in s["states"].items() if c)
+    return (
+        f"<h1>{html.escape(config.study)}</h1>"
+        f"<p><b>{html.escape(config.objective)}</b>, {config.direction}; budget "
+        f"{config.budget.trials} trials of up to {config.budget.epochs} epochs; sampler "
+        f"{config.sampler.name}, pruner {config.pruner.name}. Finished {s['finished']} of "
+        f"{s['budget']} ({states or 'none yet'}). Storage {html.escape(s['storage'])}. "
+        f"Written {time.strftime('%Y-%m-%d %H:%M:%S %Z')}.</p>{best_line}"
+    )
+
+
+def _leaderboard(data: StudyData) -> str:
+    rows = []
+    for f in data.summary["families"]:
+        b = f["best"]
+        cells = (
+            f"<td class=n>{b['value']:.4f}</td><td class=n>{b['number']}</td>"
+            f"<td><code>{html.escape(describe(b['params'], family=False))}</code></td>"
+            if b
+            else "<td class=n>—</td><td></td><td></td>"
+        )
+        rows.append(
+            f"<tr><td>{html.escape(f['family'])}</td>{cells}"
+            f"<td class=n>{f['finished']}</td><td class=n>{f['pruned']}</td></tr>"
+        )
+    return (
+        "<h2>Leaderboard by schedule family</h2><table><tr><th>family</th><th>best</th>"
+        "<th>trial</th><th>settings</th><th>finished</th><th>pruned</th></tr>"
+        + "".join(rows)
+        + "</table>"
+    )
+
+
+def _pruning(data: StudyData) -> str:
+    p = data.pruning()
+    return (
+        f"<h2>Pruning</h2><p>The finished trials trained {p['epochs_trained']} epochs; "
+        f"without pruning they would have trained {p['epochs_without_pruning']}: "
+        f"<b>{p['fraction_saved']:.0%} saved</b>.</p>"
+    )
