@@ -133,11 +133,12 @@ def best_by_family(data: StudyData) -> go.Figure:
 def value_vs_params(data: StudyData) -> go.Figure:
     """Each finished trial's value against each schedule parameter, coloured by family."""
     names = data.key_params() or ["lr"]
-    cols = min(3, len(names))
+    cols = min(2, len(names))
     rows = math.ceil(len(names) / cols)
     fig = make_subplots(rows=rows, cols=cols, subplot_titles=names)
     families = list(data.handle.config.space["schedule"])
     complete = data.complete()
+    in_legend: set[str] = set()
     for i, name in enumerate(names):
         row, col = i // cols + 1, i % cols + 1
         for fam in families:
@@ -151,18 +152,19 @@ def value_vs_params(data: StudyData) -> go.Figure:
                     mode="markers",
                     name=fam,
                     legendgroup=fam,
-                    showlegend=i == 0 or name.startswith(fam + "."),
+                    showlegend=fam not in in_legend,
                     marker={"color": PALETTE[families.index(fam) % len(PALETTE)]},
                     hovertext=[label(t) for t in mine],
                 ),
                 row=row,
                 col=col,
             )
+            in_legend.add(fam)
         if name == "lr" or _is_log(data, name):
             fig.update_xaxes(type="log", row=row, col=col)
     fig.update_layout(
         title="Value against the schedule's parameters (COMPLETE trials)",
-        height=320 * rows,
+        height=360 * rows,
         **LAYOUT,
     )
     return fig

@@ -46,7 +46,7 @@ def test_run_with_three_workers_finishes_exactly_the_budget(
     assert counts.get("COMPLETE", 0) + counts.get("PRUNED", 0) == 10
     assert set(counts) <= {"COMPLETE", "PRUNED"}
     assert "finished 10 of 10 trials" in result.stdout
-    assert "optuna-dashboard" in result.stdout
+    assert "sweeps dashboard" in result.stdout
 
     # Plain Optuna reads the study.
     listed = sweeps_optuna_cli(
