@@ -8,7 +8,7 @@ import argparse
 from sweeps.commands.common import add_storage_arguments
 
 HELP = "launch a study and run N local worker processes until its budget is met"
-POLL_SECONDS = 2.0
+POLL_SECONDS = 0.5
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -37,6 +37,7 @@ def run(args: argparse.Namespace) -> int:
     from sweeps.commands.common import artifacts_root, load_checked_config, open_database
     from sweeps.commands.worker import INDEX_ENV
     from sweeps.errors import RunFailed, UsageError
+    from sweeps.results.progress import Progress
     from sweeps.study import launch
     from sweeps.summary import format_table, summarize
 
@@ -80,18 +81,18 @@ def run(args: argparse.Namespace) -> int:
         flush=True,
     )
 
-    started, last = time.monotonic(), ""
+    progress = Progress(lambda: summarize(db, handle))
     try:
         while any(p.poll() is None for p in procs):
+            progress.update()
             time.sleep(POLL_SECONDS)
-            line = _progress(summarize(db, handle), time.monotonic() - started)
-            if line != last:
-                print(line, flush=True)
-                last = line
+        progress.update(force=True)  # the final numbers
     except KeyboardInterrupt:
         for p in procs:
             p.terminate()
         raise
+    finally:
+        progress.close()
     summary = summarize(db, handle)
     print(f"\n{format_table(summary)}\n")
     print(f"data: {summary['storage']} (curves in tables sweeps_curve_steps, sweeps_curve_epochs)")
@@ -102,13 +103,3 @@ def run(args: argparse.Namespace) -> int:
     if failed:
         raise RunFailed(f"worker(s) {failed} exited with an error; see {logs}/")
     return 0
-
-
-def _progress(summary: dict[str, object], elapsed: float) -> str:
-    best = summary["best"]
-    running = summary["states"]["RUNNING"]  # type: ignore[index]
-    shown = f", best {best['value']:.4f} (trial {best['number']})" if best else ""  # type: ignore[index]
-    return (
-        f"[{elapsed:5.0f}s] finished {summary['finished']}/{summary['budget']}, "
-        f"running {running}{shown}"
-    )

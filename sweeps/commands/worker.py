@@ -42,24 +42,29 @@ def run(args: argparse.Namespace) -> int:
     import torch
 
     from sweeps.commands.common import artifacts_root, open_database
+    from sweeps.results.progress import Progress
+    from sweeps.summary import summarize
     from sweeps.worker import Worker
 
     if args.threads:
         torch.set_num_threads(args.threads)
     index = os.environ.get(INDEX_ENV)
     db = open_database(args)
-
-    def log(line: str) -> None:
-        print(line, flush=True)
-
+    progress: Progress | None = None
     worker = Worker(
         db,
         args.study,
         artifacts=artifacts_root(args),
         worker=int(index) if index else os.getpid(),
         stack=args.stack,
-        log=log,
+        log=lambda line: progress.log(line) if progress else print(line, flush=True),
     )
-    code = worker.run()
+    if sys.stdout.isatty():  # a person watches: a live bar under the trial lines
+        progress = Progress(lambda: summarize(db, worker.handle))
+    try:
+        code = worker.run()
+    finally:
+        if progress:
+            progress.close()
     print(f"worker done: {'budget met' if code == 0 else 'stopped'}", file=sys.stderr)
     return code
