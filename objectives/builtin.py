@@ -7,6 +7,7 @@ trainer how to build its model and data, so K of its trials can train as one sta
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
@@ -30,6 +31,9 @@ class ClassifierTask:
         """The trial's model, initialised from the trial's own seed."""
         torch.manual_seed(run.seed)
         return self.make_model(run.args)
+
+    def steps_per_epoch(self, batch_size: int) -> int:
+        return math.ceil(len(self.data(torch.device("cpu")).x_train) / batch_size)
 
     def __call__(self, run: Run) -> float:
         (outcome,) = train_stack(self, [run])

@@ -208,6 +208,13 @@ class Schedule:
             )
         return self.lr * self._warmed(t, self._factor)
 
+    def nominal_lr_at(self, t: int) -> float:
+        """`lr_at` for closed forms; for adaptive families the lr before training moves it
+        (warmup, then α0): what a preview can honestly draw."""
+        if self.closed_form:
+            return self.lr_at(t)
+        return self.lr * self._warmed(t, lambda _: 1.0)
+
     def _warmed(self, t: int, factor: Any) -> float:
         if t < 0:
             raise ScheduleError(f"{self.name}: step t must be >= 0, got {t}")

@@ -1,4 +1,5 @@
-"""`sweeps schedules`: every family's formula, a sampled lr table, and its parameters."""
+"""`sweeps schedules`: every family's formula, a sampled lr table, and its parameters.
+`sweeps schedules plot CONFIG_OR_FAMILY --out FILE.png`: preview the curves before training."""
 
 from __future__ import annotations
 
@@ -15,6 +16,27 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--lr", type=float, default=0.1, help="α0 for the table (default 0.1)")
     parser.add_argument(
         "--total-steps", type=int, default=1000, help="run length T for the table (default 1000)"
+    )
+    actions = parser.add_subparsers(dest="action", metavar="ACTION")
+    plot = actions.add_parser(
+        "plot",
+        help="draw sampled lr curves of a config's families (or of named families) to a PNG",
+        description="Preview schedules before spending compute: for a config, a sample of "
+        "each family's curves from its search space over the configured run length; for "
+        "family names (comma-separated, or 'all'), each at typical settings.",
+    )
+    plot.add_argument("target", metavar="CONFIG_OR_FAMILY", help="a config file, or families")
+    plot.add_argument("--out", required=True, metavar="FILE.png", help="the image to write")
+    plot.add_argument(
+        "--samples", type=int, default=5, help="curves per family from a config (default 5)"
+    )
+    plot.add_argument("--seed", type=int, default=0, help="seed of the sample (default 0)")
+    plot.add_argument("--lr", type=float, default=0.1, help="α0 for families (default 0.1)")
+    plot.add_argument(
+        "--total-steps",
+        type=int,
+        default=None,
+        help="run length (default: from the config's epochs and batch size; 1000 for families)",
     )
 
 
@@ -37,6 +59,63 @@ def examples(lr: float, total: int) -> dict[str, dict[str, Any]]:
 
 
 def run(args: argparse.Namespace) -> int:
+    if args.action == "plot":
+        return plot(args)
+    return table(args)
+
+
+def plot(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    import schedules
+    from sweeps.results.schedule_preview import example_schedules, sample_config
+    from sweeps.results.schedule_preview import plot as draw
+
+    out = Path(args.out)
+    if out.suffix.lower() != ".png":
+        raise UsageError(f"--out: must name a .png file, got {args.out!r}")
+    if not 1 <= args.samples <= 20:
+        raise UsageError(f"--samples: must be an integer in [1, 20], got {args.samples}")
+    if args.total_steps is not None and args.total_steps < 2:
+        raise UsageError(f"--total-steps: must be an integer >= 2, got {args.total_steps}")
+    if Path(args.target).is_file():
+        import objectives
+        from sweeps.commands.common import load_checked_config
+
+        config = load_checked_config(args.target)
+        if args.total_steps is None and not isinstance(
+            objectives.resolve(config.objective), objectives.ClassifierTask
+        ):
+            raise UsageError(
+                f"--total-steps: required for objective {config.objective!r} "
+                "(only the built-in tasks know their steps per epoch)"
+            )
+        samples = sample_config(
+            config, per_family=args.samples, seed=args.seed, total_steps=args.total_steps
+        )
+        title = f"{config.study}: {args.samples} sampled schedules per family"
+    else:
+        names = list(schedules.SCHEDULES) if args.target == "all" else args.target.split(",")
+        unknown = [n for n in names if n not in schedules.SCHEDULES]
+        if unknown:
+            raise UsageError(
+                f"CONFIG_OR_FAMILY: {args.target!r} is neither a config file nor families "
+                f"(unknown {', '.join(map(repr, unknown))}); families: "
+                f"{', '.join(schedules.SCHEDULES)}, or all"
+            )
+        total = args.total_steps or 1000
+        try:
+            settings = {n: examples(args.lr, total)[n] for n in names}
+            samples = example_schedules(settings, total)
+        except schedules.ScheduleError as e:
+            raise UsageError(str(e).replace(".lr:", " --lr:")) from None
+        title = f"typical settings, α0 = {args.lr:g}, {total} steps"
+    draw(samples, out, title)
+    print(out)
+    return 0
+
+
+def table(args: argparse.Namespace) -> int:
     import schedules
 
     if args.total_steps < 20:
