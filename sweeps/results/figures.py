@@ -6,12 +6,9 @@ Each takes a `StudyData` and returns a ``plotly.graph_objects.Figure``; Optuna's
 
 from __future__ import annotations
 
-import math
-
 import plotly.graph_objects as go
 from optuna.trial import FrozenTrial
 from plotly.colors import qualitative
-from plotly.subplots import make_subplots
 
 from sweeps.results.study_data import StudyData, family, label
 from sweeps.trial_attrs import params_of
@@ -37,6 +34,7 @@ def lr_curves(data: StudyData, trials: list[FrozenTrial], title: str) -> go.Figu
         xaxis_title="optimizer step",
         yaxis_title="learning rate",
         yaxis_type="log",
+        yaxis_exponentformat="power",
         **LAYOUT,
     )
     return fig
@@ -131,43 +129,54 @@ def best_by_family(data: StudyData) -> go.Figure:
 
 
 def value_vs_params(data: StudyData) -> go.Figure:
-    """Each finished trial's value against each schedule parameter, coloured by family."""
+    """Each COMPLETE trial's value against a schedule parameter, coloured by family; a menu
+    picks the parameter (one panel: the dashboard gives every graph the same height)."""
     names = data.key_params() or ["lr"]
-    cols = min(2, len(names))
-    rows = math.ceil(len(names) / cols)
-    fig = make_subplots(rows=rows, cols=cols, subplot_titles=names)
     families = list(data.handle.config.space["schedule"])
     complete = data.complete()
-    in_legend: set[str] = set()
-    for i, name in enumerate(names):
-        row, col = i // cols + 1, i % cols + 1
+    fig = go.Figure()
+    shown_by: list[str] = []  # the parameter each trace belongs to
+    for name in names:
         for fam in families:
             mine = [t for t in complete if family(t) == fam and name in t.params]
-            if not mine:
-                continue
-            fig.add_trace(
-                go.Scatter(
-                    x=[params_of(t)[name] for t in mine],
-                    y=[t.value for t in mine],
-                    mode="markers",
-                    name=fam,
-                    legendgroup=fam,
-                    showlegend=fam not in in_legend,
-                    marker={"color": PALETTE[families.index(fam) % len(PALETTE)]},
-                    hovertext=[label(t) for t in mine],
-                ),
-                row=row,
-                col=col,
-            )
-            in_legend.add(fam)
-        if name == "lr" or _is_log(data, name):
-            fig.update_xaxes(type="log", row=row, col=col)
+            if mine:
+                fig.add_trace(
+                    go.Scatter(
+                        x=[params_of(t)[name] for t in mine],
+                        y=[t.value for t in mine],
+                        mode="markers",
+                        name=fam,
+                        visible=name == names[0],
+                        marker={"color": PALETTE[families.index(fam) % len(PALETTE)]},
+                        hovertext=[label(t) for t in mine],
+                    )
+                )
+                shown_by.append(name)
+    buttons = [
+        {
+            "label": name,
+            "method": "update",
+            "args": [
+                {"visible": [owner == name for owner in shown_by]},
+                {"xaxis.title.text": name, "xaxis.type": _axis_type(data, name)},
+            ],
+        }
+        for name in names
+    ]
     fig.update_layout(
-        title="Value against the schedule's parameters (COMPLETE trials)",
-        height=360 * rows,
+        title="Value against a schedule parameter (COMPLETE trials)",
+        xaxis_title=names[0],
+        xaxis_type=_axis_type(data, names[0]),
+        yaxis_title="value",
+        updatemenus=[{"buttons": buttons, "x": 1.02, "xanchor": "left", "y": 1.0}],
+        legend={"y": 0.85},
         **LAYOUT,
     )
     return fig
+
+
+def _axis_type(data: StudyData, name: str) -> str:
+    return "log" if name == "lr" or _is_log(data, name) else "linear"
 
 
 def _is_log(data: StudyData, name: str) -> bool:

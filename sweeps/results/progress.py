@@ -1,6 +1,6 @@
 """Progress of a study for `sweeps run` and `sweeps worker`: on a terminal a bar redrawn in
 place (trials finished of budget, running trials, best so far); elsewhere (log files, CI,
-pipes) a plain line whenever the numbers change."""
+pipes) a plain line when the numbers changed, at most every few seconds."""
 
 from __future__ import annotations
 
@@ -12,6 +12,7 @@ from typing import Any, TextIO
 
 BAR = 24  # characters of the bar itself
 EVERY = 1.0  # seconds between status reads (each reads the study's trials)
+PLAIN_EVERY = 5.0  # seconds between plain lines: a log should not get one per trial
 
 
 class Progress:
@@ -25,6 +26,7 @@ class Progress:
         self._line = ""  # the bar as last drawn (terminal)
         self._text = ""  # the status as last printed (elsewhere)
         self._read_at = -EVERY
+        self._printed_at = -PLAIN_EVERY
 
     def update(self, *, force: bool = False) -> None:
         """Read the status (at most every `EVERY` seconds unless ``force``) and show it."""
@@ -39,8 +41,8 @@ class Progress:
             self._line = line[: shutil.get_terminal_size().columns - 1]
             self.stream.write("\r\033[K" + self._line)
             self.stream.flush()
-        elif text != self._text:  # a new line only when the numbers changed, not the clock
-            self._text = text
+        elif text != self._text and (force or now - self._printed_at >= PLAIN_EVERY):
+            self._text, self._printed_at = text, now
             print(f"[{clock}] {text}", file=self.stream, flush=True)
 
     def log(self, line: str) -> None:

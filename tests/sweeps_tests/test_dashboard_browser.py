@@ -64,7 +64,7 @@ def test_dashboard_shows_graphs_note_and_each_trials_lr_curve(
         for title in (
             "Learning rate of the best trial per family",
             "Best value by schedule family (maximize)",
-            "Value against the schedule's parameters (COMPLETE trials)",
+            "Value against a schedule parameter (COMPLETE trials)",
         ):
             expect(page.get_by_text(title)).to_be_visible(timeout=30_000)
         page.screenshot(path=tmp_path / "study.png", full_page=True)

@@ -35,6 +35,7 @@ def summary(finished: int, running: int = 1, best: float | None = None) -> dict[
 
 def test_plain_lines_only_when_the_numbers_change(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(progress, "EVERY", 0.0)
+    monkeypatch.setattr(progress, "PLAIN_EVERY", 0.0)
     states = iter([summary(0), summary(0), summary(2, best=0.5), summary(2, best=0.5)])
     out = io.StringIO()
     p = Progress(lambda: next(states), out)
@@ -48,6 +49,22 @@ def test_plain_lines_only_when_the_numbers_change(monkeypatch: pytest.MonkeyPatc
         "2/8 finished, 1 running, best 0.5000 (trial 3)",
     ]
     assert "trial 2 COMPLETE" in lines and "\r" not in out.getvalue()
+
+
+def test_plain_lines_come_at_most_every_few_seconds_but_the_last_always(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr(progress, "EVERY", 0.0)
+    states = iter([summary(n) for n in range(5)])
+    out = io.StringIO()
+    p = Progress(lambda: next(states), out)
+    for _ in range(4):
+        p.update()  # changed numbers, but within PLAIN_EVERY of the first line
+    p.update(force=True)
+    assert [line.split("] ", 1)[1] for line in out.getvalue().splitlines()] == [
+        "0/8 finished, 1 running",
+        "4/8 finished, 1 running",
+    ]
 
 
 def test_terminal_bar_is_redrawn_in_place_under_logged_lines(
