@@ -21,7 +21,7 @@ from optuna.trial import TrialState
 import objectives
 from storage import CheckpointStore, Database
 from sweeps.results.curves import Curves
-from sweeps.results.dashboard import Publisher
+from sweeps.results.dashboard import ArtifactStore, Publisher, artifact_store
 from sweeps.study import StudyHandle, load
 from sweeps.summary import describe
 from sweeps.trial_attrs import ATTEMPT, PARAMS, REASON, RETRY_OF
@@ -45,14 +45,16 @@ class Worker:
         artifacts: Path,
         worker: int = 0,
         stack: int | None = None,
+        store: ArtifactStore | None = None,
         log: Callable[[str], None] = print,
     ) -> None:
+        """``artifacts``: checkpoints (and the dashboard's artifacts unless ``store``)."""
         self.db = db
         self.handle: StudyHandle = load(db, study, worker=worker)
         self.config = self.handle.config
         self.objective = objectives.resolve(self.config.objective)
         self.checkpoints = CheckpointStore(artifacts, study)
-        self.publisher = Publisher(db, self.handle, artifacts, log)
+        self.publisher = Publisher(db, self.handle, store or artifact_store(artifacts), log)
         self.log = log
         self.stack = stack or self.config.stack
         if self.stack > 1 and not isinstance(self.objective, objectives.ClassifierTask):

@@ -11,6 +11,7 @@ from sweeps.errors import RunFailed, UsageError
 if TYPE_CHECKING:
     from storage import Database
     from sweeps.config import SweepConfig
+    from sweeps.results.dashboard import ArtifactStore
 
 
 def add_storage_arguments(parser: argparse.ArgumentParser, *, artifacts: bool = False) -> None:
@@ -25,6 +26,12 @@ def add_storage_arguments(parser: argparse.ArgumentParser, *, artifacts: bool = 
             metavar="DIR",
             help="checkpoints, logs and dashboard artifacts (default: $SWEEPS_ARTIFACTS, "
             "else beside the SQLite file, else ./sweeps-artifacts)",
+        )
+        parser.add_argument(
+            "--artifact-store",
+            metavar="URL",
+            help="keep the dashboard's artifacts in an object store: s3://BUCKET or "
+            "gs://BUCKET (default: $SWEEPS_ARTIFACT_STORE, else under --artifacts)",
         )
 
 
@@ -63,6 +70,30 @@ def artifacts_root(args: argparse.Namespace) -> Path:
     if root.exists() and not root.is_dir():
         raise UsageError(f"--artifacts: {root} is not a directory")
     return root
+
+
+def dashboard_store(args: argparse.Namespace) -> ArtifactStore:
+    """The dashboard's artifact store named by ``--artifact-store`` or the environment."""
+    from sweeps.results.dashboard import StoreError, artifact_store
+
+    try:
+        return artifact_store(artifacts_root(args), args.artifact_store)
+    except StoreError as e:
+        raise UsageError(f"--artifact-store: {e}") from None
+
+
+def check_artifact_store(args: argparse.Namespace) -> None:
+    """`dashboard_store`'s checks, without creating anything (before a study is written)."""
+    import os
+
+    from sweeps.results.dashboard import STORE_ENV, StoreError, object_store
+
+    url = args.artifact_store or os.environ.get(STORE_ENV)
+    try:
+        if url:
+            object_store(url)
+    except StoreError as e:
+        raise UsageError(f"--artifact-store: {e}") from None
 
 
 def load_checked_config(path: str) -> SweepConfig:

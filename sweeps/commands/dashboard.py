@@ -25,13 +25,14 @@ def run(args: argparse.Namespace) -> int:
     from optuna_dashboard import run_server
 
     from storage import mask_url
-    from sweeps.commands.common import artifacts_root, open_database
-    from sweeps.results.dashboard import ARTIFACTS_DIR, artifact_store
+    from sweeps.commands.common import artifacts_root, dashboard_store, open_database
+    from sweeps.results.dashboard import store_location
 
     if not 1 <= args.port <= 65535:
         raise UsageError(f"--port: must be an integer in [1, 65535], got {args.port}")
-    root = artifacts_root(args)
+    root = artifacts_root(args)  # checked before anything is opened or written
     db = open_database(args)
+    store = dashboard_store(args)
     if not is_loopback(args.host):
         print(
             f"warning: optuna-dashboard has no authentication: anyone who can reach "
@@ -42,11 +43,12 @@ def run(args: argparse.Namespace) -> int:
         )
     print(
         f"optuna-dashboard for {mask_url(db.url)} on http://{args.host}:{args.port}/ "
-        f"(artifacts in {root / ARTIFACTS_DIR}); Ctrl-C stops it",
+        f"(artifacts in {store_location(root, args.artifact_store)}); "
+        "Ctrl-C stops it",
         flush=True,
     )
     try:
-        run_server(db.optuna, host=args.host, port=args.port, artifact_store=artifact_store(root))
+        run_server(db.optuna, host=args.host, port=args.port, artifact_store=store)
     except OSError as e:
         raise UsageError(
             f"--port: cannot listen on {args.host}:{args.port}: {e.strerror or e}"

@@ -34,7 +34,12 @@ def run(args: argparse.Namespace) -> int:
     import sys
     import time
 
-    from sweeps.commands.common import artifacts_root, load_checked_config, open_database
+    from sweeps.commands.common import (
+        artifacts_root,
+        check_artifact_store,
+        load_checked_config,
+        open_database,
+    )
     from sweeps.commands.worker import INDEX_ENV
     from sweeps.errors import RunFailed, UsageError
     from sweeps.results.progress import Progress
@@ -47,6 +52,7 @@ def run(args: argparse.Namespace) -> int:
         raise UsageError(f"--stack: must be an integer in [1, 1024], got {args.stack}")
     config = load_checked_config(args.config)
     logs = artifacts_root(args) / config.study / "logs"  # checked before anything is written
+    check_artifact_store(args)
     db = open_database(args, create=True)
     handle = launch(db, config, resume=args.resume)
     logs.mkdir(parents=True, exist_ok=True)
@@ -67,6 +73,8 @@ def run(args: argparse.Namespace) -> int:
         ]
         if args.artifacts:
             cmd += ["--artifacts", args.artifacts]
+        if args.artifact_store:
+            cmd += ["--artifact-store", args.artifact_store]
         if args.stack is not None:
             cmd += ["--stack", str(args.stack)]
         with (logs / f"worker-{i}.log").open("w") as log:

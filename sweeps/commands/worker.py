@@ -41,7 +41,7 @@ def run(args: argparse.Namespace) -> int:
         raise UsageError(f"--stack: must be an integer in [1, 1024], got {args.stack}")
     import torch
 
-    from sweeps.commands.common import artifacts_root, open_database
+    from sweeps.commands.common import artifacts_root, dashboard_store, open_database
     from sweeps.results.progress import Progress
     from sweeps.summary import summarize
     from sweeps.worker import Worker
@@ -55,6 +55,7 @@ def run(args: argparse.Namespace) -> int:
         db,
         args.study,
         artifacts=artifacts_root(args),
+        store=dashboard_store(args),
         worker=int(index) if index else os.getpid(),
         stack=args.stack,
         log=lambda line: progress.log(line) if progress else print(line, flush=True),

@@ -1,0 +1,113 @@
+"""Dashboard artifacts in an object store (`--artifact-store s3://BUCKET`), against moto's S3
+server: the one S3 endpoint that runs here without a cloud account."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import socket
+import subprocess
+import time
+import urllib.request
+from collections.abc import Iterator
+from pathlib import Path
+
+import boto3
+import optuna
+import pytest
+from optuna.artifacts import get_all_artifact_meta
+from test_results import free_port, png_size, start_dashboard
+
+from sweeps_helpers import config, sweeps
+
+pytestmark = pytest.mark.slow
+
+
+@pytest.fixture
+def s3(monkeypatch: pytest.MonkeyPatch) -> Iterator[str]:
+    """An S3 endpoint with an empty bucket; boto3 finds it through the usual environment."""
+    server = shutil.which("moto_server")
+    assert server, "moto_server is installed with the test dependencies"
+    port = free_port()
+    proc = subprocess.Popen(
+        [server, "-H", "127.0.0.1", "-p", str(port)],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    env = {
+        "AWS_ENDPOINT_URL_S3": f"http://127.0.0.1:{port}",
+        "AWS_ACCESS_KEY_ID": "test",
+        "AWS_SECRET_ACCESS_KEY": "test",
+        "AWS_DEFAULT_REGION": "us-east-1",
+    }
+    for key, value in env.items():
+        monkeypatch.setenv(key, value)
+    deadline = time.monotonic() + 30
+    while True:
+        try:
+            socket.create_connection(("127.0.0.1", port), timeout=1).close()
+            break
+        except OSError:
+            assert time.monotonic() < deadline, "moto_server did not start"
+            time.sleep(0.2)
+    boto3.client("s3").create_bucket(Bucket="curves")
+    try:
+        yield "curves"
+    finally:
+        proc.terminate()
+        proc.wait(timeout=30)
+
+
+def test_workers_and_dashboard_share_an_s3_artifact_store(tmp_path: Path, s3: str) -> None:
+    url = f"sqlite:///{tmp_path / 'sweeps.db'}"
+    cfg = config(tmp_path, budget={"trials": 4, "epochs": 2})
+    result = sweeps(
+        "run",
+        str(cfg),
+        "--workers",
+        "2",
+        "--storage",
+        url,
+        "--artifact-store",
+        f"s3://{s3}",
+        cwd=tmp_path,
+    )
+    assert result.returncode == 0, result.stderr + result.stdout
+    objects = boto3.client("s3").list_objects_v2(Bucket=s3)["Contents"]
+    assert len(objects) == 4 * 3  # a PNG and two CSVs per trial
+    assert not (tmp_path / "sweeps.db.artifacts" / "dashboard").exists()
+
+    study = optuna.load_study(study_name="t", storage=url)
+    trial = study.trials[0]
+    png = next(
+        m
+        for m in get_all_artifact_meta(trial, storage=study._storage)
+        if m.filename.endswith(".png")
+    )
+    os.environ["SWEEPS_ARTIFACT_STORE"] = f"s3://{s3}"  # the dashboard takes it from the env
+    try:
+        proc, port = start_dashboard(tmp_path, url)
+    finally:
+        del os.environ["SWEEPS_ARTIFACT_STORE"]
+    try:
+        address = (
+            f"http://127.0.0.1:{port}/artifacts/{study._study_id}/{trial._trial_id}/"
+            f"{png.artifact_id}"
+        )
+        with urllib.request.urlopen(address, timeout=30) as response:
+            assert png_size(response.read()) == (720, 448)
+    finally:
+        proc.terminate()
+        proc.communicate(timeout=30)
+
+
+@pytest.mark.parametrize("store", ["ftp://bucket", "s3://", "s3://bucket/prefix", "/some/dir"])
+def test_other_store_urls_are_refused_before_anything_runs(tmp_path: Path, store: str) -> None:
+    cfg = config(tmp_path)
+    url = f"sqlite:///{tmp_path / 'sweeps.db'}"
+    result = sweeps("run", str(cfg), "--storage", url, "--artifact-store", store, cwd=tmp_path)
+    assert result.returncode == 2
+    assert result.stderr.startswith(
+        f"error: --artifact-store: must be s3://BUCKET or gs://BUCKET, got {store!r}"
+    ), result.stderr
+    assert not (tmp_path / "sweeps.db").exists()
