@@ -100,6 +100,7 @@ class Publisher:
         self.db, self.handle, self.log = db, handle, log
         self.store = store
         self._plot: TrialPlot | None = None  # built on first use: matplotlib is slow to load
+        self._next_try = 0.0  # monotonic time before which asking the database is pointless
 
     def trial_ended(self, trial: optuna.Trial, curves: Curves, title: str) -> None:
         """Attach the trial's curves to it; call before the trial is told."""
@@ -125,6 +126,9 @@ class Publisher:
     def refresh(self, *, final: bool = False) -> bool:
         """Rewrite the study's note and graphs unless another worker did so lately (or, with
         ``final``, wait for one in progress and refresh anyway). Returns whether it did."""
+        if not final and time.monotonic() < self._next_try:
+            return False
+        self._next_try = time.monotonic() + EVERY
         study_id = self.handle.study_id
         deadline = time.monotonic() + (FINAL_WAIT if final else 0)
         while not self.db.claim_publication(
