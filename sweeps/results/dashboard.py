@@ -17,6 +17,7 @@ import tempfile
 import time
 from collections.abc import Callable
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import optuna
 from optuna.artifacts import (
@@ -32,8 +33,10 @@ from sweeps.results import figures
 from sweeps.results.curves import Curves
 from sweeps.results.note import study_note
 from sweeps.results.study_data import StudyData
-from sweeps.results.trial_plot import TrialPlot
 from sweeps.study import StudyHandle
+
+if TYPE_CHECKING:
+    from sweeps.results.trial_plot import TrialPlot
 
 ARTIFACTS_DIR = "dashboard"  # under the artifacts root, unless an object store is named
 STORE_ENV = "SWEEPS_ARTIFACT_STORE"
@@ -107,7 +110,10 @@ class Publisher:
         if not curves:
             return
         try:
-            self._plot = self._plot or TrialPlot()
+            if self._plot is None:
+                from sweeps.results.trial_plot import TrialPlot
+
+                self._plot = TrialPlot()
             with tempfile.TemporaryDirectory() as tmp:
                 files = {
                     f"trial-{trial.number}-curves.png": self._plot.png(curves, title),
