@@ -106,6 +106,7 @@ def run(args: argparse.Namespace) -> int:
     print(f"data: {summary['storage']} (curves in tables sweeps_curve_steps, sweeps_curve_epochs)")
     artifacts = f" --artifacts {args.artifacts}" if args.artifacts else ""
     print(f"browse: sweeps dashboard --storage {summary['storage']}{artifacts}")
+    print(f"report: sweeps report --study {config.study} --out {config.study}-report/")
     print(f"export: sweeps export --study {config.study} --out {config.study}.csv")
     failed = [i for i, p in enumerate(procs) if p.returncode != 0]
     if failed:
