@@ -104,8 +104,9 @@ def run(args: argparse.Namespace) -> int:
     summary = summarize(db, handle)
     print(f"\n{format_table(summary)}\n")
     print(f"data: {summary['storage']} (curves in tables sweeps_curve_steps, sweeps_curve_epochs)")
-    artifacts = f" --artifacts {args.artifacts}" if args.artifacts else ""
-    print(f"browse: sweeps dashboard --storage {summary['storage']}{artifacts}")
+    where = f" --artifacts {args.artifacts}" if args.artifacts else ""
+    where += f" --artifact-store {args.artifact_store}" if args.artifact_store else ""
+    print(f"browse: sweeps dashboard --storage {summary['storage']}{where}")
     print(f"report: sweeps report --study {config.study} --out {config.study}-report/")
     print(f"export: sweeps export --study {config.study} --out {config.study}.csv")
     failed = [i for i, p in enumerate(procs) if p.returncode != 0]
