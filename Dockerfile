@@ -26,7 +26,7 @@ COPY schedules schedules
 COPY objectives objectives
 COPY sweeps sweeps
 COPY storage storage
-RUN pip install . && python -c "import sweeps.cli, storage, objectives, schedules"
+RUN pip install . && sweeps --help > /dev/null
 
 # Not root. /artifacts exists and belongs to that user, so a fresh named volume mounted
 # there (compose) starts with the same owner; Kubernetes sets it with fsGroup.
