@@ -8,6 +8,7 @@ import os
 import subprocess
 import sys
 from collections.abc import Mapping
+from contextlib import ExitStack
 from pathlib import Path
 from typing import Any
 
@@ -72,33 +73,43 @@ def process_env(env: Mapping[str, str], mounts: Mapping[str, Path], url: str) ->
     return base | local
 
 
-def run(argv: list[str], env: Mapping[str, str], cwd: Path) -> subprocess.CompletedProcess[str]:
+def run(
+    argv: list[str], env: Mapping[str, str], cwd: Path, *, timeout: float = TIMEOUT_S
+) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
-        argv, env=dict(env), cwd=cwd, capture_output=True, text=True, timeout=TIMEOUT_S
+        argv, env=dict(env), cwd=cwd, capture_output=True, text=True, timeout=timeout
     )
 
 
 def run_parallel(
     commands: list[tuple[list[str], Mapping[str, str]]], cwd: Path
 ) -> list[subprocess.CompletedProcess[str]]:
-    """Start every command at once, as a scaled service would, and wait for all."""
-    processes = [
-        subprocess.Popen(
-            argv, env=dict(env), cwd=cwd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
-        )
-        for argv, env in commands
-    ]
-    results = []
-    try:
-        for p in processes:
-            out, err = p.communicate(timeout=TIMEOUT_S)
-            results.append(subprocess.CompletedProcess(p.args, p.returncode, out, err))
-    finally:
-        for p in processes:
-            if p.poll() is None:
-                p.kill()
-                p.wait()
-    return results
+    """Start every command at once, as a scaled service would, and wait for all. Output goes
+    to files: a pipe nobody reads yet could fill and stall a worker."""
+    with ExitStack() as stack:
+        started = []
+        for i, (argv, env) in enumerate(commands):
+            out = stack.enter_context((cwd / f"process-{i}.out").open("w+"))
+            err = stack.enter_context((cwd / f"process-{i}.err").open("w+"))
+            process = subprocess.Popen(argv, env=dict(env), cwd=cwd, stdout=out, stderr=err)
+            started.append((process, out, err))
+        results = []
+        try:
+            for process, out, err in started:
+                process.wait(timeout=TIMEOUT_S)
+                out.seek(0)
+                err.seek(0)
+                results.append(
+                    subprocess.CompletedProcess(
+                        process.args, process.returncode, out.read(), err.read()
+                    )
+                )
+        finally:
+            for process, _, _ in started:
+                if process.poll() is None:
+                    process.kill()
+                    process.wait()
+        return results
 
 
 def assert_ok(results: list[subprocess.CompletedProcess[str]], password: str) -> None:
@@ -254,7 +265,7 @@ def test_kubernetes_jobs_finish_exactly_the_budget(
     # The init container's wait ends at once: the study exists.
     script = [*wait_for_study["command"], *wait_for_study.get("args", [])]
     wait_env = process_env(kubernetes_env(wait_for_study, 0), {}, url)
-    assert_ok([run(script, wait_env, cwd)], password)
+    assert_ok([run(script, wait_env, cwd, timeout=120)], password)
 
     commands = []
     for index in range(WORKERS):
