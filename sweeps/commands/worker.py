@@ -56,7 +56,7 @@ def run(args: argparse.Namespace) -> int:
         args.study,
         artifacts=artifacts_root(args),
         store=dashboard_store(args),
-        worker=int(index) if index else os.getpid(),
+        worker=int(index) if index else _distinct_number(),
         stack=args.stack,
         log=lambda line: progress.log(line) if progress else print(line, flush=True),
     )
@@ -69,3 +69,12 @@ def run(args: argparse.Namespace) -> int:
             progress.close()
     print(f"worker done: {'budget met' if code == 0 else 'stopped'}", file=sys.stderr)
     return code
+
+
+def _distinct_number() -> int:
+    """A worker number for sampler seeds when no index is given: distinct across machines and
+    containers (where every replica's process id may be 1)."""
+    import socket
+    import zlib
+
+    return zlib.crc32(f"{socket.gethostname()}:{os.getpid()}".encode()) % 2**30  # a valid seed
