@@ -1,6 +1,6 @@
 """Keeping a study's optuna-dashboard pages current while workers run.
 
-- When a trial ends, its curves go to the artifact store as a PNG and two CSVs; the
+- When a trial ends, its curves go to the artifact store as an SVG and two CSVs; the
   dashboard's trial page shows them. (Uploaded before Optuna is told the trial's state:
   Optuna refuses to change a finished trial.)
 - As trials finish, the study's note (`note.study_note`) and its graphs (`figures`) are
@@ -17,7 +17,6 @@ import tempfile
 import time
 from collections.abc import Callable
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 import optuna
 from optuna.artifacts import (
@@ -33,10 +32,8 @@ from sweeps.results import figures
 from sweeps.results.curves import Curves
 from sweeps.results.note import study_note
 from sweeps.results.study_data import StudyData
+from sweeps.results.trial_svg import trial_svg
 from sweeps.study import StudyHandle
-
-if TYPE_CHECKING:
-    from sweeps.results.trial_plot import TrialPlot
 
 ARTIFACTS_DIR = "dashboard"  # under the artifacts root, unless an object store is named
 STORE_ENV = "SWEEPS_ARTIFACT_STORE"
@@ -102,7 +99,6 @@ class Publisher:
     ) -> None:
         self.db, self.handle, self.log = db, handle, log
         self.store = store
-        self._plot: TrialPlot | None = None  # built on first use: matplotlib is slow to load
         self._next_try = 0.0  # monotonic time before which asking the database is pointless
 
     def trial_ended(self, trial: optuna.Trial, curves: Curves, title: str) -> None:
@@ -110,13 +106,9 @@ class Publisher:
         if not curves:
             return
         try:
-            if self._plot is None:
-                from sweeps.results.trial_plot import TrialPlot
-
-                self._plot = TrialPlot()
             with tempfile.TemporaryDirectory() as tmp:
                 files = {
-                    f"trial-{trial.number}-curves.png": self._plot.png(curves, title),
+                    f"trial-{trial.number}-curves.svg": trial_svg(curves, title).encode(),
                     f"trial-{trial.number}-steps.csv": curves.steps_csv().encode(),
                     f"trial-{trial.number}-epochs.csv": curves.epochs_csv().encode(),
                 }

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import optuna
 import pytest
-from test_results import png_size, run_study, start_dashboard
+from test_results import png_size, run_study, start_dashboard, svg_polylines
 
 pytestmark = pytest.mark.slow
 
@@ -75,13 +75,14 @@ def test_dashboard_shows_graphs_note_and_each_trials_lr_curve(
         page.screenshot(path=tmp_path / "note.png", full_page=True)
 
         page.goto(f"{base}/trials?numbers={best.number}")
-        expect(page.get_by_text(f"trial-{best.number}-curves.png")).to_be_visible(timeout=30_000)
+        expect(page.get_by_text(f"trial-{best.number}-curves.svg")).to_be_visible(timeout=30_000)
         image = page.locator("img[src*='/artifacts/']").first
         expect(image).to_be_visible()
-        # The image really loaded, and the server hands out the PNG the worker wrote.
+        # The image really loaded, and the server hands out the SVG the worker wrote.
         assert page.evaluate("img => img.naturalWidth", image.element_handle()) == 720
         response = page.request.get(f"http://127.0.0.1:{port}{image.get_attribute('src')}")
-        assert png_size(response.body()) == (720, 448)
+        assert response.headers["content-type"].startswith("image/svg+xml")
+        assert svg_polylines(response.text())[0] == ("720", "448")
         page.screenshot(path=tmp_path / "trial.png", full_page=True)
     finally:
         proc.terminate()

@@ -16,7 +16,7 @@ import boto3
 import optuna
 import pytest
 from optuna.artifacts import get_all_artifact_meta
-from test_results import free_port, png_size, start_dashboard
+from test_results import free_port, start_dashboard, svg_polylines
 
 from sweeps_helpers import config, sweeps
 
@@ -74,15 +74,15 @@ def test_workers_and_dashboard_share_an_s3_artifact_store(tmp_path: Path, s3: st
     )
     assert result.returncode == 0, result.stderr + result.stdout
     objects = boto3.client("s3").list_objects_v2(Bucket=s3)["Contents"]
-    assert len(objects) == 4 * 3  # a PNG and two CSVs per trial
+    assert len(objects) == 4 * 3  # an image and two CSVs per trial
     assert not (tmp_path / "sweeps.db.artifacts" / "dashboard").exists()
 
     study = optuna.load_study(study_name="t", storage=url)
     trial = study.trials[0]
-    png = next(
+    image = next(
         m
         for m in get_all_artifact_meta(trial, storage=study._storage)
-        if m.filename.endswith(".png")
+        if m.filename.endswith(".svg")
     )
     os.environ["SWEEPS_ARTIFACT_STORE"] = f"s3://{s3}"  # the dashboard takes it from the env
     try:
@@ -92,10 +92,10 @@ def test_workers_and_dashboard_share_an_s3_artifact_store(tmp_path: Path, s3: st
     try:
         address = (
             f"http://127.0.0.1:{port}/artifacts/{study._study_id}/{trial._trial_id}/"
-            f"{png.artifact_id}"
+            f"{image.artifact_id}"
         )
         with urllib.request.urlopen(address, timeout=30) as response:
-            assert png_size(response.read()) == (720, 448)
+            assert svg_polylines(response.read().decode())[0] == ("720", "448")
     finally:
         proc.terminate()
         proc.communicate(timeout=30)

@@ -6,12 +6,14 @@ from __future__ import annotations
 import csv
 import io
 import json
+import math
 import socket
 import struct
 import subprocess
 import sys
 import time
 from pathlib import Path
+from xml.etree import ElementTree
 
 import optuna
 import pytest
@@ -21,11 +23,22 @@ from optuna_dashboard import get_note
 from optuna_dashboard._custom_plot_data import get_plotly_graph_objects
 
 from storage import Database
+from sweeps.results.trial_svg import ticks
 from sweeps_helpers import config, sweeps
 
 pytestmark = pytest.mark.slow
 
 GRAPHS = {"sweeps-lr-schedules", "sweeps-best-by-family", "sweeps-value-vs-params"}
+
+
+def svg_polylines(text: str) -> tuple[tuple[str, str], list[int]]:
+    """(width, height) of an SVG image and the number of points of each of its polylines."""
+    root = ElementTree.fromstring(text)
+    assert root.tag == "{http://www.w3.org/2000/svg}svg"
+    lines = root.iter("{http://www.w3.org/2000/svg}polyline")
+    return (root.get("width"), root.get("height")), [
+        len(line.get("points", "").split()) for line in lines
+    ]
 
 
 def png_size(data: bytes) -> tuple[int, int]:
@@ -57,19 +70,18 @@ def test_every_finished_trial_carries_its_curves_and_the_study_its_pages(
         metas = {m.filename: m for m in get_all_artifact_meta(trial, storage=study._storage)}
         n = trial.number
         assert set(metas) == {
-            f"trial-{n}-curves.png",
+            f"trial-{n}-curves.svg",
             f"trial-{n}-steps.csv",
             f"trial-{n}-epochs.csv",
         }
         got = tmp_path / f"trial-{n}"
         got.mkdir()
-        png = got / "curves.png"
+        image = got / "curves.svg"
         download_artifact(
             artifact_store=store,
-            file_path=str(png),
-            artifact_id=metas[f"trial-{n}-curves.png"].artifact_id,
+            file_path=str(image),
+            artifact_id=metas[f"trial-{n}-curves.svg"].artifact_id,
         )
-        assert png_size(png.read_bytes()) == (720, 448)
         # The CSVs hold exactly the curves stored in the database.
         for table, name, key in (
             ("steps", "sweeps_curve_steps", "step"),
@@ -95,9 +107,15 @@ def test_every_finished_trial_carries_its_curves_and_the_study_its_pages(
                 )
             assert [int(r[key]) for r in rows] == list(stored)
             assert rows
-        assert len(list(csv.DictReader(io.StringIO((got / "epochs.csv").read_text())))) == len(
-            trial.intermediate_values
+        steps, epochs = (
+            list(csv.DictReader(io.StringIO((got / f"{t}.csv").read_text())))
+            for t in ("steps", "epochs")
         )
+        assert len(epochs) == len(trial.intermediate_values)
+        # The image draws every point: lr and train loss per step, val loss and value per epoch.
+        size, points = svg_polylines(image.read_text())
+        assert size == ("720", "448")
+        assert points == [len(steps), len(steps), len(epochs), len(epochs)]
 
     # The study's note and graphs reflect the finished study (the last worker refreshed them).
     note = get_note(study)
@@ -241,3 +259,14 @@ def test_dashboard_on_another_host_warns_that_it_has_no_authentication(
     proc.terminate()
     _, err = proc.communicate(timeout=30)
     assert "warning" not in err
+
+
+@pytest.mark.parametrize(
+    ("lo", "hi"), [(0.0, 674.0), (0.9, 0.986), (1e-6, 0.043), (-3.0, 2.5), (0.05, 0.05)]
+)
+def test_svg_ticks_are_round_and_cover_the_data(lo: float, hi: float) -> None:
+    marks = ticks(lo, hi)
+    assert marks[0] <= lo and marks[-1] >= hi and 2 <= len(marks) <= 12
+    step = marks[1] - marks[0]
+    mantissa = step / 10 ** math.floor(math.log10(step))
+    assert any(math.isclose(mantissa, m) for m in (1, 2, 5, 10))
