@@ -21,6 +21,7 @@ from optuna.trial import TrialState
 
 import objectives
 from storage import CheckpointStore, Database
+from sweeps.batch_ask import ask_batch
 from sweeps.study import StudyHandle, load
 
 ATTEMPT = "sweeps:attempt"  # 1 for a first try, 2 for its first retry, ...
@@ -80,9 +81,12 @@ class Worker:
             if retries:
                 batch = [self._retry_of(retries.pop(0))]
             else:
-                batch = []
-                while len(batch) < self.stack and self.db.claim_slot(study_id):
-                    batch.append(study.ask())
+                batch = ask_batch(
+                    study,
+                    self.stack,
+                    claim=lambda: self.db.claim_slot(study_id),
+                    sample=self.handle.space.sample,
+                )
                 if not batch:
                     return 0
             for trial, state in self.run_trials(batch):
