@@ -161,6 +161,7 @@ class Worker:
                 lambda state: self.checkpoints.save(first, state),
                 lambda: self.checkpoints.load(first),
             ),
+            reports=self.db.add_reports,
         )
 
     def _train_one(self, run: objectives.Run) -> objectives.Outcome:
