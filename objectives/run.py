@@ -186,7 +186,9 @@ class Run:
             self._checkpoint[0](
                 {
                     "user": state,
-                    "steps": list(self._steps),  # copies: a store may keep the dict
+                    # Columns, not one dict per point: a checkpoint is written every epoch,
+                    # and serialising hundreds of small dicts cost as much as the weights.
+                    "steps": _columns(self._steps),
                     "epochs": list(self._epochs),
                     "stride": self._stride,
                 }
@@ -202,8 +204,8 @@ class Run:
         if saved is None:
             return None
         self._stride = saved["stride"]
-        self._steps = list(saved["steps"])
-        self._unsaved_steps = list(saved["steps"])
+        self._steps = _rows(saved["steps"])
+        self._unsaved_steps = list(self._steps)
         self._epochs = list(saved["epochs"])
         for point in self._epochs:
             self.trial.report(point["value"], point["epoch"])
@@ -220,6 +222,17 @@ class Run:
         """Store curve points logged since the last report (the worker calls this at the end)."""
         if self._unsaved_steps:
             self._flush([])
+
+
+def _columns(points: list[dict[str, Any]]) -> dict[str, list[Any]]:
+    return {key: [p[key] for p in points] for key in ("step", "lr", "train_loss", "grad_norm")}
+
+
+def _rows(saved: dict[str, list[Any]] | list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Step points from `_columns` (or the list of dicts older checkpoints hold)."""
+    if isinstance(saved, list):
+        return list(saved)
+    return [dict(zip(saved, values, strict=True)) for values in zip(*saved.values(), strict=True)]
 
 
 def report_all(
