@@ -18,6 +18,8 @@ import optuna
 from optuna.storages import BaseStorage
 from optuna.trial import FrozenTrial, TrialState
 
+_FINISHED = (TrialState.COMPLETE, TrialState.PRUNED)
+
 
 class _SnapshotListings(BaseStorage):
     """``get_all_trials`` from a snapshot; every other method from the real storage."""
@@ -73,6 +75,11 @@ class StudySnapshot:
             sampler=study.sampler,
             pruner=study.pruner,
         )
+
+    @property
+    def finished(self) -> int:
+        """How many of the snapshot's trials are finished: COMPLETE or PRUNED."""
+        return sum(t.state in _FINISHED for t in self._trials.values())
 
     def trial(self, trial_id: int) -> FrozenTrial:
         """The snapshot's copy of a trial."""

@@ -24,9 +24,15 @@ def ask_batch(
     *,
     claim: Callable[[], bool],
     sample: Callable[[optuna.Trial], Any],
+    ramp_up: bool = False,
 ) -> list[optuna.Trial]:
     """Up to ``size`` new trials of ``study``, each asked only after ``claim()`` succeeds
     (the budget) and sampled by ``sample(trial)`` (its ``suggest_*`` calls).
+
+    With ``ramp_up``, at most as many trials as the study has finished (at least one): trials
+    asked together before any has finished are all sampled blind and none can be pruned
+    against a finished one, so a stack of 16 on a fresh study trains 16 full runs; ramping up
+    (1, 2, 4, ... trials) lets the sampler and pruner learn from the first trials first.
 
     Returns:
         The trials, bound to ``study`` itself (their reports and pruning read the storage),
@@ -35,7 +41,10 @@ def ask_batch(
     snapshot: StudySnapshot | None = None
     trials: list[optuna.Trial] = []
     while len(trials) < size and claim():
-        snapshot = snapshot or StudySnapshot(study)  # read after a claim: none at the end
+        if snapshot is None:  # read after a claim: none when the budget is spent
+            snapshot = StudySnapshot(study)
+            if ramp_up:
+                size = min(size, max(1, snapshot.finished))
         asked = snapshot.study.ask()
         sample(asked)
         trial = optuna.Trial(study, asked._trial_id)  # its parameters are stored

@@ -86,6 +86,7 @@ class Worker:
                     self.stack,
                     claim=lambda: self.db.claim_slot(study_id),
                     sample=self.handle.space.sample,
+                    ramp_up=True,
                 )
                 if not batch:
                     return 0

@@ -96,3 +96,24 @@ def test_ask_batch_takes_each_queued_trial_once(storage_url: str, size: int) -> 
     states = [t.state for t in study.trials]
     assert states.count(TrialState.RUNNING) == size
     assert states.count(TrialState.WAITING) == max(0, 3 - size)
+
+
+def test_ask_batch_ramping_up_asks_no_more_than_the_finished_trials(storage_url: str) -> None:
+    study = study_on(storage_url, optuna.samplers.RandomSampler(seed=0))
+    claims: list[bool] = []
+
+    def claim() -> bool:
+        claims.append(True)
+        return True
+
+    first = ask_batch(study, 4, claim=claim, sample=sample, ramp_up=True)
+    assert len(first) == len(claims) == 1  # nothing finished yet: one trial, one slot
+    study.tell(first[0], 0.5)
+    pruned, failed = ask_batch(study, 2, claim=claim, sample=sample)
+    study.tell(pruned, state=TrialState.PRUNED)
+    study.tell(failed, state=TrialState.FAIL)  # a failure teaches nothing: not counted
+    claims.clear()
+
+    assert len(ask_batch(study, 4, claim=claim, sample=sample, ramp_up=True)) == 2
+    assert len(claims) == 2
+    assert len(ask_batch(study, 1, claim=claim, sample=sample, ramp_up=True)) == 1
