@@ -1,15 +1,17 @@
 """A whole study with and without stacking, side by side: `sweeps run` on the same config.
 
-    .venv/bin/python bench/stacked_study.py [CONFIG] [--workers 2] [--stack 16]
+    .venv/bin/python bench/stacked_study.py [CONFIG] [--workers 2] [--stack 16] [--repeat 1]
 
 Runs the config twice on fresh SQLite files (one at a time, so they don't share the cores)
 and prints the wall time of each, their ratio, and the best value and finished count of each,
-so speed and result quality are read together.
+so speed and result quality are read together. ``--repeat N`` runs N such pairs back to back
+(on a shared machine, other load shifts single runs) and also prints the median ratio.
 """
 
 from __future__ import annotations
 
 import argparse
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -46,17 +48,25 @@ def main() -> None:
     parser.add_argument("config", nargs="?", default="examples/digits.yaml")
     parser.add_argument("--workers", type=int, default=2)
     parser.add_argument("--stack", type=int, default=16)
+    parser.add_argument("--repeat", type=int, default=1)
     args = parser.parse_args()
     config = Path(args.config).resolve()
-    with tempfile.TemporaryDirectory() as tmp:
-        results = {k: run(config, args.workers, k, Path(tmp)) for k in (1, args.stack)}
-    for k, (seconds, study) in results.items():
-        finished = [t for t in study.trials if t.state.is_finished()]
-        print(f"seconds_stack{k}: {seconds:.1f}")
-        print(f"best_value_stack{k}: {study.best_value:.4f}")
-        print(f"finished_trials_stack{k}: {len(finished)}")
-        print(f"epochs_trained_stack{k}: {sum(len(t.intermediate_values) for t in finished)}")
-    print(f"study_speedup_stack{args.stack}: {results[1][0] / results[args.stack][0]:.2f}")
+    ratios = []
+    for pair in range(1, args.repeat + 1):
+        with tempfile.TemporaryDirectory() as tmp:
+            results = {k: run(config, args.workers, k, Path(tmp)) for k in (1, args.stack)}
+        suffix = f"_run{pair}" if args.repeat > 1 else ""
+        for k, (seconds, study) in results.items():
+            finished = [t for t in study.trials if t.state.is_finished()]
+            epochs = sum(len(t.intermediate_values) for t in finished)
+            print(f"seconds_stack{k}{suffix}: {seconds:.1f}")
+            print(f"best_value_stack{k}{suffix}: {study.best_value:.4f}")
+            print(f"finished_trials_stack{k}{suffix}: {len(finished)}")
+            print(f"epochs_trained_stack{k}{suffix}: {epochs}")
+        ratios.append(results[1][0] / results[args.stack][0])
+        print(f"study_speedup_stack{args.stack}{suffix}: {ratios[-1]:.2f}", flush=True)
+    if args.repeat > 1:
+        print(f"study_speedup_stack{args.stack}_median: {statistics.median(ratios):.2f}")
 
 
 if __name__ == "__main__":

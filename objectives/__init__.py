@@ -11,7 +11,7 @@ import sys
 from collections.abc import Callable
 
 from objectives.builtin import ClassifierTask, digits_cnn, digits_mlp
-from objectives.run import Diverged, Run
+from objectives.run import Diverged, Run, report_all
 from objectives.train import Outcome, stack_key, train_stack
 
 Objective = Callable[[Run], float]
@@ -65,6 +65,7 @@ __all__ = [
     "ObjectiveNotFound",
     "Outcome",
     "Run",
+    "report_all",
     "resolve",
     "stack_key",
     "train_stack",

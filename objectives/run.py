@@ -22,11 +22,14 @@ import optuna
 import torch
 
 import schedules
+from storage import TrialReport
 
 # Per-step curve points kept per trial; longer runs are thinned evenly.
 MAX_STEP_POINTS = 500
 
 CurveSink = Callable[[Sequence[dict[str, Any]], Sequence[dict[str, Any]]], None]
+# Stores many trials' reports at once (`storage.Database.add_reports`).
+ReportSink = Callable[[Sequence[TrialReport]], None]
 
 
 class Diverged(Exception):
@@ -49,6 +52,7 @@ class Run:
         curves: CurveSink | None = None,
         checkpoint: tuple[Callable[[dict[str, Any]], None], Callable[[], dict[str, Any] | None]]
         | None = None,
+        reports: ReportSink | None = None,
     ) -> None:
         self.trial = trial
         self.params = params
@@ -59,6 +63,7 @@ class Run:
         self.device = torch.device(device)
         self._curves = curves
         self._checkpoint = checkpoint
+        self._reports = reports
         self._stride = 1
         self._steps: list[dict[str, Any]] = []  # every point kept so far (for checkpoints)
         self._unsaved_steps: list[dict[str, Any]] = []
@@ -136,14 +141,25 @@ class Run:
             Diverged: ``value`` is NaN or infinite.
             optuna.TrialPruned: the pruner stops this trial here.
         """
-        if not math.isfinite(value):
-            raise Diverged(f"validation metric is {value} at epoch {epoch}")
-        self.trial.report(value, epoch)
-        point = {"epoch": epoch, "value": value, "val_loss": val_loss}
-        self._epochs.append(point)
-        self._flush([point])
+        self._write_alone(self._record(value, epoch, val_loss))
         if prune and self.trial.should_prune():
             raise self.pruned()
+
+    def _record(self, value: float, epoch: int, val_loss: float | None) -> TrialReport:
+        """Keep a report (and the step points since the last) for writing."""
+        if not math.isfinite(value):
+            raise Diverged(f"validation metric is {value} at epoch {epoch}")
+        self._epochs.append({"epoch": epoch, "value": value, "val_loss": val_loss})
+        steps, self._unsaved_steps = self._unsaved_steps, []
+        return TrialReport(self.trial._trial_id, epoch, value, val_loss, steps)
+
+    def _write_alone(self, report: TrialReport) -> None:
+        """Write through Optuna's ``trial.report`` (which ``trial.should_prune`` reads back
+        from the trial's own cache) and the curve sink."""
+        self.trial.report(report.value, report.epoch)
+        if self._curves is not None:
+            epoch = {"epoch": report.epoch, "value": report.value, "val_loss": report.val_loss}
+            self._curves(report.steps, [epoch])
 
     def pruned(self) -> optuna.TrialPruned:
         """The exception that ends this trial as pruned after its last report."""
@@ -170,7 +186,9 @@ class Run:
             self._checkpoint[0](
                 {
                     "user": state,
-                    "steps": list(self._steps),  # copies: a store may keep the dict
+                    # Columns, not one dict per point: a checkpoint is written every epoch,
+                    # and serialising hundreds of small dicts cost as much as the weights.
+                    "steps": _columns(self._steps),
                     "epochs": list(self._epochs),
                     "stride": self._stride,
                 }
@@ -186,8 +204,8 @@ class Run:
         if saved is None:
             return None
         self._stride = saved["stride"]
-        self._steps = list(saved["steps"])
-        self._unsaved_steps = list(saved["steps"])
+        self._steps = _rows(saved["steps"])
+        self._unsaved_steps = list(self._steps)
         self._epochs = list(saved["epochs"])
         for point in self._epochs:
             self.trial.report(point["value"], point["epoch"])
@@ -209,3 +227,46 @@ class Run:
         """Store curve points logged since the last report (the worker calls this at the end)."""
         if self._unsaved_steps:
             self._flush([])
+
+
+def _columns(points: list[dict[str, Any]]) -> dict[str, list[Any]]:
+    return {key: [p[key] for p in points] for key in ("step", "lr", "train_loss", "grad_norm")}
+
+
+def _rows(saved: dict[str, list[Any]] | list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Step points from `_columns` (or the list of dicts older checkpoints hold)."""
+    if isinstance(saved, list):
+        return list(saved)
+    return [dict(zip(saved, values, strict=True)) for values in zip(*saved.values(), strict=True)]
+
+
+def report_all(
+    runs: Sequence[Run],
+    values: Sequence[float],
+    epoch: int,
+    *,
+    val_losses: Sequence[float | None],
+) -> dict[int, Diverged]:
+    """``run.report(value, epoch, val_loss=..., prune=False)`` for many runs, with one write
+    per report sink: a stack's reports after an epoch are one database transaction, not two
+    per trial. Decide pruning afterwards from storage (`objectives.pruning.should_prune_all`;
+    ``trial.should_prune`` would not see these reports).
+
+    Returns:
+        The runs (by index) whose value is not finite: `Diverged`, nothing written for them.
+    """
+    diverged: dict[int, Diverged] = {}
+    batches: dict[ReportSink, list[TrialReport]] = {}
+    for i, (run, value, val_loss) in enumerate(zip(runs, values, val_losses, strict=True)):
+        try:
+            report = run._record(value, epoch, val_loss)
+        except Diverged as e:
+            diverged[i] = e
+            continue
+        if run._reports is None:
+            run._write_alone(report)
+        else:
+            batches.setdefault(run._reports, []).append(report)
+    for sink, reports in batches.items():
+        sink(reports)
+    return diverged

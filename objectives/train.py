@@ -28,7 +28,7 @@ from objectives.batched_model import BatchedModel
 from objectives.batched_optim import BatchedOptimizer, batched_optimizer
 from objectives.data import Split
 from objectives.pruning import should_prune_all
-from objectives.run import Diverged, Run
+from objectives.run import Diverged, Run, report_all
 
 if TYPE_CHECKING:
     from objectives.builtin import ClassifierTask
@@ -173,18 +173,16 @@ def train_stack(task: ClassifierTask, runs: list[Run]) -> list[Outcome]:
             break
 
         accuracies, val_losses = _evaluate(stack, data)
-        ended: dict[int, BaseException] = {}
         for pos, t in enumerate(live):
             trial = trials[t]
             if trial.scheduler.schedule.metric_driven:
                 metric = accuracies[pos] if trial.run.direction == "maximize" else val_losses[pos]
                 trial.scheduler.step(metric)
             final[t] = accuracies[pos]
-            try:
-                trial.run.report(accuracies[pos], epoch, val_loss=val_losses[pos], prune=False)
-            except Diverged as e:
-                ended[pos] = e
-        # One read of the study decides for the whole stack (objectives.pruning).
+        # One write stores the stack's reports, one read decides its pruning.
+        ended: dict[int, BaseException] = dict(
+            report_all([trials[t].run for t in live], accuracies, epoch, val_losses=val_losses)
+        )
         reported = [(pos, t) for pos, t in enumerate(live) if pos not in ended]
         decisions = should_prune_all([trials[t].run.trial for _, t in reported])
         for (pos, t), prune in zip(reported, decisions, strict=True):

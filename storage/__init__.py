@@ -9,7 +9,7 @@
 from storage._engine import create_engine
 from storage._url import DEFAULT_URL, ENV_VAR, StorageURLError, mask_url, resolve_url
 from storage.checkpoints import CheckpointStore
-from storage.database import Database, StorageError
+from storage.database import Database, StorageError, TrialReport
 
 __all__ = [
     "DEFAULT_URL",
@@ -18,6 +18,7 @@ __all__ = [
     "Database",
     "StorageError",
     "StorageURLError",
+    "TrialReport",
     "create_engine",
     "mask_url",
     "resolve_url",

@@ -20,6 +20,7 @@ from optuna.trial import TrialState
 
 import objectives
 from storage import CheckpointStore, Database
+from sweeps.batch_ask import ask_batch
 from sweeps.results.curves import Curves
 from sweeps.results.dashboard import ArtifactStore, Publisher, artifact_store
 from sweeps.study import StudyHandle, load
@@ -82,9 +83,13 @@ class Worker:
             if retries:
                 batch = [self._retry_of(retries.pop(0))]
             else:
-                batch = []
-                while len(batch) < self.stack and self.db.claim_slot(study_id):
-                    batch.append(study.ask())
+                batch = ask_batch(
+                    study,
+                    self.stack,
+                    claim=lambda: self.db.claim_slot(study_id),
+                    sample=self.handle.space.sample,
+                    ramp_up=True,
+                )
                 if not batch:
                     self.publisher.refresh(final=True)
                     return 0
@@ -160,6 +165,7 @@ class Worker:
                 lambda state: self.checkpoints.save(first, state),
                 lambda: self.checkpoints.load(first),
             ),
+            reports=self.db.add_reports,
         )
 
     def _train_one(self, run: objectives.Run) -> objectives.Outcome:

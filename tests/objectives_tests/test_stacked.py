@@ -186,5 +186,7 @@ def test_a_stacked_checkpoint_resumes_alone_exactly() -> None:
         expected = full[i].epochs[-1]["value"]
         assert math.isclose(value, expected, abs_tol=1 / 360 + 1e-9)
         assert [e["epoch"] for e in resumed.epochs] == [1, 2, 3]
+        resumed.run.flush()
+        assert_same_curves(resumed, full[i])  # the checkpoint's step curve is replayed too
         for a, b in zip(resumed.epochs, full[i].epochs, strict=True):
             assert abs(a["value"] - b["value"]) <= 1 / 360 + 1e-9

@@ -140,12 +140,14 @@ def objective(run):
     if family == "step":
         raise RuntimeError("step is broken here")
     if family == "cosine" and run.trial.user_attrs.get("sweeps:attempt", 1) == 1:
-        inner = run.report
-        def report(value, epoch, **kw):
-            inner(value, epoch, **kw)
-            if epoch == 2:
+        # The built-in trainer reports a stack at once (objectives.report_all); it saves
+        # each trial's checkpoint after its report, so preempt right after that save.
+        inner = run.save_checkpoint
+        def save_checkpoint(state):
+            inner(state)
+            if state["epoch"] == 2:
                 raise RuntimeError("preempted after epoch 2")
-        run.report = report
+        run.save_checkpoint = save_checkpoint
     return digits_mlp(run)
 '''
 

@@ -1,0 +1,82 @@
+"""A stack's reports in one transaction (`Database.add_reports`, `objectives.report_all`), on
+SQLite and PostgreSQL, read back by plain Optuna and from our curve tables."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+
+import optuna
+import pytest
+
+from objectives import Diverged, Run, report_all
+from storage import Database, StorageError, TrialReport
+
+
+def study_with_trials(db: Database, n: int) -> tuple[optuna.Study, list[optuna.Trial]]:
+    study = optuna.create_study(storage=db.optuna, study_name="t", direction="maximize")
+    return study, [study.ask() for _ in range(n)]
+
+
+def steps(*numbers: int) -> list[dict[str, float | int | None]]:
+    return [
+        {"step": s, "lr": 0.1, "train_loss": 1.0 / (s + 1), "grad_norm": None} for s in numbers
+    ]
+
+
+def test_add_reports_stores_values_optuna_reads_and_curves(storage_url: str) -> None:
+    db = Database(storage_url)
+    _, trials = study_with_trials(db, 2)
+    a, b = (t._trial_id for t in trials)
+    db.add_reports(
+        [TrialReport(a, 1, 0.5, 2.0, steps(0, 10)), TrialReport(b, 1, 0.25, None, steps(0))]
+    )
+    db.add_reports([TrialReport(a, 2, 0.75, 1.5, steps(20)), TrialReport(b, 2, 0.5, 1.0, [])])
+
+    stored = optuna.load_study(study_name="t", storage=storage_url).trials
+    assert [t.intermediate_values for t in stored] == [{1: 0.5, 2: 0.75}, {1: 0.25, 2: 0.5}]
+    assert [p.step for p in db.step_curve(a)] == [0, 10, 20]
+    assert [p.step for p in db.step_curve(b)] == [0]
+    assert [(p.epoch, p.value, p.val_loss) for p in db.epoch_curve(a)] == [
+        (1, 0.5, 2.0),
+        (2, 0.75, 1.5),
+    ]
+    assert [p.val_loss for p in db.epoch_curve(b)] == [None, 1.0]
+
+
+def test_add_reports_for_a_finished_trial_stores_nothing_of_the_batch(storage_url: str) -> None:
+    db = Database(storage_url)
+    study, (running, finished) = study_with_trials(db, 2)
+    study.tell(finished, 0.9)
+    with pytest.raises(StorageError):
+        db.add_reports(
+            [
+                TrialReport(running._trial_id, 1, 0.5, None, steps(0)),
+                TrialReport(finished._trial_id, 1, 0.5, None, steps(0)),
+            ]
+        )
+    assert [t.intermediate_values for t in study.trials] == [{}, {}]
+    assert db.step_curve(running._trial_id) == db.epoch_curve(running._trial_id) == []
+
+
+def test_report_all_writes_a_stack_once_and_leaves_out_diverged_runs(storage_url: str) -> None:
+    db = Database(storage_url)
+    _, trials = study_with_trials(db, 3)
+    writes: list[int] = []
+
+    def sink(reports: Sequence[TrialReport]) -> None:
+        writes.append(len(reports))
+        db.add_reports(reports)
+
+    runs = [Run(t, {}, seed=0, epochs=2, reports=sink) for t in trials]
+    for run in runs:
+        run.log_step(0, lr=0.1, loss=2.0)
+
+    diverged = report_all(runs, [0.5, math.nan, 0.7], 1, val_losses=[1.0, None, 0.9])
+
+    assert writes == [2]
+    assert list(diverged) == [1] and isinstance(diverged[1], Diverged)
+    stored = optuna.load_study(study_name="t", storage=storage_url).trials
+    assert [t.intermediate_values for t in stored] == [{1: 0.5}, {}, {1: 0.7}]
+    assert [len(db.step_curve(t._trial_id)) for t in trials] == [1, 0, 1]
+    assert [r["epoch"] for r in runs[0].reported] == [1]

@@ -1,0 +1,119 @@
+"""`ask_batch`: K trials asked and sampled against one snapshot, on SQLite and PostgreSQL."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import optuna
+import pytest
+from optuna.distributions import BaseDistribution
+from optuna.trial import FrozenTrial, TrialState
+
+from sweeps.batch_ask import ask_batch
+
+
+class SeeingSampler(optuna.samplers.RandomSampler):
+    """Random sampling that records, per trial, the other trials' params it could see."""
+
+    def __init__(self) -> None:
+        super().__init__(seed=0)
+        self.seen: dict[int, dict[str, list[dict[str, Any]]]] = {}
+
+    def sample_independent(
+        self,
+        study: optuna.Study,
+        trial: FrozenTrial,
+        param_name: str,
+        param_distribution: BaseDistribution,
+    ) -> Any:
+        others = [t for t in study.get_trials(deepcopy=False) if t.number != trial.number]
+        self.seen[trial.number] = {
+            state.name: [t.params for t in others if t.state == state]
+            for state in (TrialState.COMPLETE, TrialState.RUNNING)
+        }
+        return super().sample_independent(study, trial, param_name, param_distribution)
+
+
+def sample(trial: optuna.Trial) -> None:
+    trial.suggest_float("x", 0.0, 1.0)
+    trial.suggest_categorical("kind", ["a", "b"])
+
+
+def study_on(url: str, sampler: optuna.samplers.BaseSampler) -> optuna.Study:
+    return optuna.create_study(storage=url, study_name="t", sampler=sampler)
+
+
+def test_ask_batch_samples_against_finished_trials_and_earlier_batch_mates(
+    storage_url: str,
+) -> None:
+    sampler = SeeingSampler()
+    study = study_on(storage_url, sampler)
+    study.optimize(lambda t: t.suggest_float("x", 0.0, 1.0), n_trials=2)
+    finished = [t.params for t in study.trials]
+
+    batch = ask_batch(study, 3, claim=lambda: True, sample=sample)
+
+    assert [t.number for t in batch] == [2, 3, 4]
+    for i, trial in enumerate(batch):
+        assert trial.study is study  # reports and pruning read the real storage
+        seen = sampler.seen[trial.number]
+        assert seen["COMPLETE"] == finished
+        assert seen["RUNNING"] == [t.params for t in batch[:i]]  # the constant liar's view
+    stored = optuna.load_study(study_name="t", storage=storage_url).trials
+    assert [t.params for t in stored[2:]] == [t.params for t in batch]
+    assert all(set(t.params) == {"x", "kind"} for t in stored[2:])
+
+
+def test_ask_batch_asks_only_after_a_claim_and_stops_at_the_first_refusal(
+    storage_url: str,
+) -> None:
+    study = study_on(storage_url, optuna.samplers.RandomSampler(seed=0))
+    slots = [True, True, False, True]
+    claims: list[bool] = []
+
+    def claim() -> bool:
+        claims.append(slots[len(claims)])
+        return claims[-1]
+
+    batch = ask_batch(study, 4, claim=claim, sample=sample)
+    assert len(batch) == 2 and claims == [True, True, False]
+    assert len(study.trials) == 2
+    assert ask_batch(study, 4, claim=lambda: False, sample=sample) == []
+    assert len(study.trials) == 2
+
+
+@pytest.mark.parametrize("size", [2, 5], ids=["fewer-than-queued", "more-than-queued"])
+def test_ask_batch_takes_each_queued_trial_once(storage_url: str, size: int) -> None:
+    study = study_on(storage_url, optuna.samplers.RandomSampler(seed=0))
+    queued = [{"x": 0.25, "kind": "a"}, {"x": 0.5, "kind": "b"}, {"x": 0.75, "kind": "a"}]
+    for params in queued:
+        study.enqueue_trial(params)
+
+    batch = ask_batch(study, size, claim=lambda: True, sample=sample)
+
+    assert len(batch) == size
+    assert [t.params for t in batch[:3]] == queued[:size]
+    states = [t.state for t in study.trials]
+    assert states.count(TrialState.RUNNING) == size
+    assert states.count(TrialState.WAITING) == max(0, 3 - size)
+
+
+def test_ask_batch_ramping_up_asks_no_more_than_the_finished_trials(storage_url: str) -> None:
+    study = study_on(storage_url, optuna.samplers.RandomSampler(seed=0))
+    claims: list[bool] = []
+
+    def claim() -> bool:
+        claims.append(True)
+        return True
+
+    first = ask_batch(study, 4, claim=claim, sample=sample, ramp_up=True)
+    assert len(first) == len(claims) == 1  # nothing finished yet: one trial, one slot
+    study.tell(first[0], 0.5)
+    pruned, failed = ask_batch(study, 2, claim=claim, sample=sample)
+    study.tell(pruned, state=TrialState.PRUNED)
+    study.tell(failed, state=TrialState.FAIL)  # a failure teaches nothing: not counted
+    claims.clear()
+
+    assert len(ask_batch(study, 4, claim=claim, sample=sample, ramp_up=True)) == 2
+    assert len(claims) == 2
+    assert len(ask_batch(study, 1, claim=claim, sample=sample, ramp_up=True)) == 1
