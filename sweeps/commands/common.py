@@ -89,11 +89,11 @@ def check_artifact_store(args: argparse.Namespace) -> None:
     from sweeps.results.dashboard import STORE_ENV, StoreError, object_store
 
     url = args.artifact_store or os.environ.get(STORE_ENV)
-    try:
-        if url:
+    if url:
+        try:
             object_store(url)
-    except StoreError as e:
-        raise UsageError(f"--artifact-store: {e}") from None
+        except StoreError as e:
+            raise UsageError(f"--artifact-store: {e}") from None
 
 
 def load_checked_config(path: str) -> SweepConfig:
