@@ -1,20 +1,28 @@
 # Two entry points for a newcomer: `make demo` runs the main job, `make test` the checks.
-# Each sets up .venv on first use and re-installs only when the project's metadata changes.
-VENV   := .venv
-PY     := $(VENV)/bin/python
-STAMP  := $(VENV)/.installed
+# Each sets up .venv on first use and re-installs only when the project's metadata changes;
+# the demo needs only the project, the checks add the dev tools (test and check groups).
+VENV      := .venv
+PY        := $(VENV)/bin/python
+RUN_STAMP := $(VENV)/.installed-run
+DEV_STAMP := $(VENV)/.installed-dev
 
 .PHONY: demo test install browser clean
 
-install: $(STAMP)
+install: $(DEV_STAMP)
 
-$(STAMP): pyproject.toml constraints.txt
+$(PY):
 	python3 -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade "pip>=25.1"
-	$(PY) -m pip install --quiet --constraint constraints.txt --editable . --group dev
-	touch $(STAMP)
 
-demo: $(STAMP)
+$(RUN_STAMP): pyproject.toml constraints.txt | $(PY)
+	$(PY) -m pip install --quiet --constraint constraints.txt --editable .
+	touch $@
+
+$(DEV_STAMP): pyproject.toml constraints.txt | $(PY)
+	$(PY) -m pip install --quiet --constraint constraints.txt --editable . --group dev
+	touch $@ $(RUN_STAMP)
+
+demo: $(RUN_STAMP)
 	$(VENV)/bin/sweeps run examples/digits.yaml --workers 2 --resume
 
 # The dashboard tests drive Debian's chromium (never a browser download). Installed when we
@@ -24,7 +32,7 @@ browser:
 		DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null || \
 		{ apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null; }
 
-test: $(STAMP) browser
+test: $(DEV_STAMP) browser
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/ruff format --check .
 	$(VENV)/bin/mypy

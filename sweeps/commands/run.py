@@ -94,7 +94,6 @@ def run(args: argparse.Namespace) -> int:
         while any(p.poll() is None for p in procs):
             progress.update()
             time.sleep(POLL_SECONDS)
-        progress.update(force=True)  # the final numbers
     except KeyboardInterrupt:
         for p in procs:
             p.terminate()

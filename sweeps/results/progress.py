@@ -55,7 +55,9 @@ class Progress:
         self.update()
 
     def close(self) -> None:
-        if self.tty and self._line:
+        """Show the final numbers (and end the bar's line)."""
+        self.update(force=True)
+        if self.tty:
             self.stream.write("\n")
             self.stream.flush()
 

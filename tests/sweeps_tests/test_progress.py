@@ -24,6 +24,16 @@ class Terminal(io.StringIO):
         return True
 
 
+class Status:
+    """A study's status over time: each read takes the next one; the last one stays."""
+
+    def __init__(self, *states: dict[str, Any]) -> None:
+        self.states = list(states)
+
+    def __call__(self) -> dict[str, Any]:
+        return self.states.pop(0) if len(self.states) > 1 else self.states[0]
+
+
 def summary(finished: int, running: int = 1, best: float | None = None) -> dict[str, Any]:
     return {
         "finished": finished,
@@ -36,9 +46,8 @@ def summary(finished: int, running: int = 1, best: float | None = None) -> dict[
 def test_plain_lines_only_when_the_numbers_change(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(progress, "EVERY", 0.0)
     monkeypatch.setattr(progress, "PLAIN_EVERY", 0.0)
-    states = iter([summary(0), summary(0), summary(2, best=0.5), summary(2, best=0.5)])
     out = io.StringIO()
-    p = Progress(lambda: next(states), out)
+    p = Progress(Status(summary(0), summary(0), summary(2, best=0.5)), out)
     for _ in range(3):
         p.update()
     p.log("trial 2 COMPLETE")
@@ -55,12 +64,11 @@ def test_plain_lines_come_at_most_every_few_seconds_but_the_last_always(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     monkeypatch.setattr(progress, "EVERY", 0.0)
-    states = iter([summary(n) for n in range(5)])
     out = io.StringIO()
-    p = Progress(lambda: next(states), out)
+    p = Progress(Status(*(summary(n) for n in range(5))), out)
     for _ in range(4):
         p.update()  # changed numbers, but within PLAIN_EVERY of the first line
-    p.update(force=True)
+    p.close()  # the final numbers, whenever the last line was
     assert [line.split("] ", 1)[1] for line in out.getvalue().splitlines()] == [
         "0/8 finished, 1 running",
         "4/8 finished, 1 running",
@@ -71,9 +79,8 @@ def test_terminal_bar_is_redrawn_in_place_under_logged_lines(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     monkeypatch.setattr(progress, "EVERY", 0.0)
-    states = iter([summary(4, best=0.9), summary(8, running=0, best=0.95)])
     out = Terminal()
-    p = Progress(lambda: next(states), out)
+    p = Progress(Status(summary(4, best=0.9), summary(8, running=0, best=0.95)), out)
     p.update()
     p.log("trial 7 PRUNED")
     p.close()
