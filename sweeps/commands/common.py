@@ -20,6 +20,12 @@ def add_storage_arguments(parser: argparse.ArgumentParser, *, artifacts: bool = 
         metavar="URL",
         help="database URL (default: $SWEEPS_STORAGE, else sqlite:///sweeps.db)",
     )
+    parser.add_argument(
+        "--storage-file",
+        metavar="FILE",
+        help="read the database URL from FILE (a mounted Kubernetes Secret, say), so its "
+        "password is on no command line",
+    )
     if artifacts:
         parser.add_argument(
             "--artifacts",
@@ -53,13 +59,26 @@ def open_database(args: argparse.Namespace, *, create: bool = False) -> Database
 
 
 def storage_url(args: argparse.Namespace) -> str:
-    """``--storage``, else ``$SWEEPS_STORAGE``, else the default, checked."""
+    """``--storage`` or ``--storage-file``'s content, else ``$SWEEPS_STORAGE``, else the
+    default, checked."""
     import storage
 
+    given, option = args.storage, "--storage"
+    if args.storage_file:
+        if given:
+            raise UsageError("--storage-file: give --storage or --storage-file, not both")
+        option = "--storage-file"
+        try:
+            given = Path(args.storage_file).read_text(encoding="utf-8").strip()
+        except (OSError, UnicodeDecodeError) as e:
+            why = getattr(e, "strerror", None) or "not UTF-8 text"
+            raise UsageError(f"--storage-file: cannot read {args.storage_file}: {why}") from None
+        if not given:
+            raise UsageError(f"--storage-file: {args.storage_file} is empty")
     try:
-        return storage.resolve_url(args.storage)
+        return storage.resolve_url(given)
     except storage.StorageURLError as e:
-        raise UsageError(str(e).replace("storage:", "--storage:", 1)) from None
+        raise UsageError(str(e).replace("storage:", f"{option}:", 1)) from None
 
 
 def artifacts_root(args: argparse.Namespace) -> Path:

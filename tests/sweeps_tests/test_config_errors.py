@@ -24,6 +24,7 @@ import pytest
 import yaml
 
 from sweeps.config import MAX_CONFIG_BYTES
+from sweeps_helpers import sweeps
 
 # A valid config shaped like examples/digits.yaml, with small budgets; cases alter one part.
 BASE: dict[str, Any] = {
@@ -543,3 +544,27 @@ def test_validate_several_mistakes_reports_every_field(case: Case, validated: Ru
 def test_corpus_has_at_least_35_distinct_cases() -> None:
     ids = [p.id for p in CASES]
     assert len(ids) == len(set(ids)) >= 35
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (
+            ["--storage", "sqlite:///x.db", "--storage-file", "url"],
+            "error: --storage-file: give --storage or --storage-file, not both",
+        ),
+        (
+            ["--storage-file", "missing"],
+            "error: --storage-file: cannot read missing: No such file",
+        ),
+        (["--storage-file", "empty"], "error: --storage-file: empty is empty"),
+        (["--storage-file", "bad"], "error: --storage-file: unsupported database 'mysql'"),
+    ],
+)
+def test_storage_file_errors(tmp_path: Path, args: list[str], message: str) -> None:
+    (tmp_path / "empty").write_text("\n")
+    (tmp_path / "bad").write_text("mysql://u:pw@host/db\n")
+    result = sweeps("status", "--study", "t", *args, cwd=tmp_path, timeout=60)
+    assert result.returncode == 2
+    assert result.stderr.startswith(message), result.stderr
+    assert len(result.stderr.strip().splitlines()) == 1 and "pw" not in result.stderr

@@ -5,6 +5,7 @@ from __future__ import annotations
 import csv
 import io
 import json
+import subprocess
 import sys
 import wsgiref.util
 from pathlib import Path
@@ -15,6 +16,7 @@ import optuna_dashboard
 import pytest
 import sqlalchemy
 from optuna.trial import TrialState
+from test_results import start_dashboard
 
 from sweeps_helpers import config, sweeps
 
@@ -381,11 +383,25 @@ def test_passwords_never_appear_in_any_output(tmp_path: Path, postgres: Any) -> 
             cwd=tmp_path,
         ),  # unreachable
     ]
-    assert [r.returncode for r in outputs] == [0, 2, 0, 0, 2, 0, 1]
+    secret = tmp_path / "storage-url"
+    secret.write_text(url + "\n")  # as a mounted Kubernetes Secret: a file, maybe a newline
+    outputs += [
+        sweeps("status", "--study", "t", "--storage-file", str(secret), cwd=tmp_path),
+        sweeps(
+            "report", "--study", "t", "--out", "rep", "--storage-file", str(secret), cwd=tmp_path
+        ),
+    ]
+    dashboard, _ = start_dashboard(tmp_path, url)
+    dashboard.terminate()
+    out, err = dashboard.communicate(timeout=30)
+    outputs.append(subprocess.CompletedProcess([], 0, out, err))
+    assert [r.returncode for r in outputs] == [0, 2, 0, 0, 2, 0, 1, 0, 0, 0]
     for result in outputs:
         assert "s3cr3t" not in result.stdout + result.stderr
         assert "Traceback" not in result.stderr
-    assert "postgres:***@" in outputs[2].stdout
+    assert "postgres:***@" in outputs[2].stdout and "postgres:***@" in outputs[7].stdout
+    assert "optuna-dashboard for postgresql+psycopg://postgres:***@" in outputs[9].stdout
+    assert "s3cr3t" not in (tmp_path / "rep" / "report.html").read_text()
     logs = list((tmp_path / "sweeps-artifacts").rglob("*.log"))
     assert logs and all("s3cr3t" not in log.read_text() for log in logs)
 
