@@ -1,0 +1,144 @@
+"""What lr-sweeps' worker loop costs over bare Optuna, and how it scales with workers.
+
+    .venv/bin/python bench/storage.py [--trials 200] [--workers 1,2,4,8,16,32]
+
+Each backend is a fresh SQLite file or a database on a throwaway PostgreSQL cluster
+(tests/pg_cluster.py, started from the installed binaries). Printed, `name: value`:
+
+- overhead_vs_bare_optuna_<backend>: seconds per trial of our worker loop (budget slot claim,
+  ask, objective, reports, tell, publication lease) over `study.optimize` with the same
+  trivial objective and random sampler, both in this process, side by side.
+- scaling_efficiency_<n>_workers_<backend>: n `sweeps worker` processes on one study of 8n
+  trials whose objective sleeps 0.5 s: the trials' summed duration over n times the span from
+  the first trial's start to the last one's end (1.0 = no worker ever waits on storage;
+  process start-up is outside the span).
+
+Not measured: the gRPC storage proxy (`grpc_proxy_vs_rdb`): `sweeps storage-proxy` is not
+built yet.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import optuna
+import yaml
+
+HERE = Path(__file__).resolve().parent
+# This file's name would shadow the `storage` package: import from the repository instead.
+sys.path[:] = [p for p in sys.path if Path(p or ".").resolve() != HERE]
+sys.path.insert(0, str(HERE.parent / "tests"))  # the throwaway PostgreSQL cluster
+
+from pg_cluster import PostgresCluster, find_bindir  # noqa: E402
+from storage import Database  # noqa: E402
+from sweeps.config import parse_config  # noqa: E402
+from sweeps.study import launch  # noqa: E402
+from sweeps.worker import Worker  # noqa: E402
+
+
+def config(name: str, objective: str, trials: int) -> dict[str, object]:
+    return {
+        "study": name,
+        "objective": f"storage_objectives:{objective}",
+        "budget": {"trials": trials, "epochs": 1},
+        "sampler": {"name": "random", "seed": 0},
+        "pruner": {"name": "none"},
+        "space": {"lr": {"low": 1e-3, "high": 1.0, "log": True}, "schedule": {"constant": {}}},
+    }
+
+
+def seconds_per_trial_ours(url: str, trials: int, artifacts: Path) -> float:
+    db = Database(url)
+    launch(db, parse_config(config("ours", "trivial", trials)))
+    worker = Worker(db, "ours", artifacts=artifacts, log=lambda line: None)
+    start = time.perf_counter()
+    assert worker.run() == 0
+    return (time.perf_counter() - start) / trials
+
+
+def seconds_per_trial_bare(url: str, trials: int) -> float:
+    study = optuna.create_study(
+        storage=url, study_name="bare", sampler=optuna.samplers.RandomSampler(seed=0)
+    )
+    start = time.perf_counter()
+    study.optimize(lambda t: t.suggest_float("lr", 1e-3, 1.0, log=True), n_trials=trials)
+    return (time.perf_counter() - start) / trials
+
+
+def scaling_efficiency(url: str, workers: int, workdir: Path) -> float:
+    name = f"scale{workers}"
+    path = workdir / f"{name}.yaml"
+    path.write_text(yaml.safe_dump(config(name, "sleepy", 8 * workers)))
+    env = {**os.environ, "SWEEPS_STORAGE": url}
+    launched = subprocess.run(
+        [sys.executable, "-m", "sweeps", "launch", str(path)],
+        env=env,
+        cwd=workdir,
+        capture_output=True,
+    )
+    assert launched.returncode == 0, launched.stderr
+    procs = [
+        subprocess.Popen(
+            [sys.executable, "-m", "sweeps", "worker", "--study", name, "--threads", "1"],
+            env={**env, "SWEEPS_WORKER_INDEX": str(i)},
+            cwd=workdir,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
+        for i in range(workers)
+    ]
+    assert all(p.wait() == 0 for p in procs)
+    done = optuna.load_study(study_name=name, storage=url).trials
+    busy = sum((t.datetime_complete - t.datetime_start).total_seconds() for t in done)
+    span = (
+        max(t.datetime_complete for t in done) - min(t.datetime_start for t in done)
+    ).total_seconds()
+    return busy / (workers * span)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--trials", type=int, default=200)
+    parser.add_argument("--workers", default="1,2,4,8,16,32")
+    args = parser.parse_args()
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    bindir = find_bindir()
+    assert bindir is not None, "PostgreSQL binaries (initdb, pg_ctl) not found"
+    cluster = PostgresCluster(bindir)
+    cluster.start()
+    try:
+        with tempfile.TemporaryDirectory() as tmp:
+            work = Path(tmp)
+            # Objectives are imported from the working directory, as a user's are.
+            shutil.copy(HERE / "storage_objectives.py", work)
+            os.chdir(work)
+            backends: dict[str, Callable[[str], str]] = {
+                "sqlite": lambda label: f"sqlite:///{work / label}.db",
+                "postgresql": lambda label: cluster.create_database(label),
+            }
+            for backend, fresh in backends.items():
+                ours = seconds_per_trial_ours(fresh("ours"), args.trials, work / "artifacts")
+                bare = seconds_per_trial_bare(fresh("bare"), args.trials)
+                print(f"seconds_per_trial_ours_{backend}: {ours:.4f}")
+                print(f"seconds_per_trial_bare_optuna_{backend}: {bare:.4f}")
+                print(f"overhead_vs_bare_optuna_{backend}: {ours / bare:.2f}", flush=True)
+            for backend, fresh in backends.items():
+                for n in (int(w) for w in args.workers.split(",")):
+                    efficiency = scaling_efficiency(fresh(f"scale{n}"), n, work)
+                    print(
+                        f"scaling_efficiency_{n}_workers_{backend}: {efficiency:.2f}", flush=True
+                    )
+    finally:
+        cluster.destroy()
+
+
+if __name__ == "__main__":
+    main()
