@@ -10,7 +10,7 @@ import plotly.graph_objects as go
 from optuna.trial import FrozenTrial
 from plotly.colors import qualitative
 
-from sweeps.results.study_data import StudyData, family, label
+from sweeps.results.study_data import StudyData, family, label, zoomed_range
 from sweeps.trial_attrs import params_of
 
 PALETTE = qualitative.Plotly  # one colour per family, the same in every panel
@@ -116,10 +116,8 @@ def best_by_family(data: StudyData) -> go.Figure:
         )
     )
     values = [f["best"]["value"] for f in rows]
-    if values:  # zoom to the differences: bars from zero hide them
-        low, high = min(values), max(values)
-        pad = (high - low) * 0.5 or abs(high) * 0.01 or 0.01
-        fig.update_yaxes(range=[low - pad, high + pad])
+    if values:
+        fig.update_yaxes(range=list(zoomed_range(values)))
     fig.update_layout(
         title=f"Best value by schedule family ({data.handle.config.direction})",
         yaxis_title="best value",

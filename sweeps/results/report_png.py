@@ -14,7 +14,7 @@ from matplotlib.figure import Figure  # noqa: E402
 from matplotlib.ticker import MaxNLocator  # noqa: E402
 from optuna.trial import FrozenTrial  # noqa: E402
 
-from sweeps.results.study_data import StudyData, family  # noqa: E402
+from sweeps.results.study_data import StudyData, family, zoomed_range  # noqa: E402
 
 SIZE, DPI = (10, 5.6), 100  # inches at DPI: 1000 x 560 pixels
 
@@ -60,9 +60,7 @@ def _leaderboard(ax: Axes, data: StudyData) -> None:
         fontsize=8,
     )
     if values:
-        low, high = min(values), max(values)
-        pad = (high - low) * 0.5 or abs(high) * 0.01 or 0.01
-        ax.set_ylim(low - pad, high + pad)
+        ax.set_ylim(*zoomed_range(values))
     ax.set(
         title=f"Best value by schedule family ({data.handle.config.direction})",
         ylabel="best value",

@@ -102,6 +102,14 @@ class StudyData:
         }
 
 
+def zoomed_range(values: list[float]) -> tuple[float, float]:
+    """An axis range around ``values`` that shows their differences (bars from zero hide
+    them)."""
+    low, high = min(values), max(values)
+    pad = (high - low) * 0.5 or abs(high) * 0.01 or 0.01
+    return low - pad, high + pad
+
+
 def family(trial: FrozenTrial) -> str:
     name: str = params_of(trial).get("schedule", "?")
     return name
