@@ -51,7 +51,7 @@ def run(args: argparse.Namespace) -> int:
         run_server(db.optuna, host=args.host, port=args.port, artifact_store=store)
     except OSError as e:
         raise UsageError(
-            f"--port: cannot listen on {args.host}:{args.port}: {e.strerror or e}"
+            f"--host/--port: cannot listen on {args.host}:{args.port}: {e.strerror or e}"
         ) from None
     return 0
 

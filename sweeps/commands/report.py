@@ -34,6 +34,10 @@ def run(args: argparse.Namespace) -> int:
         raise UsageError(f"--top: must be an integer in [1, 50], got {args.top}")
     db = open_database(args)
     handle = load(db, args.study)
-    for path in write_report(StudyData(db, handle), out, top=args.top):
+    try:
+        written = write_report(StudyData(db, handle), out, top=args.top)
+    except OSError as e:
+        raise UsageError(f"--out: cannot write {args.out}: {e.strerror or e}") from None
+    for path in written:
         print(path)
     return 0

@@ -110,7 +110,10 @@ def plot(args: argparse.Namespace) -> int:
         except schedules.ScheduleError as e:
             raise UsageError(str(e).replace(".lr:", " --lr:")) from None
         title = f"typical settings, α0 = {args.lr:g}, {total} steps"
-    draw(samples, out, title)
+    try:
+        draw(samples, out, title)
+    except OSError as e:
+        raise UsageError(f"--out: cannot write {args.out}: {e.strerror or e}") from None
     print(out)
     return 0
 

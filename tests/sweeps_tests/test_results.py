@@ -199,6 +199,15 @@ def test_dashboard_refuses_bad_arguments(
     assert "Traceback" not in result.stderr
 
 
+def test_report_refuses_an_unwritable_out(finished: tuple[Path, str]) -> None:
+    tmp, url = finished
+    (tmp / "a-file").write_text("")
+    result = sweeps("report", "--study", "t", "--out", "a-file/r", "--storage", url, cwd=tmp)
+    assert result.returncode == 2
+    assert result.stderr.startswith("error: --out: cannot write a-file/r"), result.stderr
+    assert "Traceback" not in result.stderr
+
+
 def test_report_refuses_an_unknown_study(finished: tuple[Path, str]) -> None:
     tmp, url = finished
     result = sweeps("report", "--study", "nope", "--out", "r", "--storage", url, cwd=tmp)

@@ -80,6 +80,7 @@ def test_plot_a_config_and_families(tmp_path: Path) -> None:
         (["cosine", "--out", "x.png", "--lr", "-1"], "error: cosine --lr:"),
         (["cosine", "--out", "x.png", "--total-steps", "1"], "error: --total-steps: must be"),
         (["examples/sine.yaml", "--out", "x.png"], "error: --total-steps: required for objective"),
+        (["cosine", "--out", "README.md/x.png"], "error: --out: cannot write README.md/x.png"),
     ],
 )
 def test_plot_refuses_bad_input(args: list[str], message: str) -> None:
