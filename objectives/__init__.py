@@ -10,13 +10,17 @@ import os
 import sys
 from collections.abc import Callable
 
-from objectives.builtin import ClassifierTask, digits_cnn, digits_mlp
+from objectives.builtin import ClassifierTask, digits_cnn, digits_mlp, tiny_lm
 from objectives.run import Diverged, Run, report_all
 from objectives.train import Outcome, stack_key, train_stack
 
 Objective = Callable[[Run], float]
 
-BUILTIN: dict[str, Objective] = {"digits_mlp": digits_mlp, "digits_cnn": digits_cnn}
+BUILTIN: dict[str, Objective] = {
+    "digits_mlp": digits_mlp,
+    "digits_cnn": digits_cnn,
+    "tiny_lm": tiny_lm,
+}
 
 
 class ObjectiveNotFound(ValueError):

@@ -16,13 +16,30 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from objectives.models import ImageConv3x3
+from objectives.models import (
+    CharEmbedding,
+    ImageConv3x3,
+    TransformerBlock,
+    stacked_layer_norm,
+    stacked_linear,
+)
 
 Layer = Callable[[nn.Module, dict[str, torch.Tensor], torch.Tensor], torch.Tensor]
 
 
 def _linear(m: nn.Module, p: dict[str, torch.Tensor], x: torch.Tensor) -> torch.Tensor:
-    return torch.baddbmm(p["bias"].unsqueeze(1), x, p["weight"].transpose(1, 2))
+    return stacked_linear(x, p["weight"], p["bias"])
+
+
+def _layer_norm(m: nn.Module, p: dict[str, torch.Tensor], x: torch.Tensor) -> torch.Tensor:
+    assert isinstance(m, nn.LayerNorm)
+    return stacked_layer_norm(x, p["weight"], p["bias"], m.eps)
+
+
+def _stacked(m: nn.Module, p: dict[str, torch.Tensor], x: torch.Tensor) -> torch.Tensor:
+    """A layer that computes its own stack (`objectives.models._Stackable`)."""
+    assert isinstance(m, CharEmbedding | TransformerBlock)
+    return m.stacked(p, x)
 
 
 def _image_conv(m: nn.Module, p: dict[str, torch.Tensor], x: torch.Tensor) -> torch.Tensor:
@@ -63,6 +80,9 @@ LAYERS: dict[type, Layer] = {
     nn.Flatten: lambda m, p, x: x.flatten(2),
     nn.Unflatten: lambda m, p, x: x.view(*x.shape[:2], *m.unflattened_size),  # type: ignore[misc]
     nn.MaxPool2d: _per_example,
+    nn.LayerNorm: _layer_norm,
+    CharEmbedding: _stacked,
+    TransformerBlock: _stacked,
 }
 
 
@@ -109,11 +129,13 @@ class BatchedModel:
         return x
 
     def loss_and_grad(self, x: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """Each copy's mean cross-entropy on its own batch (``[K]``) and its gradient in the
-        flat layout (``[K, P]``)."""
+        """Each copy's mean cross-entropy on its own batch (``[K]``; over every target of it,
+        e.g. every position of a sequence) and its gradient in the flat layout (``[K, P]``)."""
         self.flat.grad = None
         logits = self.forward(x)
-        losses = F.cross_entropy(logits.flatten(0, 1), y.flatten(), reduction="none")
+        losses = F.cross_entropy(
+            logits.reshape(-1, logits.shape[-1]), y.flatten(), reduction="none"
+        )
         losses = losses.view(len(self.flat), -1).mean(dim=1)
         finite = torch.isfinite(losses)
         # A copy's loss depends on its own row only: one backward gives each its gradient.

@@ -87,6 +87,8 @@ def train_stack(task: ClassifierTask, runs: list[Run]) -> list[Outcome]:
     Raises:
         Exception: a fault of the trainer itself (not of one trial) ends the whole stack.
     """
+    for run in runs:
+        task.check(run)
     device = runs[0].device
     data = task.data(device)
     batch = int(runs[0].params["batch_size"])
@@ -108,7 +110,7 @@ def train_stack(task: ClassifierTask, runs: list[Run]) -> list[Outcome]:
     trials = {i: _Trial(runs[i], total_steps) for i in live}
     optimizer = batched_optimizer([runs[i].params for i in live], stack.flat)
     outcomes: dict[int, Outcome] = {}
-    final: dict[int, float] = {}  # each trial's last validation accuracy
+    final: dict[int, float] = {}  # each trial's last reported value
     if first_epoch > 1:
         optimizer.load_torch_states([s["optimizer"] for s in saved], stack.names)  # type: ignore[index]
         for i, state in zip(live, saved, strict=True):
@@ -173,15 +175,16 @@ def train_stack(task: ClassifierTask, runs: list[Run]) -> list[Outcome]:
             break
 
         accuracies, val_losses = _evaluate(stack, data)
+        values = accuracies if task.metric == "accuracy" else val_losses
         for pos, t in enumerate(live):
             trial = trials[t]
             if trial.scheduler.schedule.metric_driven:
                 metric = accuracies[pos] if trial.run.direction == "maximize" else val_losses[pos]
                 trial.scheduler.step(metric)
-            final[t] = accuracies[pos]
+            final[t] = values[pos]
         # One write stores the stack's reports, one read decides its pruning.
         ended: dict[int, BaseException] = dict(
-            report_all([trials[t].run for t in live], accuracies, epoch, val_losses=val_losses)
+            report_all([trials[t].run for t in live], values, epoch, val_losses=val_losses)
         )
         reported = [(pos, t) for pos, t in enumerate(live) if pos not in ended]
         decisions = should_prune_all([trials[t].run.trial for _, t in reported])
@@ -208,12 +211,13 @@ def _first_epoch(saved: list[dict[str, Any] | None]) -> int:
 
 @torch.no_grad()
 def _evaluate(stack: BatchedModel, data: Split) -> tuple[list[float], list[float]]:
-    """Each trial's (accuracy, mean cross-entropy) on the shared validation set."""
+    """Each trial's (accuracy, mean cross-entropy) on the shared validation set, over every
+    target (every position of a sequence)."""
     k = len(stack.flat)
     logits = stack.forward(data.x_val.expand(k, *data.x_val.shape))
-    y = data.y_val.expand(k, -1)
-    losses = F.cross_entropy(logits.flatten(0, 1), y.flatten(), reduction="none")
-    accuracies = (logits.argmax(dim=2) == y).float().mean(dim=1)
+    y = data.y_val.expand(k, *data.y_val.shape)
+    losses = F.cross_entropy(logits.reshape(-1, logits.shape[-1]), y.flatten(), reduction="none")
+    accuracies = (logits.argmax(dim=-1) == y).float().view(k, -1).mean(dim=1)
     return accuracies.tolist(), losses.view(k, -1).mean(dim=1).tolist()
 
 

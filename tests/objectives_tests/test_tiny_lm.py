@@ -1,0 +1,161 @@
+"""`tiny_lm`: a character-level transformer on text that ships with Python. It learns,
+is deterministic, stacks like the digits tasks, and runs through the real CLI."""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+from typing import Any
+
+import optuna
+import pytest
+import torch
+
+import objectives
+from objectives import Run, train_stack
+from objectives.batched_model import BatchedModel
+from objectives.builtin import tiny_lm
+from objectives.data import CONTEXT, pydoc_topics, text_vocab
+from sweeps_helpers import config, sweeps
+
+ADAMW: dict[str, Any] = {
+    "optimizer": "adamw",
+    "lr": 3e-3,
+    "beta1": 0.9,
+    "beta2": 0.99,
+    "weight_decay": 0.01,
+    "batch_size": 32,
+}
+SETTINGS: list[dict[str, Any]] = [
+    {**ADAMW, "schedule": "cosine", "cosine.warmup_steps": 8},
+    {**ADAMW, "lr": 1e-3, "schedule": "constant"},
+    {**ADAMW, "schedule": "wsd", "wsd.warmup_steps": 4, "wsd.decay_fraction": 0.3},
+    {
+        **ADAMW,
+        "optimizer": "sgd",
+        "lr": 0.3,
+        "momentum": 0.9,
+        "nesterov": False,
+        "schedule": "grad_norm",
+        "grad_norm.window": 4,
+        "grad_norm.min_ratio": 0.1,
+    },
+]
+
+
+class Recorder:
+    """A minimizing trial with its curves kept in memory."""
+
+    def __init__(self, params: dict[str, Any], seed: int, epochs: int) -> None:
+        self.steps: list[dict[str, Any]] = []
+        self.epochs: list[dict[str, Any]] = []
+        self.run = Run(
+            optuna.create_study(direction="minimize").ask(),
+            params,
+            seed=seed,
+            epochs=epochs,
+            direction="minimize",
+            curves=lambda s, e: (self.steps.extend(s), self.epochs.extend(e)),
+        )
+
+
+def alone(params: dict[str, Any], seed: int, epochs: int) -> tuple[float, Recorder]:
+    rec = Recorder(params, seed, epochs)
+    value = tiny_lm(rec.run)
+    rec.run.flush()
+    return value, rec
+
+
+def unigram_cross_entropy() -> float:
+    """Nats per character of the best context-free guess: training-text character
+    frequencies, scored on the validation targets."""
+    data = pydoc_topics(torch.device("cpu"))
+    counts = torch.bincount(data.y_train.flatten(), minlength=text_vocab()).double() + 1
+    log_p = (counts / counts.sum()).log()
+    return float(-log_p[data.y_val.flatten()].mean())
+
+
+def test_tiny_lm_data_is_next_character_windows_of_the_shipped_text() -> None:
+    data = pydoc_topics(torch.device("cpu"))
+    assert data.x_train.shape == data.y_train.shape and data.x_train.shape[1] == CONTEXT
+    assert data.x_val.shape == data.y_val.shape and data.x_val.shape[1] == CONTEXT
+    assert torch.equal(data.y_train[:, :-1], data.x_train[:, 1:])
+    assert torch.equal(data.y_val[:, :-1], data.x_val[:, 1:])
+    assert int(data.x_train.max()) < text_vocab() and text_vocab() > 60
+    assert torch.equal(pydoc_topics(torch.device("cpu")).x_train, data.x_train)  # fixed
+
+
+def test_tiny_lm_loss_falls_below_the_unigram_entropy() -> None:
+    entropy = unigram_cross_entropy()
+    assert 2.5 < entropy < 4.0  # English characters: about 3.2 nats
+    value, rec = alone(SETTINGS[0], seed=0, epochs=3)
+    losses = [e["value"] for e in rec.epochs]
+    assert value == losses[-1] == rec.epochs[-1]["val_loss"]  # the metric is the loss
+    assert losses[0] > losses[-1]
+    assert value < entropy - 0.3, (value, entropy)
+
+
+def test_tiny_lm_same_seed_gives_the_same_curve() -> None:
+    _, first = alone(SETTINGS[0], seed=3, epochs=1)
+    _, again = alone(SETTINGS[0], seed=3, epochs=1)
+    _, other = alone(SETTINGS[0], seed=4, epochs=1)
+    assert first.steps == again.steps and first.epochs == again.epochs
+    assert first.steps != other.steps
+
+
+def test_tiny_lm_each_trial_in_a_stack_equals_the_trial_trained_alone() -> None:
+    stacked = [Recorder(p, seed=i, epochs=2) for i, p in enumerate(SETTINGS)]
+    outcomes = train_stack(tiny_lm, [r.run for r in stacked])
+    for i, params in enumerate(SETTINGS):
+        stacked[i].run.flush()
+        value, single = alone(params, seed=i, epochs=2)
+        assert len(stacked[i].steps) == len(single.steps) > 0
+        for a, b in zip(stacked[i].steps, single.steps, strict=True):
+            assert a["step"] == b["step"] and a["lr"] == pytest.approx(b["lr"], rel=1e-6)
+            assert a["train_loss"] == pytest.approx(b["train_loss"], rel=1e-4)
+        assert outcomes[i] == pytest.approx(value, rel=1e-4), params["schedule"]
+
+
+def test_tiny_lm_model_alone_computes_what_its_stack_of_one_computes() -> None:
+    torch.manual_seed(0)
+    model = tiny_lm.make_model({"dim": 32, "heads": 2, "layers": 1})
+    ids = pydoc_topics(torch.device("cpu")).x_val[:4]
+    with torch.no_grad():
+        solo = model(ids)
+        stack = BatchedModel(model, [model]).forward(ids[None])[0]
+    assert solo.shape == (4, CONTEXT, text_vocab())
+    torch.testing.assert_close(solo, stack, rtol=1e-5, atol=1e-5)
+
+
+def test_tiny_lm_refuses_to_maximize_its_loss() -> None:
+    run = Run(optuna.create_study().ask(), SETTINGS[0], seed=0, epochs=1)
+    with pytest.raises(ValueError, match="set direction: minimize"):
+        tiny_lm(run)
+
+
+def test_tiny_lm_is_a_builtin_that_runs_through_the_cli(tmp_path: Path) -> None:
+    assert objectives.resolve("tiny_lm") is tiny_lm
+    path = config(
+        tmp_path,
+        study="lm",
+        objective="tiny_lm",
+        objective_args={"dim": 32, "heads": 2, "layers": 1},
+        direction="minimize",
+        budget={"trials": 3, "epochs": 2},
+        space={
+            "lr": {"low": 1e-3, "high": 1e-2, "log": True},
+            "optimizer": "adamw",
+            "batch_size": 64,
+            "schedule": {"constant": {}, "cosine": {"warmup_steps": [0, 4]}},
+        },
+    )
+    url = f"sqlite:///{tmp_path / 'lm.db'}"
+    done = sweeps(
+        "run", str(path), "--workers", "1", "--stack", "2", "--storage", url, cwd=tmp_path
+    )
+    assert done.returncode == 0, done.stderr
+    assert "cannot be stacked" not in done.stdout + done.stderr
+    study = optuna.load_study(study_name="lm", storage=url)
+    values = [t.value for t in study.trials if t.state == optuna.trial.TrialState.COMPLETE]
+    assert len(values) == 3
+    assert all(v is not None and 0 < v < math.log(text_vocab()) for v in values)
