@@ -1,0 +1,67 @@
+"""Which sampler finds a good schedule soonest: random, TPE, GP and CMA-ES on one budget.
+
+    .venv/bin/python bench/samplers.py [CONFIG] [--trials 40] [--seeds 3] [--processes 2]
+
+CONFIG (default examples/digits.yaml: nine schedule families, their parameters, optimizer,
+batch size, weight decay) runs with each sampler, no pruning (every trial trains to the end,
+so the samplers are compared on the same information), one trial at a time, seeds 0, 1, ...
+Each sampler keeps its defaults in lr-sweeps (TPE multivariate and grouped; GP and TPE start
+with 10 random trials). GP and CMA-ES model only the parameters every trial has (CMA-ES
+only the numeric ones); the conditional schedule parameters they sample at random.
+
+Printed: ``best_after_<n>_<sampler>``, the best value after the first n trials (mean over
+seeds, and ``_std``), for n = 10, 20, ... up to ``--trials``; ``final_rank`` orders the
+samplers by their best after all trials.
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import time
+from pathlib import Path
+
+import yaml
+from studies import best_value, run_studies
+
+SAMPLERS = ("random", "tpe", "gp", "cmaes")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("config", nargs="?", default="examples/digits.yaml")
+    parser.add_argument("--trials", type=int, default=40)
+    parser.add_argument("--seeds", type=int, default=3)
+    parser.add_argument("--processes", type=int, default=2)
+    args = parser.parse_args()
+    base = yaml.safe_load(Path(args.config).read_text())
+    direction = base.get("direction", "maximize")
+    jobs = [(name, s) for s in range(args.seeds) for name in SAMPLERS]
+    configs = [
+        base
+        | {
+            "sampler": {"name": name, "seed": s},
+            "pruner": {"name": "none"},
+            "budget": base["budget"] | {"trials": args.trials},
+            "seed": s,
+            "stack": 1,
+        }
+        for name, s in jobs
+    ]
+    start = time.perf_counter()
+    results = dict(zip(jobs, run_studies(configs, args.processes), strict=True))
+    print(f"seconds_total: {time.perf_counter() - start:.0f}")
+    checkpoints = sorted({*range(10, args.trials + 1, 10), args.trials})
+    final: dict[str, float] = {}
+    for name in SAMPLERS:
+        for n in checkpoints:
+            values = [best_value(results[(name, s)][:n], direction) for s in range(args.seeds)]
+            print(f"best_after_{n}_{name}: {statistics.fmean(values):.4f}")
+            print(f"best_after_{n}_{name}_std: {statistics.stdev(values):.4f}")
+            final[name] = statistics.fmean(values)
+    sign = 1 if direction == "maximize" else -1
+    print(f"final_rank: {' > '.join(sorted(final, key=lambda k: -sign * final[k]))}")
+
+
+if __name__ == "__main__":
+    main()
