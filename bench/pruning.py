@@ -22,14 +22,10 @@ matched on every seed.
 
 from __future__ import annotations
 
-import argparse
 import statistics
-import time
-from pathlib import Path
 from typing import Any
 
-import yaml
-from studies import Trial, best_value, run_studies
+from studies import Trial, best_value, config_arguments, run_variants
 
 PRUNERS: dict[str, dict[str, Any]] = {
     "none": {"name": "none"},
@@ -52,30 +48,8 @@ def epochs_to_reach(trials: list[Trial], target: float, direction: str) -> int |
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("config", nargs="?", default="examples/digits.yaml")
-    parser.add_argument("--trials", type=int, default=60)
-    parser.add_argument("--seeds", type=int, default=3)
-    parser.add_argument("--processes", type=int, default=2)
-    args = parser.parse_args()
-    base = yaml.safe_load(Path(args.config).read_text())
-    direction = base.get("direction", "maximize")
-    jobs = [(p, s) for s in range(args.seeds) for p in PRUNERS]
-    configs = [
-        base
-        | {
-            "pruner": PRUNERS[p],
-            "budget": base["budget"] | {"trials": args.trials},
-            "sampler": base["sampler"] | {"seed": s},
-            "seed": s,
-            "stack": 1,
-        }
-        for p, s in jobs
-    ]
-    start = time.perf_counter()
-    results = dict(zip(jobs, run_studies(configs, args.processes), strict=True))
-    print(f"seconds_total: {time.perf_counter() - start:.0f}")
-    print(f"trials_per_study: {args.trials}")
+    args = config_arguments(__doc__ or "", trials=60)
+    direction, results = run_variants(args, {p: {"pruner": v} for p, v in PRUNERS.items()})
     fractions: dict[str, float] = {}
     matched_everywhere: set[str] = set()
     for pruner in PRUNERS:

@@ -16,41 +16,17 @@ samplers by their best after all trials.
 
 from __future__ import annotations
 
-import argparse
 import statistics
-import time
-from pathlib import Path
 
-import yaml
-from studies import best_value, run_studies
+from studies import best_value, config_arguments, run_variants
 
 SAMPLERS = ("random", "tpe", "gp", "cmaes")
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("config", nargs="?", default="examples/digits.yaml")
-    parser.add_argument("--trials", type=int, default=40)
-    parser.add_argument("--seeds", type=int, default=3)
-    parser.add_argument("--processes", type=int, default=2)
-    args = parser.parse_args()
-    base = yaml.safe_load(Path(args.config).read_text())
-    direction = base.get("direction", "maximize")
-    jobs = [(name, s) for s in range(args.seeds) for name in SAMPLERS]
-    configs = [
-        base
-        | {
-            "sampler": {"name": name, "seed": s},
-            "pruner": {"name": "none"},
-            "budget": base["budget"] | {"trials": args.trials},
-            "seed": s,
-            "stack": 1,
-        }
-        for name, s in jobs
-    ]
-    start = time.perf_counter()
-    results = dict(zip(jobs, run_studies(configs, args.processes), strict=True))
-    print(f"seconds_total: {time.perf_counter() - start:.0f}")
+    args = config_arguments(__doc__ or "", trials=40)
+    variants = {n: {"sampler": {"name": n}, "pruner": {"name": "none"}} for n in SAMPLERS}
+    direction, results = run_variants(args, variants)
     checkpoints = sorted({*range(10, args.trials + 1, 10), args.trials})
     final: dict[str, float] = {}
     for name in SAMPLERS:

@@ -9,10 +9,12 @@ A study is a plain config dict; `run_studies` returns each one's finished trials
 
 from __future__ import annotations
 
+import argparse
 import math
 import statistics
 import sys
 import tempfile
+import time
 from collections.abc import Sequence
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
@@ -21,6 +23,7 @@ from pathlib import Path
 from typing import Any
 
 import optuna
+import yaml
 
 # bench/storage.py would shadow the `storage` package: the repository comes first.
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
@@ -179,3 +182,34 @@ def spread(values: Sequence[float]) -> str:
         return "nan"
     std = statistics.stdev(finite) if len(finite) > 1 else 0.0
     return f"{statistics.fmean(finite):.4f} ± {std:.4f} ({min(finite):.4f}–{max(finite):.4f})"
+
+
+def config_arguments(doc: str, *, trials: int) -> argparse.Namespace:
+    """The command line of a benchmark that varies one part of a config file."""
+    parser = argparse.ArgumentParser(description=doc.splitlines()[0])
+    parser.add_argument("config", nargs="?", default="examples/digits.yaml")
+    parser.add_argument("--trials", type=int, default=trials)
+    parser.add_argument("--seeds", type=int, default=3)
+    parser.add_argument("--processes", type=int, default=2)
+    return parser.parse_args()
+
+
+def run_variants(
+    args: argparse.Namespace, variants: dict[str, dict[str, Any]]
+) -> tuple[str, dict[tuple[str, int], list[Trial]]]:
+    """Run ``args.config`` once per variant (top-level keys replaced) and seed, one trial at
+    a time, with ``args.trials`` trials; the config's direction and each run's trials by
+    (variant, seed)."""
+    base = yaml.safe_load(Path(args.config).read_text())
+    jobs = [(name, seed) for seed in range(args.seeds) for name in variants]
+    configs = []
+    for name, seed in jobs:
+        study = base | variants[name]
+        study["budget"] = study["budget"] | {"trials": args.trials}
+        study["sampler"] = study["sampler"] | {"seed": seed}
+        configs.append(study | {"seed": seed, "stack": 1})
+    start = time.perf_counter()
+    results = dict(zip(jobs, run_studies(configs, args.processes), strict=True))
+    print(f"seconds_total: {time.perf_counter() - start:.0f}")
+    print(f"trials_per_study: {args.trials}")
+    return base.get("direction", "maximize"), results
