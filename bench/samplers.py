@@ -11,14 +11,16 @@ only the numeric ones); the conditional schedule parameters they sample at rando
 
 Printed: ``best_after_<n>_<sampler>``, the best value after the first n trials (mean over
 seeds, and ``_std``), for n = 10, 20, ... up to ``--trials``; ``final_rank`` orders the
-samplers by their best after all trials.
+samplers by their best after all trials; ``best_params_<sampler>_seed<s>`` shows each study's
+best trial (are the config's ranges where the optima are?).
 """
 
 from __future__ import annotations
 
 import statistics
+from typing import Any
 
-from studies import best_value, config_arguments, run_variants
+from studies import best, best_value, config_arguments, run_variants
 
 SAMPLERS = ("random", "tpe", "gp", "cmaes")
 
@@ -35,8 +37,17 @@ def main() -> None:
             print(f"best_after_{n}_{name}: {statistics.fmean(values):.4f}")
             print(f"best_after_{n}_{name}_std: {statistics.stdev(values):.4f}")
             final[name] = statistics.fmean(values)
+    for name, seed in results:  # where the optimum lies: are the config's ranges right?
+        found = best(results[(name, seed)], direction)
+        if found is not None:
+            shown = " ".join(f"{k}={_short(v)}" for k, v in sorted(found.params.items()))
+            print(f"best_params_{name}_seed{seed}: {shown}")
     sign = 1 if direction == "maximize" else -1
     print(f"final_rank: {' > '.join(sorted(final, key=lambda k: -sign * final[k]))}")
+
+
+def _short(value: Any) -> str:
+    return f"{value:.3g}" if isinstance(value, float) else str(value)
 
 
 if __name__ == "__main__":
