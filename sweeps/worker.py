@@ -153,7 +153,10 @@ class Worker:
         runs = [self._start(trial) for trial in trials]
         groups: dict[object, list[int]] = {}
         for i, run in enumerate(runs):
-            resumes = self.checkpoints.path(first_attempt(trials[i])).exists()
+            first = first_attempt(trials[i])
+            resumes = self.checkpoints.path(first).exists()
+            if resumes:
+                self.log(f"trial {trials[i].number} resumes from the checkpoint of trial {first}")
             key = ("alone", i) if len(runs) == 1 or resumes else objectives.stack_key(run)
             groups.setdefault(key, []).append(i)
         outcomes: dict[int, objectives.Outcome] = {}

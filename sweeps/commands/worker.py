@@ -55,7 +55,7 @@ def run(args: argparse.Namespace) -> int:
     if args.threads:
         torch.set_num_threads(args.threads)
     index = os.environ.get(INDEX_ENV)
-    db = open_database(args)
+    db = open_database(args, wait=True)
     progress: Progress | None = None
     worker = Worker(
         db,
