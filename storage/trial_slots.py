@@ -20,10 +20,12 @@ from __future__ import annotations
 
 import datetime
 import json
+import os
+import socket
 import threading
 import uuid
 from collections.abc import Callable, Iterable
-from typing import Any
+from typing import Any, NamedTuple
 
 import optuna
 from optuna.storages._rdb import models  # Optuna's tables: trials change state with ours
@@ -39,7 +41,15 @@ from storage.tables import Budget
 ATTEMPT = "sweeps:attempt"  # 1 for a first try, 2 for its first retry, ...
 RETRY_OF = "sweeps:retry_of"  # the first attempt's trial number
 REASON = "sweeps:reason"  # why a trial was pruned, failed or re-queued
+WORKER = "sweeps:worker"  # host:pid of the worker that took the trial last
 CLAIM = "sweeps:claim"  # system attr: the token of the claim that took the trial
+
+
+class Failure(NamedTuple):
+    """A trial failed: its number, and its re-queued copy's (None: no retries left)."""
+
+    number: int
+    retry: int | None
 
 
 class TrialSlots:
@@ -50,6 +60,7 @@ class TrialSlots:
         self.db = db
         self.study_id = study_id
         self.retries = retries
+        self.worker = f"{socket.gethostname()}:{os.getpid()}"  # stored on the trials it takes
 
     # Taking and giving back ------------------------------------------------------------
 
@@ -94,15 +105,18 @@ class TrialSlots:
                     waiting.state = TrialState.RUNNING
                     waiting.datetime_start = datetime.datetime.now()
                     trial_id = int(waiting.trial_id)
+                    self._forget_claim(s, trial_id)  # a handed-back trial's earlier one
                 else:
                     new = self._rdb._get_prepared_new_trial(self.study_id, None, s)
                     trial_id = int(new.trial_id)
-                self._rdb._set_trial_attr_without_commit(
-                    s, models.TrialSystemAttributeModel, trial_id, CLAIM, token
+                s.add(
+                    models.TrialSystemAttributeModel(
+                        trial_id=trial_id, key=CLAIM, value_json=json.dumps(token)
+                    )
                 )
-                s.execute(
-                    delete(models.TrialHeartbeatModel).where(
-                        models.TrialHeartbeatModel.trial_id == trial_id
+                s.add(
+                    models.TrialUserAttributeModel(
+                        trial_id=trial_id, key=WORKER, value_json=json.dumps(self.worker)
                     )
                 )
                 s.add(models.TrialHeartbeatModel(trial_id=trial_id))
@@ -133,19 +147,19 @@ class TrialSlots:
 
         return retrying(attempt, what="hand back a trial")
 
-    def fail(self, trial_id: int, reason: str) -> int | None:
+    def fail(self, trial_id: int, reason: str) -> Failure | None:
         """RUNNING -> FAIL with ``reason``, and a WAITING copy of it queued while retries
-        last. Returns the copy's trial number, or None (no retries left, or the trial is no
-        longer RUNNING: another worker failed it first, or it finished)."""
+        last. None if the trial is no longer RUNNING (another worker failed it first, or it
+        finished): nothing changes."""
 
-        def attempt() -> int | None:
+        def attempt() -> Failure | None:
             with self.db.session() as s:
                 self._lock_budget(s)
                 return self._fail(s, trial_id, reason)
 
         return retrying(attempt, what="fail a trial")
 
-    def _fail(self, s: Session, trial_id: int, reason: str) -> int | None:
+    def _fail(self, s: Session, trial_id: int, reason: str) -> Failure | None:
         trial = s.get(models.TrialModel, trial_id, with_for_update=True)
         if trial is None or trial.state != TrialState.RUNNING:
             return None
@@ -158,7 +172,7 @@ class TrialSlots:
         failed = self._rdb._build_frozen_trial_from_trial_model(trial)
         attempt = int(failed.user_attrs.get(ATTEMPT, 1))
         if attempt > self.retries:
-            return None
+            return Failure(failed.number, None)
         first = int(failed.user_attrs.get(RETRY_OF, failed.number))
         history = [*failed.system_attrs.get("retry_history", []), failed.number]
         copy = optuna.trial.create_trial(
@@ -166,13 +180,14 @@ class TrialSlots:
             params=failed.params,
             distributions=failed.distributions,
             user_attrs={
-                **{k: v for k, v in failed.user_attrs.items() if k != REASON},
+                **{k: v for k, v in failed.user_attrs.items() if k not in (REASON, WORKER)},
                 ATTEMPT: attempt + 1,
                 RETRY_OF: first,
             },
             system_attrs={"failed_trial": first, "retry_history": history},
         )
-        return int(self._rdb._get_prepared_new_trial(self.study_id, copy, s).number)
+        retry = self._rdb._get_prepared_new_trial(self.study_id, copy, s)
+        return Failure(failed.number, int(retry.number))
 
     # Heartbeats --------------------------------------------------------------------------
 
@@ -188,7 +203,7 @@ class TrialSlots:
                 .values(heartbeat=func.current_timestamp())
             )
 
-    def reap_stale(self, grace_period: float) -> list[tuple[int, int | None]]:
+    def reap_stale(self, grace_period: float) -> list[Failure]:
         """Fail every RUNNING trial silent for over ``grace_period`` seconds and re-queue it.
 
         A RUNNING trial without a heartbeat (its worker died between taking it and its first
@@ -196,32 +211,28 @@ class TrialSlots:
         grace period later like any other.
 
         Returns:
-            (failed trial number, its re-queued copy's number or None) for each trial failed.
+            The trials this call failed (not those another worker failed first).
         """
         with self.db.session() as s:
             now = _naive(s.execute(select(func.now())).scalar_one())
             rows = s.execute(
-                select(
-                    models.TrialModel.trial_id,
-                    models.TrialModel.number,
-                    models.TrialHeartbeatModel.heartbeat,
-                )
+                select(models.TrialModel.trial_id, models.TrialHeartbeatModel.heartbeat)
                 .outerjoin(models.TrialHeartbeatModel)
                 .where(
                     models.TrialModel.study_id == self.study_id,
                     models.TrialModel.state == TrialState.RUNNING,
                 )
             ).all()
-            unbeaten = [{"trial_id": trial_id} for trial_id, _, beat in rows if beat is None]
+            unbeaten = [{"trial_id": trial_id} for trial_id, beat in rows if beat is None]
             if unbeaten:
                 s.execute(self.db.insert_ignoring_duplicates(_HEARTBEATS), unbeaten)
         stale = [
-            (trial_id, number)
-            for trial_id, number, beat in rows
+            trial_id
+            for trial_id, beat in rows
             if beat is not None and (now - _naive(beat)).total_seconds() > grace_period
         ]
         reason = f"stale: no heartbeat for over {grace_period:g} s (its worker was lost)"
-        return [(number, self.fail(trial_id, reason)) for trial_id, number in stale]
+        return [f for f in (self.fail(trial_id, reason) for trial_id in stale) if f is not None]
 
     # Reading -----------------------------------------------------------------------------
 
@@ -255,6 +266,19 @@ class TrialSlots:
             raise StorageError(f"study {self.study_id} has no budget; was it launched by sweeps?")
         models.StudyModel.find_or_raise_by_id(self.study_id, s, for_update=True)
         return int(trials)
+
+    def _forget_claim(self, s: Session, trial_id: int) -> None:
+        """Remove a trial's claim token, worker and heartbeat (before it is claimed anew)."""
+        for table, key in (
+            (models.TrialSystemAttributeModel, CLAIM),
+            (models.TrialUserAttributeModel, WORKER),
+        ):
+            s.execute(delete(table).where(table.trial_id == trial_id, table.key == key))
+        s.execute(
+            delete(models.TrialHeartbeatModel).where(
+                models.TrialHeartbeatModel.trial_id == trial_id
+            )
+        )
 
     def _claimed_with(self, s: Session, token: str) -> int | None:
         trial_id = s.scalar(

@@ -15,6 +15,7 @@ from __future__ import annotations
 import math
 import sys
 import threading
+import time
 import traceback
 from collections.abc import Callable
 from pathlib import Path
@@ -24,7 +25,7 @@ from optuna.trial import TrialState
 
 import objectives
 from storage import CheckpointStore, Database
-from storage.trial_slots import Heartbeat, TrialSlots, first_attempt
+from storage.trial_slots import Failure, Heartbeat, TrialSlots, first_attempt
 from sweeps.batch_ask import ask_batch
 from sweeps.results.curves import Curves
 from sweeps.results.dashboard import ArtifactStore, Publisher, artifact_store
@@ -99,13 +100,16 @@ class Worker:
     def _run(self) -> int:
         beat = self.config.heartbeat
         waiting_said = False
+        next_reap = 0.0
         while True:
             if self._stopping.is_set():
                 self.log("stopped: running trials were handed back to the queue")
                 return 0
-            for failed, retry in self.slots.reap_stale(beat.grace_period):
-                again = f"re-queued as trial {retry}" if retry is not None else "no retries left"
-                self.log(f"trial {failed} FAIL: its worker was lost (no heartbeat); {again}")
+            if time.monotonic() >= next_reap:  # at most once a heartbeat: trials may be short
+                next_reap = time.monotonic() + beat.interval
+                for stale in self.slots.reap_stale(beat.grace_period):
+                    lost = f"trial {stale.number} FAIL: its worker was lost (no heartbeat)"
+                    self.log(f"{lost}; {_retry(stale)}")
             counts = self.slots.counts()
             failed = counts.get(TrialState.FAIL, 0)
             if failed >= self.config.max_failures:
@@ -237,9 +241,11 @@ class Worker:
             f"trial {trial.number} {state.name}{shown} · {describe(run.params)}",
         )
         if state == TrialState.FAIL:
-            retry = self.slots.fail(trial._trial_id, reason)
-            if retry is not None:
-                reason += f" (retried as trial {retry})"
+            failed = self.slots.fail(trial._trial_id, reason)
+            if failed is None:
+                self.log(f"trial {trial.number} was taken over by another worker")
+                return state
+            reason += f"; {_retry(failed)}"
         else:  # a failed one's checkpoint serves its retry
             told = self.handle.study.tell(trial, value, state=state, skip_if_finished=True)
             if told.state != state:
@@ -252,6 +258,10 @@ class Worker:
         )
         self.publisher.refresh()
         return state
+
+
+def _retry(failed: Failure) -> str:
+    return "no retries left" if failed.retry is None else f"re-queued as trial {failed.retry}"
 
 
 def _device(setting: str) -> str:

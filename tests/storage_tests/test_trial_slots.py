@@ -15,7 +15,7 @@ from optuna.trial import TrialState
 from sqlalchemy.orm import Session
 
 from storage import Database
-from storage.trial_slots import ATTEMPT, REASON, RETRY_OF, Heartbeat, TrialSlots
+from storage.trial_slots import ATTEMPT, REASON, RETRY_OF, WORKER, Heartbeat, TrialSlots
 
 
 def slots_on(url: str, budget: int, retries: int = 1) -> tuple[optuna.Study, TrialSlots]:
@@ -54,8 +54,7 @@ def test_a_failed_trial_is_requeued_with_its_params_while_retries_last(
     trial.suggest_float("lr", 1e-3, 1.0, log=True)
     trial.set_user_attr("sweeps:params", {"lr": trial.params["lr"]})
 
-    retry_number = slots.fail(first, "preempted")
-    assert retry_number == 1
+    assert slots.fail(first, "preempted") == (0, 1)  # trial 0 failed, re-queued as 1
     assert slots.fail(first, "again") is None  # no longer RUNNING: nothing happens twice
     retry = slots.claim()  # the queued copy, not a new trial, takes the freed slot
     assert retry is not None and slots.claim() is None
@@ -66,12 +65,13 @@ def test_a_failed_trial_is_requeued_with_its_params_while_retries_last(
         "sweeps:params": failed.user_attrs["sweeps:params"],
         ATTEMPT: 2,
         RETRY_OF: 0,
+        WORKER: slots.worker,  # who took it: this process
     }
     # Optuna's own reading of a retry's history works on ours.
     assert RetryHeartbeatStaleTrialCallback.retried_trial_number(copy) == 0
     assert RetryHeartbeatStaleTrialCallback.retry_history(copy) == [0]
 
-    assert slots.fail(retry, "preempted again") is None  # attempt 2 of 2: retries spent
+    assert slots.fail(retry, "preempted again") == (1, None)  # attempt 2 of 2: spent
     assert states(study) == ["FAIL", "FAIL"]
     assert slots.claim() is not None  # the slot went back to the budget
 

@@ -21,7 +21,7 @@ from optuna.trial import FrozenTrial, TrialState
 
 from objectives import BUILTIN, Diverged, Run
 from pg_cluster import PostgresCluster, find_bindir
-from storage.trial_slots import ATTEMPT, REASON, RETRY_OF, first_attempt
+from storage.trial_slots import ATTEMPT, REASON, RETRY_OF, WORKER, first_attempt
 from sweeps.trial_attrs import params_of
 from sweeps.worker import trial_seed
 from sweeps_helpers import BASE, config, sweeps
@@ -46,10 +46,11 @@ def launch(tmp_path: Path, url: str, *, trials: int, epochs: int, **changes: Any
     assert result.returncode == 0, result.stderr
 
 
-def start_worker(tmp_path: Path, url: str, name: str) -> subprocess.Popen[str]:
+def start_worker(tmp_path: Path, url: str, name: str, stack: int = 1) -> subprocess.Popen[str]:
     log = (tmp_path / f"{name}.log").open("w")
     return subprocess.Popen(
-        [sys.executable, "-m", "sweeps", "worker", "--study", "t", "--threads", "1"],
+        [sys.executable, "-m", "sweeps", "worker", "--study", "t", "--threads", "1"]
+        + ["--stack", str(stack)],
         cwd=tmp_path,
         env={**os.environ, "SWEEPS_STORAGE": url},
         stdout=log,
@@ -150,9 +151,10 @@ def test_sigterm_hands_the_trial_back_and_exits_0(tmp_path: Path, storage_url: s
 
 @pytest.mark.slow
 def test_chaos_killed_workers_and_a_database_outage(tmp_path: Path) -> None:
-    """Three workers on PostgreSQL; every few seconds one is SIGKILLed and replaced; the
-    database is stopped for several seconds mid-sweep. Exactly the budget finishes, nothing
-    is left RUNNING or WAITING, and every resumed trial equals an uninterrupted run."""
+    """Three workers on PostgreSQL, some training stacks of trials; every few seconds one
+    is SIGKILLed and replaced; the database is stopped for several seconds mid-sweep.
+    Exactly the budget finishes, nothing is left RUNNING or WAITING, and every resumed trial
+    equals an uninterrupted run."""
     bindir = find_bindir()
     if bindir is None:
         if os.environ.get("SWEEPS_REQUIRE_POSTGRES"):
@@ -177,29 +179,41 @@ def _chaos(tmp_path: Path, url: str, cluster: PostgresCluster) -> None:
         heartbeat={"interval": 0.5, "grace_period": 8.0},  # longer than the outage
     )
     rng = random.Random(0)
-    workers = [start_worker(tmp_path, url, f"w{i}") for i in range(3)]
-    started = len(workers)
+    started = 0
+
+    def spawn() -> subprocess.Popen[str]:
+        nonlocal started
+        started += 1
+        return start_worker(tmp_path, url, f"w{started}", stack=1 + 2 * (started % 2))
+
+    workers = [spawn() for _ in range(3)]
     kills = 0
     outage_done = False
     begin = time.monotonic()
     while any(w.poll() is None for w in workers):
         assert time.monotonic() - begin < 900, "the sweep did not finish"
-        time.sleep(3)
-        alive = [w for w in workers if w.poll() is None]
+        time.sleep(2)
         if not outage_done and time.monotonic() - begin > 12:
             cluster.stop()  # the database goes away for several seconds
             time.sleep(5)
             cluster.start()
             outage_done = True
             continue
-        if alive and kills < 8:
-            victim = rng.choice(alive)
+        # Victims in the middle of a trial: past its second epoch (`sweeps:worker` names
+        # the process that took it).
+        busy = {
+            int(t.user_attrs[WORKER].rsplit(":", 1)[1])
+            for t in study_trials(url)
+            if t.state == TrialState.RUNNING and len(t.intermediate_values) >= 2
+        }
+        ripe = [w for w in workers if w.poll() is None and w.pid in busy]
+        if ripe and kills < 8:
+            victim = rng.choice(ripe)
             victim.kill()
             victim.wait()
             kills += 1
             workers.remove(victim)
-            workers.append(start_worker(tmp_path, url, f"w{started}"))
-            started += 1
+            workers.append(spawn())
     logs = "\n".join(p.read_text() for p in sorted(tmp_path.glob("w*.log")))
     assert all(w.returncode == 0 for w in workers), logs[-4000:]
     assert outage_done and kills > 0
@@ -211,6 +225,6 @@ def _chaos(tmp_path: Path, url: str, cluster: PostgresCluster) -> None:
     stale = [t for t in trials if t.user_attrs.get(REASON, "").startswith("stale")]
     assert stale, "no trial was caught mid-run by a kill"
     retries = [t for t in trials if RETRY_OF in t.user_attrs and t.state in FINISHED]
-    assert retries
+    assert retries and "resumes from the checkpoint" in logs
     for retry in retries:  # every resumed trial: all its epochs, as if never interrupted
         assert retry.intermediate_values == uninterrupted(retry, epochs), retry.number
