@@ -5,9 +5,9 @@
 Each backend is a fresh SQLite file or a database on a throwaway PostgreSQL cluster
 (tests/pg_cluster.py, started from the installed binaries). Printed, `name: value`:
 
-- overhead_vs_bare_optuna_<backend>: seconds per trial of our worker loop (budget slot claim,
-  ask, objective, reports, tell, publication lease) over `study.optimize` with the same
-  trivial objective and random sampler, both in this process, side by side.
+- overhead_vs_bare_optuna_<backend>: seconds per trial of our worker loop (trial claim with
+  heartbeat, sampling, objective, reports, tell, publication lease) over `study.optimize`
+  with the same trivial objective and random sampler, both in this process, side by side.
 - scaling_efficiency_<n>_workers_<backend>: n `sweeps worker` processes on one study of 8n
   trials whose objective sleeps 0.5 s: the trials' summed duration over n times the span from
   the first trial's start to the last one's end (1.0 = no worker ever waits on storage;

@@ -11,7 +11,7 @@ import sys
 from collections.abc import Callable
 
 from objectives.builtin import ClassifierTask, digits_cnn, digits_mlp, tiny_lm
-from objectives.run import Diverged, Run, report_all
+from objectives.run import Diverged, HandBack, Lost, Run, report_all
 from objectives.train import Outcome, stack_key, train_stack
 
 Objective = Callable[[Run], float]
@@ -65,6 +65,8 @@ __all__ = [
     "BUILTIN",
     "ClassifierTask",
     "Diverged",
+    "HandBack",
+    "Lost",
     "Objective",
     "ObjectiveNotFound",
     "Outcome",

@@ -15,7 +15,7 @@ schedule, pruning-aware reporting, checkpoints and curve logging.
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Collection, Iterable, Sequence
 from typing import Any
 
 import optuna
@@ -28,12 +28,23 @@ from storage import TrialReport
 MAX_STEP_POINTS = 500
 
 CurveSink = Callable[[Sequence[dict[str, Any]], Sequence[dict[str, Any]]], None]
-# Stores many trials' reports at once (`storage.Database.add_reports`).
-ReportSink = Callable[[Sequence[TrialReport]], None]
+# Stores many trials' reports at once (`storage.Database.add_reports`); returns the ids of
+# trials it found already finished (nothing stored for them).
+ReportSink = Callable[[Sequence[TrialReport]], Collection[int]]
 
 
 class Diverged(Exception):
     """The training diverged (NaN/Inf loss): the trial ends PRUNED with this reason."""
+
+
+class HandBack(Exception):
+    """The worker was told to stop (SIGTERM, SIGINT): the trial goes back to the queue and
+    resumes from its last checkpoint, on whichever worker takes it next."""
+
+
+class Lost(Exception):
+    """Another worker failed this trial while it ran here (its heartbeat went stale, say in
+    an outage) and re-queued it: its retry resumes from the last checkpoint."""
 
 
 class Run:
@@ -53,6 +64,7 @@ class Run:
         checkpoint: tuple[Callable[[dict[str, Any]], None], Callable[[], dict[str, Any] | None]]
         | None = None,
         reports: ReportSink | None = None,
+        stopping: Callable[[], bool] = lambda: False,
     ) -> None:
         self.trial = trial
         self.params = params
@@ -64,6 +76,8 @@ class Run:
         self._curves = curves
         self._checkpoint = checkpoint
         self._reports = reports
+        self._stopping = stopping
+        self._saved = False  # whether this run saved a checkpoint
         self._stride = 1
         self._steps: list[dict[str, Any]] = []  # every point kept so far (for checkpoints)
         self._unsaved_steps: list[dict[str, Any]] = []
@@ -140,10 +154,18 @@ class Run:
         Raises:
             Diverged: ``value`` is NaN or infinite.
             optuna.TrialPruned: the pruner stops this trial here.
+            HandBack: the worker is stopping and this run has no checkpoint to lose (else
+                `save_checkpoint` raises it, once the epoch is saved).
+            Lost: another worker has taken the trial over.
         """
-        self._write_alone(self._record(value, epoch, val_loss))
+        try:
+            self._write_alone(self._record(value, epoch, val_loss))
+        except optuna.exceptions.UpdateFinishedTrialError as e:
+            raise Lost(str(e)) from e
         if prune and self.trial.should_prune():
             raise self.pruned()
+        if not self._saved:
+            self.check_stopping()
 
     def _record(self, value: float, epoch: int, val_loss: float | None) -> TrialReport:
         """Keep a report (and the step points since the last) for writing."""
@@ -181,7 +203,11 @@ class Run:
         return self._checkpoint is not None
 
     def save_checkpoint(self, state: dict[str, Any]) -> None:
-        """Save ``state`` (tensors, numbers, lists, dicts) with the curves reported so far."""
+        """Save ``state`` (tensors, numbers, lists, dicts) with the curves reported so far.
+
+        Raises:
+            HandBack: the worker is stopping; the trial resumes from this checkpoint.
+        """
         if self._checkpoint is not None:
             self._checkpoint[0](
                 {
@@ -193,6 +219,15 @@ class Run:
                     "stride": self._stride,
                 }
             )
+            self._saved = True
+        self.check_stopping()
+
+    def check_stopping(self) -> None:
+        """Raise `HandBack` if the worker is stopping (`report` and `save_checkpoint` call
+        this; an objective with long epochs may call it more often)."""
+        if self._stopping():
+            epoch = self._epochs[-1]["epoch"] if self._epochs else 0
+            raise HandBack(f"handed back after epoch {epoch}")
 
     def load_checkpoint(self) -> dict[str, Any] | None:
         """The state an earlier attempt of these parameters saved, or None.
@@ -207,8 +242,11 @@ class Run:
         self._steps = _rows(saved["steps"])
         self._unsaved_steps = list(self._steps)
         self._epochs = list(saved["epochs"])
+        # A handed-back trial resumes itself: its own earlier reports are already stored.
+        stored = self.trial.study._storage.get_trial(self.trial._trial_id).intermediate_values
         for point in self._epochs:
-            self.trial.report(point["value"], point["epoch"])
+            if point["epoch"] not in stored:
+                self.trial.report(point["value"], point["epoch"])
         self._flush(self._epochs)
         user: dict[str, Any] = saved["user"]
         return user
@@ -246,27 +284,32 @@ def report_all(
     epoch: int,
     *,
     val_losses: Sequence[float | None],
-) -> dict[int, Diverged]:
+) -> dict[int, Diverged | Lost]:
     """``run.report(value, epoch, val_loss=..., prune=False)`` for many runs, with one write
     per report sink: a stack's reports after an epoch are one database transaction, not two
     per trial. Decide pruning afterwards from storage (`objectives.pruning.should_prune_all`;
     ``trial.should_prune`` would not see these reports).
 
     Returns:
-        The runs (by index) whose value is not finite: `Diverged`, nothing written for them.
+        The runs (by index) that end here: `Diverged` (the value is not finite) or `Lost`
+        (another worker took the trial over); nothing is written for them.
     """
-    diverged: dict[int, Diverged] = {}
-    batches: dict[ReportSink, list[TrialReport]] = {}
+    ended: dict[int, Diverged | Lost] = {}
+    batches: dict[ReportSink, list[tuple[int, TrialReport]]] = {}
     for i, (run, value, val_loss) in enumerate(zip(runs, values, val_losses, strict=True)):
         try:
             report = run._record(value, epoch, val_loss)
+            if run._reports is None:
+                run._write_alone(report)
+            else:
+                batches.setdefault(run._reports, []).append((i, report))
         except Diverged as e:
-            diverged[i] = e
-            continue
-        if run._reports is None:
-            run._write_alone(report)
-        else:
-            batches.setdefault(run._reports, []).append(report)
-    for sink, reports in batches.items():
-        sink(reports)
-    return diverged
+            ended[i] = e
+        except optuna.exceptions.UpdateFinishedTrialError as e:
+            ended[i] = Lost(str(e))
+    for sink, indexed in batches.items():
+        finished = sink([report for _, report in indexed])
+        for i, report in indexed:
+            if report.trial_id in finished:
+                ended[i] = Lost(f"trial {runs[i].trial.number} was finished by another worker")
+    return ended

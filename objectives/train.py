@@ -28,7 +28,7 @@ from objectives.batched_model import BatchedModel
 from objectives.batched_optim import BatchedOptimizer, batched_optimizer
 from objectives.data import Split
 from objectives.pruning import should_prune_all
-from objectives.run import Diverged, Run, report_all
+from objectives.run import Diverged, HandBack, Run, report_all
 
 if TYPE_CHECKING:
     from objectives.builtin import ClassifierTask
@@ -189,12 +189,18 @@ def train_stack(task: ClassifierTask, runs: list[Run]) -> list[Outcome]:
         reported = [(pos, t) for pos, t in enumerate(live) if pos not in ended]
         decisions = should_prune_all([trials[t].run.trial for _, t in reported])
         for (pos, t), prune in zip(reported, decisions, strict=True):
+            run = trials[t].run
             if prune:
-                ended[pos] = trials[t].run.pruned()
-            else:
-                if trials[t].run.saves_checkpoints:
+                ended[pos] = run.pruned()
+                continue
+            try:  # HandBack: the worker is stopping, once this epoch is saved
+                if run.saves_checkpoints:
                     state = _checkpoint(trials[t], stack, optimizer, pos, epoch * steps_per_epoch)
-                    trials[t].run.save_checkpoint({**state, "epoch": epoch})
+                    run.save_checkpoint({**state, "epoch": epoch})
+                else:
+                    run.check_stopping()
+            except HandBack as e:
+                ended[pos] = e
         if ended:
             drop(ended)
     return [outcomes.get(i, final.get(i, math.nan)) for i in range(len(runs))]

@@ -8,14 +8,20 @@ from typing import Any, NamedTuple
 
 import optuna
 import sqlalchemy
-from sqlalchemy import or_, select, update
+from optuna.storages._rdb import models
+from optuna.trial import TrialState
+from sqlalchemy import func, or_, select, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session
 
 from storage import schema
 from storage._engine import SQLITE_BUSY_TIMEOUT_S, create_engine, tune_sqlite
 from storage._url import mask_url
+from storage.resilience import RetryingStorage, retried
 from storage.tables import Base, Budget, EpochPoint, Publication, StepPoint
+
+# Trials that hold a slot of the budget (`storage.trial_slots`).
+HOLDING = (TrialState.RUNNING, TrialState.COMPLETE, TrialState.PRUNED)
 
 
 class StorageError(RuntimeError):
@@ -35,8 +41,9 @@ class TrialReport(NamedTuple):
 class Database:
     """Optuna's `RDBStorage` plus lr-sweeps' tables (budget, curves) on one URL.
 
-    Opening it creates Optuna's schema and migrates ours. Safe to use from one thread; each
-    worker process opens its own.
+    Opening it creates Optuna's schema and migrates ours. Every method opens its own session
+    (threads may share a Database) and is retried through outages (`storage.resilience`):
+    each is idempotent, so a retry after a lost acknowledgement stores nothing twice.
     """
 
     def __init__(self, url: str) -> None:
@@ -49,10 +56,12 @@ class Database:
                 engine_kwargs = {"connect_args": {"timeout": SQLITE_BUSY_TIMEOUT_S}}
                 with self.engine.connect():
                     pass
-            self.optuna = optuna.storages.RDBStorage(url, engine_kwargs=engine_kwargs)
+            self.rdb = optuna.storages.RDBStorage(url, engine_kwargs=engine_kwargs)
             if self.engine.dialect.name == "sqlite":
-                tune_sqlite(self.optuna.engine)
+                tune_sqlite(self.rdb.engine)
             schema.upgrade(self.engine)
+            # What workers and commands use: Optuna's storage, surviving outages.
+            self.optuna: optuna.storages.BaseStorage = RetryingStorage(self.rdb)
         except sqlalchemy.exc.SQLAlchemyError as e:
             raise StorageError(
                 f"storage {mask_url(url)}: {type(e).__name__}: {_first_line(e)}"
@@ -73,51 +82,43 @@ class Database:
 
     # Budget ------------------------------------------------------------------------------
 
+    @retried
     def set_budget(self, study_id: int, trials: int) -> None:
         with self.session() as s:
             row = s.get(Budget, study_id)
             if row is None:
-                s.add(Budget(study_id=study_id, trials=trials, claimed=0))
+                s.add(Budget(study_id=study_id, trials=trials))
             else:
                 row.trials = trials
 
+    @retried
     def budget(self, study_id: int) -> tuple[int, int]:
-        """(trials, claimed) of the study's budget."""
+        """(trials, used) of the study's budget: used slots are trials RUNNING, COMPLETE or
+        PRUNED (`storage.trial_slots`)."""
         with self.session() as s:
             row = s.get(Budget, study_id)
             if row is None:
                 raise StorageError(f"study {study_id} has no budget; was it launched by sweeps?")
-            return row.trials, row.claimed
-
-    def claim_slot(self, study_id: int) -> bool:
-        """Take one trial slot if any is left. Atomic: one conditional UPDATE, so racing
-        workers can never claim more than the budget."""
-        with self.session() as s:
-            result = s.execute(
-                update(Budget)
-                .where(Budget.study_id == study_id, Budget.claimed < Budget.trials)
-                .values(claimed=Budget.claimed + 1)
+            used = s.scalar(
+                select(func.count())
+                .select_from(models.TrialModel)
+                .where(
+                    models.TrialModel.study_id == study_id,
+                    models.TrialModel.state.in_(HOLDING),
+                )
             )
-            return bool(result.rowcount == 1)  # type: ignore[attr-defined]
-
-    def release_slot(self, study_id: int) -> None:
-        """Give back a slot whose trial failed for good (failed trials don't count)."""
-        with self.session() as s:
-            s.execute(
-                update(Budget)
-                .where(Budget.study_id == study_id, Budget.claimed > 0)
-                .values(claimed=Budget.claimed - 1)
-            )
+            return row.trials, int(used or 0)
 
     # Dashboard pages ---------------------------------------------------------------------
 
+    @retried
     def claim_publication(self, study_id: int, *, now: float, every: float, lease: float) -> bool:
         """Take the right to refresh the study's dashboard pages until ``now + lease``,
         unless another process holds it or they were refreshed less than ``every`` seconds
-        ago. One conditional UPDATE, like `claim_slot`."""
+        ago. One conditional UPDATE."""
         until, last = Publication.publishing_until, Publication.published_at
         with self.session() as s:
-            s.execute(self._insert_ignoring_duplicates(Publication), [{"study_id": study_id}])
+            s.execute(self.insert_ignoring_duplicates(Publication), [{"study_id": study_id}])
             result = s.execute(
                 update(Publication)
                 .where(
@@ -129,6 +130,7 @@ class Database:
             )
             return bool(result.rowcount == 1)  # type: ignore[attr-defined]
 
+    @retried
     def end_publication(self, study_id: int, *, now: float) -> None:
         with self.session() as s:
             s.execute(
@@ -139,6 +141,7 @@ class Database:
 
     # Curves ------------------------------------------------------------------------------
 
+    @retried
     def add_curves(
         self, trial_id: int, steps: Sequence[dict[str, Any]], epochs: Sequence[dict[str, Any]]
     ) -> None:
@@ -150,28 +153,31 @@ class Database:
                 [{"trial_id": trial_id, **r} for r in epochs],
             )
 
-    def add_reports(self, reports: Sequence[TrialReport]) -> None:
+    @retried
+    def add_reports(self, reports: Sequence[TrialReport]) -> set[int]:
         """Store many trials' reports in one transaction: each one's intermediate value
         (through Optuna's own code, so Optuna reads it as ``trial.report`` wrote it) and its
         curve points. A stack reports all its trials after each epoch: one commit instead of
         two per trial.
 
-        Raises:
-            StorageError: the database failed, or a trial is already finished (nothing of
-                the batch is stored).
+        Returns:
+            The ids of trials already finished (another worker failed them as stale):
+            nothing is stored for those.
         """
-        storage = self.optuna
+        storage = self.rdb
+        finished: set[int] = set()
         with self.session() as s:  # ours, not Optuna's thread-local one that its calls commit
             for r in reports:
                 try:  # Optuna's private helper: the write of `trial.report`, without commit
                     storage._set_trial_intermediate_value_without_commit(
                         s, r.trial_id, r.epoch, r.value
                     )
-                except optuna.exceptions.UpdateFinishedTrialError as e:
-                    raise StorageError(str(e)) from e
+                except optuna.exceptions.UpdateFinishedTrialError:
+                    finished.add(r.trial_id)
+            kept = [r for r in reports if r.trial_id not in finished]
             self._insert_curves(
                 s,
-                [{"trial_id": r.trial_id, **p} for r in reports for p in r.steps],
+                [{"trial_id": r.trial_id, **p} for r in kept for p in r.steps],
                 [
                     {
                         "trial_id": r.trial_id,
@@ -179,21 +185,23 @@ class Database:
                         "value": r.value,
                         "val_loss": r.val_loss,
                     }
-                    for r in reports
+                    for r in kept
                 ],
             )
+        return finished
 
     def _insert_curves(
         self, s: Session, steps: Sequence[dict[str, Any]], epochs: Sequence[dict[str, Any]]
     ) -> None:
         for table, rows in ((StepPoint, steps), (EpochPoint, epochs)):
             if rows:
-                s.execute(self._insert_ignoring_duplicates(table), rows)
+                s.execute(self.insert_ignoring_duplicates(table), rows)
 
-    def _insert_ignoring_duplicates(self, table: type[Base]) -> Any:
+    def insert_ignoring_duplicates(self, table: type[Base]) -> Any:
         dialect = postgresql if self.engine.dialect.name == "postgresql" else sqlite
         return dialect.insert(table).on_conflict_do_nothing()
 
+    @retried
     def step_curve(self, trial_id: int) -> list[StepPoint]:
         with self.session() as s:
             rows = s.scalars(
@@ -202,6 +210,7 @@ class Database:
             s.expunge_all()
             return list(rows)
 
+    @retried
     def epoch_curve(self, trial_id: int) -> list[EpochPoint]:
         with self.session() as s:
             rows = s.scalars(

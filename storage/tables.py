@@ -8,7 +8,7 @@ leave them out because Optuna's tables are not in this metadata.
 
 from __future__ import annotations
 
-from sqlalchemy import CheckConstraint, Float, Integer
+from sqlalchemy import Float, Integer
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
 
@@ -17,15 +17,13 @@ class Base(DeclarativeBase):
 
 
 class Budget(Base):
-    """The study's trial budget. A worker claims a slot before it asks for a trial; the
-    conditional update and the CHECK make overshooting impossible in the database itself."""
+    """The study's trial budget: how many trials end COMPLETE or PRUNED. Its row is also the
+    lock under which a trial is claimed (`storage.trial_slots`)."""
 
     __tablename__ = "sweeps_budget"
-    __table_args__ = (CheckConstraint("claimed >= 0 AND claimed <= trials", name="claimed_range"),)
 
     study_id: Mapped[int] = mapped_column(Integer, primary_key=True)
     trials: Mapped[int] = mapped_column(Integer)
-    claimed: Mapped[int] = mapped_column(Integer, default=0)
 
 
 class StepPoint(Base):

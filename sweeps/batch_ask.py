@@ -22,12 +22,13 @@ def ask_batch(
     study: optuna.Study,
     size: int,
     *,
-    claim: Callable[[], bool],
+    claim: Callable[[], int | None],
     sample: Callable[[optuna.Trial], Any],
     ramp_up: bool = False,
 ) -> list[optuna.Trial]:
-    """Up to ``size`` new trials of ``study``, each asked only after ``claim()`` succeeds
-    (the budget) and sampled by ``sample(trial)`` (its ``suggest_*`` calls).
+    """Up to ``size`` trials of ``study``, each taken by ``claim()`` (a trial id under the
+    budget, `storage.trial_slots`) and sampled by ``sample(trial)`` (its ``suggest_*``
+    calls, as after ``study.ask()``).
 
     With ``ramp_up``, at most as many trials as the study has finished (at least one): trials
     asked together before any has finished are all sampled blind and none can be pruned
@@ -36,18 +37,17 @@ def ask_batch(
 
     Returns:
         The trials, bound to ``study`` itself (their reports and pruning read the storage),
-        in the order asked; fewer than ``size`` when ``claim()`` refused.
+        in the order claimed; fewer than ``size`` when ``claim()`` returned None.
     """
     snapshot: StudySnapshot | None = None
     trials: list[optuna.Trial] = []
-    while len(trials) < size and claim():
+    while len(trials) < size and (trial_id := claim()) is not None:
         if snapshot is None:  # read after a claim: none when the budget is spent
             snapshot = StudySnapshot(study)
             if ramp_up:
                 size = min(size, max(1, snapshot.finished))
-        asked = snapshot.study.ask()
-        sample(asked)
-        trial = optuna.Trial(study, asked._trial_id)  # its parameters are stored
-        snapshot.update(study._storage.get_trial(trial._trial_id))
+        sample(optuna.Trial(snapshot.study, trial_id))  # what `study.ask()` does after taking
+        trial = optuna.Trial(study, trial_id)  # its parameters are stored
+        snapshot.update(study._storage.get_trial(trial_id))
         trials.append(trial)
     return trials

@@ -56,6 +56,13 @@ class Budget(_Strict):
     )
 
 
+class Heartbeat(_Strict):
+    interval: float = Field(5.0, gt=0, description="seconds between a worker's heartbeats")
+    grace_period: float = Field(
+        60.0, gt=0, description="a RUNNING trial silent this long is failed and re-queued"
+    )
+
+
 class _Seeded(_Strict):
     seed: int | None = 0
 
@@ -162,14 +169,20 @@ class SweepConfig(_Strict):
     seed: int = 0
     device: Literal["cpu", "cuda", "auto"] = "cpu"
     stack: int = Field(1, ge=1, le=1024, description="trials trained at once as one model")
+    heartbeat: Heartbeat = Field(default_factory=Heartbeat)
 
     @model_validator(mode="after")
-    def _pruner_within_epochs(self) -> SweepConfig:
+    def _consistent(self) -> SweepConfig:
         min_resource = getattr(self.pruner, "min_resource", None)
         if isinstance(min_resource, int) and min_resource > self.budget.epochs:
             raise ValueError(
                 f"pruner.min_resource: must be <= budget.epochs={self.budget.epochs}, "
                 f"got {min_resource}"
+            )
+        if self.heartbeat.grace_period <= 2 * self.heartbeat.interval:
+            raise ValueError(
+                "heartbeat.grace_period: must be more than twice heartbeat.interval="
+                f"{self.heartbeat.interval:g}, got {self.heartbeat.grace_period:g}"
             )
         return self
 

@@ -7,10 +7,11 @@ from typing import Any
 
 from optuna.trial import FrozenTrial
 
-ATTEMPT = "sweeps:attempt"  # 1 for a first try, 2 for its first retry, ...
-RETRY_OF = "sweeps:retry_of"  # the first attempt's trial number
+from storage.trial_slots import ATTEMPT, REASON, RETRY_OF
+
 PARAMS = "sweeps:params"  # the complete parameters, fixed values included
-REASON = "sweeps:reason"  # why a trial was pruned or failed
+
+__all__ = ["ATTEMPT", "PARAMS", "REASON", "RETRY_OF", "params_of"]
 
 
 def params_of(trial: FrozenTrial) -> dict[str, Any]:

@@ -1,16 +1,21 @@
-"""The worker loop: claim a budget slot, ask a trial, train, tell; until the budget is met.
+"""The worker loop: take a trial under the budget, train, tell; until the budget is met.
 
-Every finished trial (COMPLETE or PRUNED) consumes exactly one slot of the study's budget,
-claimed atomically in the database before the trial is asked for, so any number of racing
-workers finish exactly ``budget.trials``. A FAILed trial keeps its slot while its parameters
-are retried (as a new trial resuming from the failed attempt's checkpoint); once its retries
-are spent, the slot is given back.
+The study's budget counts trials (`storage.trial_slots`): a trial holds a slot while RUNNING
+and once COMPLETE or PRUNED, so any number of racing workers finish exactly
+``budget.trials``. A FAILed trial gives its slot back; while its retries last, the same
+transaction queues a copy of it that resumes from its checkpoint. Workers beat for the
+trials they run; any worker fails and re-queues a trial whose worker fell silent (killed,
+preempted, cut off), so at most the epoch in progress is lost. Told to stop (SIGTERM,
+SIGINT: `Worker.stop`), a worker saves the epoch in progress, hands its trials back as
+WAITING and exits 0.
 """
 
 from __future__ import annotations
 
 import math
 import sys
+import threading
+import time
 import traceback
 from collections.abc import Callable
 from pathlib import Path
@@ -20,12 +25,15 @@ from optuna.trial import TrialState
 
 import objectives
 from storage import CheckpointStore, Database
+from storage.trial_slots import Failure, Heartbeat, TrialSlots, first_attempt
 from sweeps.batch_ask import ask_batch
 from sweeps.results.curves import Curves
 from sweeps.results.dashboard import ArtifactStore, Publisher, artifact_store
 from sweeps.study import StudyHandle, load
 from sweeps.summary import describe
-from sweeps.trial_attrs import ATTEMPT, PARAMS, REASON, RETRY_OF
+from sweeps.trial_attrs import PARAMS, REASON
+
+FINISHED = (TrialState.COMPLETE, TrialState.PRUNED)
 
 
 def trial_seed(study_seed: int, first_attempt: int) -> int:
@@ -55,8 +63,11 @@ class Worker:
         self.config = self.handle.config
         self.objective = objectives.resolve(self.config.objective)
         self.checkpoints = CheckpointStore(artifacts, study)
+        self.slots = TrialSlots(db, self.handle.study_id, retries=self.config.budget.retries)
+        self.heartbeat = Heartbeat(self.slots, self.config.heartbeat.interval, log)
         self.publisher = Publisher(db, self.handle, store or artifact_store(artifacts), log)
         self.log = log
+        self._stopping = threading.Event()
         self.stack = stack or self.config.stack
         if self.stack > 1 and not isinstance(self.objective, objectives.ClassifierTask):
             log(
@@ -65,55 +76,77 @@ class Worker:
             )
             self.stack = 1
 
+    @property
+    def stopping(self) -> bool:
+        return self._stopping.is_set()
+
+    def stop(self) -> None:
+        """Stop soon: each running trial saves the epoch in progress and goes back to the
+        queue, then `run` returns 0. Safe to call from a signal handler."""
+        self._stopping.set()
+
     def run(self) -> int:
-        """Run trials until the budget is met (exit code 0), or too many failed (1)."""
-        study, study_id = self.handle.study, self.handle.study_id
-        retries: list[optuna.trial.FrozenTrial] = []  # failed trials; each keeps its slot
+        """Run trials until the budget is met (exit code 0), or too many failed (1), or
+        `stop` was called (0)."""
+        with self.heartbeat:
+            try:
+                return self._run()
+            except KeyboardInterrupt:  # told to stop at once: the last checkpoints stand
+                for trial_id in self.heartbeat.watched:
+                    self.slots.hand_back(trial_id)
+                self.log(f"stopped at once; handed back trial ids {self.heartbeat.watched}")
+                return 0
+
+    def _run(self) -> int:
+        beat = self.config.heartbeat
+        waiting_said = False
+        next_reap = 0.0
         while True:
-            failed = len(study.get_trials(deepcopy=False, states=(TrialState.FAIL,)))
+            if self._stopping.is_set():
+                self.log("stopped: running trials were handed back to the queue")
+                return 0
+            if time.monotonic() >= next_reap:  # at most once a heartbeat: trials may be short
+                next_reap = time.monotonic() + beat.interval
+                for stale in self.slots.reap_stale(beat.grace_period):
+                    lost = f"trial {stale.number} FAIL: its worker was lost (no heartbeat)"
+                    self.log(f"{lost}; {_retry(stale)}")
+            counts = self.slots.counts()
+            failed = counts.get(TrialState.FAIL, 0)
             if failed >= self.config.max_failures:
                 self.log(
                     f"stopping: {failed} trials failed (budget.max_failures="
                     f"{self.config.max_failures}); see each trial's {REASON}"
                 )
-                for _ in retries:
-                    self.db.release_slot(study_id)
                 self.publisher.refresh(final=True)
                 return 1
-            if retries:
-                batch = [self._retry_of(retries.pop(0))]
-            else:
-                batch = ask_batch(
-                    study,
-                    self.stack,
-                    claim=lambda: self.db.claim_slot(study_id),
-                    sample=self.handle.space.sample,
-                    ramp_up=True,
-                )
-                if not batch:
-                    self.publisher.refresh(final=True)
-                    return 0
-            for trial, state in self.run_trials(batch):
-                if state != TrialState.FAIL:
-                    continue
-                frozen = self.db.optuna.get_trial(trial._trial_id)
-                if frozen.user_attrs.get(ATTEMPT, 1) <= self.config.budget.retries:
-                    retries.append(frozen)
-                else:
-                    self.db.release_slot(study_id)
+            batch = ask_batch(
+                self.handle.study,
+                self.stack,
+                claim=self._claim,
+                sample=self.handle.space.sample,
+                ramp_up=True,
+            )
+            if batch:
+                self.run_trials(batch)
+                waiting_said = False
+                continue
+            if sum(counts.get(s, 0) for s in FINISHED) >= self.config.budget.trials:
+                self.publisher.refresh(final=True)
+                return 0
+            # The budget is full but not finished: other workers' trials still run. Wait for
+            # them, to take over any that go stale and whatever is handed back.
+            if not waiting_said:
+                self.log("waiting for the other workers' running trials to finish")
+                waiting_said = True
+            self._stopping.wait(beat.interval)
 
-    def _retry_of(self, failed: optuna.trial.FrozenTrial) -> optuna.Trial:
-        """A new RUNNING trial with the failed one's parameters (never queued, so no other
-        worker can take it)."""
-        first = failed.user_attrs.get(RETRY_OF, failed.number)
-        template = optuna.trial.create_trial(
-            state=TrialState.RUNNING,
-            params=failed.params,
-            distributions=failed.distributions,
-            user_attrs={ATTEMPT: failed.user_attrs.get(ATTEMPT, 1) + 1, RETRY_OF: first},
-        )
-        trial_id = self.db.optuna.create_new_trial(self.handle.study_id, template_trial=template)
-        return optuna.Trial(self.handle.study, trial_id)
+    def _claim(self) -> int | None:
+        if self._stopping.is_set():
+            return None
+        trial_id = self.slots.claim()
+        if trial_id is not None:
+            self.heartbeat.watch(trial_id)
+        return trial_id
 
     def run_trials(self, trials: list[optuna.Trial]) -> list[tuple[optuna.Trial, TrialState]]:
         """Train ``trials`` and tell Optuna how each ended; never raises for their faults.
@@ -124,7 +157,10 @@ class Worker:
         runs = [self._start(trial) for trial in trials]
         groups: dict[object, list[int]] = {}
         for i, run in enumerate(runs):
-            resumes = self.checkpoints.path(self._first(trials[i])).exists()
+            first = first_attempt(trials[i])
+            resumes = self.checkpoints.path(first).exists()
+            if resumes:
+                self.log(f"trial {trials[i].number} resumes from the checkpoint of trial {first}")
             key = ("alone", i) if len(runs) == 1 or resumes else objectives.stack_key(run)
             groups.setdefault(key, []).append(i)
         outcomes: dict[int, objectives.Outcome] = {}
@@ -142,14 +178,10 @@ class Worker:
             outcomes.update(zip(members, results, strict=True))
         return [(t, self._finish(t, runs[i], outcomes[i])) for i, t in enumerate(trials)]
 
-    def _first(self, trial: optuna.Trial) -> int:
-        first: int = trial.user_attrs.get(RETRY_OF, trial.number)
-        return first
-
     def _start(self, trial: optuna.Trial) -> objectives.Run:
         config = self.config
         params = self.handle.space.sample(trial)
-        first = self._first(trial)
+        first = first_attempt(trial)
         trial.set_user_attr(PARAMS, params)
         trial_id = trial._trial_id
         return objectives.Run(
@@ -166,6 +198,7 @@ class Worker:
                 lambda: self.checkpoints.load(first),
             ),
             reports=self.db.add_reports,
+            stopping=self._stopping.is_set,
         )
 
     def _train_one(self, run: objectives.Run) -> objectives.Outcome:
@@ -177,7 +210,15 @@ class Worker:
     def _finish(
         self, trial: optuna.Trial, run: objectives.Run, outcome: objectives.Outcome
     ) -> TrialState:
+        self.heartbeat.unwatch(trial._trial_id)
+        if isinstance(outcome, objectives.Lost | optuna.exceptions.UpdateFinishedTrialError):
+            self.log(f"trial {trial.number} was taken over by another worker: {outcome}")
+            return TrialState.FAIL
         run.flush()
+        if isinstance(outcome, objectives.HandBack):
+            self.slots.hand_back(trial._trial_id)
+            self.log(f"trial {trial.number} {outcome}: back in the queue as WAITING")
+            return TrialState.WAITING
         value: float | None = None
         if isinstance(outcome, optuna.TrialPruned):
             state, reason = TrialState.PRUNED, str(outcome) or "pruned"
@@ -191,7 +232,7 @@ class Worker:
             state, reason = TrialState.PRUNED, f"diverged: objective returned {outcome}"
         else:
             state, reason, value = TrialState.COMPLETE, "", outcome
-        if reason:
+        if reason and state != TrialState.FAIL:  # `slots.fail` stores a failure's reason
             trial.set_user_attr(REASON, reason[:2000])
         shown = f" {value:.6g}" if value is not None else ""
         self.publisher.trial_ended(
@@ -199,18 +240,28 @@ class Worker:
             Curves.of_run(run),
             f"trial {trial.number} {state.name}{shown} · {describe(run.params)}",
         )
-        if state == TrialState.COMPLETE:
-            self.handle.study.tell(trial, value)
-        else:
-            self.handle.study.tell(trial, state=state)
-        if state != TrialState.FAIL:
-            self.checkpoints.delete(self._first(trial))  # a FAILed one's serves its retry
+        if state == TrialState.FAIL:
+            failed = self.slots.fail(trial._trial_id, reason)
+            if failed is None:
+                self.log(f"trial {trial.number} was taken over by another worker")
+                return state
+            reason += f"; {_retry(failed)}"
+        else:  # a failed one's checkpoint serves its retry
+            told = self.handle.study.tell(trial, value, state=state, skip_if_finished=True)
+            if told.state != state:
+                self.log(f"trial {trial.number} was taken over by another worker")
+                return TrialState.FAIL
+            self.checkpoints.delete(first_attempt(trial))
         self.log(
             f"trial {trial.number} {state.name}{shown} [{run.params['schedule']}]"
             + (f": {reason}" if reason else "")
         )
         self.publisher.refresh()
         return state
+
+
+def _retry(failed: Failure) -> str:
+    return "no retries left" if failed.retry is None else f"re-queued as trial {failed.retry}"
 
 
 def _device(setting: str) -> str:

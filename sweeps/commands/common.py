@@ -41,18 +41,25 @@ def add_storage_arguments(parser: argparse.ArgumentParser, *, artifacts: bool = 
         )
 
 
-def open_database(args: argparse.Namespace, *, create: bool = False) -> Database:
+def open_database(
+    args: argparse.Namespace, *, create: bool = False, wait: bool = False
+) -> Database:
     """The study database named by ``--storage``/``$SWEEPS_STORAGE``/the default. Only
-    commands that create studies (``create``) may create an SQLite file."""
+    commands that create studies (``create``) may create an SQLite file. With ``wait`` (a
+    worker, which may start while its database restarts), an unreachable database is
+    retried as every worker call is (`storage.resilience`)."""
     import sqlalchemy
 
     import storage
+    from storage.resilience import retrying
 
     url = storage_url(args)
     path = sqlalchemy.make_url(url).database
     if not create and url.startswith("sqlite") and path and not Path(path).exists():
         raise UsageError(f"--storage: no database at {path}; create one with 'sweeps launch'")
     try:
+        if wait:
+            return retrying(lambda: storage.Database(url), what="open the database")
         return storage.Database(url)
     except storage.StorageError as e:
         raise RunFailed(str(e)) from None

@@ -94,10 +94,18 @@ def run(args: argparse.Namespace) -> int:
         while any(p.poll() is None for p in procs):
             progress.update()
             time.sleep(POLL_SECONDS)
-    except KeyboardInterrupt:
+    except KeyboardInterrupt:  # the workers hand their trials back (`sweeps worker`)
+        progress.close()
         for p in procs:
             p.terminate()
-        raise
+        for p in procs:
+            p.wait()
+        print(
+            f"interrupted: running trials went back to the queue; continue with "
+            f"sweeps run {args.config} --resume",
+            file=sys.stderr,
+        )
+        return 130
     finally:
         progress.close()
     summary = summarize(db, handle)

@@ -4,9 +4,15 @@ from __future__ import annotations
 
 import argparse
 import os
+import signal
 import sys
+from collections.abc import Callable
+from typing import TYPE_CHECKING
 
 from sweeps.commands.common import add_storage_arguments
+
+if TYPE_CHECKING:
+    from sweeps.worker import Worker
 
 HELP = "run trials of a launched study until its budget is met, then exit 0"
 # Set by `sweeps run` so its workers get distinct, reproducible sampler seeds.
@@ -49,7 +55,7 @@ def run(args: argparse.Namespace) -> int:
     if args.threads:
         torch.set_num_threads(args.threads)
     index = os.environ.get(INDEX_ENV)
-    db = open_database(args)
+    db = open_database(args, wait=True)
     progress: Progress | None = None
     worker = Worker(
         db,
@@ -62,6 +68,7 @@ def run(args: argparse.Namespace) -> int:
     )
     if sys.stdout.isatty():  # a person watches: a live bar under the trial lines
         progress = Progress(lambda: summarize(db, worker.handle))
+    stop_on_signals(worker, log=lambda line: print(line, file=sys.stderr, flush=True))
     try:
         code = worker.run()
     finally:
@@ -69,6 +76,24 @@ def run(args: argparse.Namespace) -> int:
             progress.close()
     print(f"worker done: {'budget met' if code == 0 else 'stopped'}", file=sys.stderr)
     return code
+
+
+def stop_on_signals(worker: Worker, *, log: Callable[[str], None]) -> None:
+    """SIGTERM or SIGINT (pod eviction, SLURM preemption, Ctrl-C): save the epoch in
+    progress, hand the trials back, exit 0. A second signal stops at once (the trials resume
+    from their previous checkpoint)."""
+
+    def handle(signum: int, _frame: object) -> None:
+        if worker.stopping:
+            raise KeyboardInterrupt
+        log(
+            f"{signal.Signals(signum).name}: handing trials back after the epoch in "
+            "progress (send again to stop at once)"
+        )
+        worker.stop()
+
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(signum, handle)
 
 
 def _distinct_number() -> int:

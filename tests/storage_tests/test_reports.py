@@ -7,10 +7,9 @@ import math
 from collections.abc import Sequence
 
 import optuna
-import pytest
 
-from objectives import Diverged, Run, report_all
-from storage import Database, StorageError, TrialReport
+from objectives import Diverged, Lost, Run, report_all
+from storage import Database, TrialReport
 
 
 def study_with_trials(db: Database, n: int) -> tuple[optuna.Study, list[optuna.Trial]]:
@@ -44,19 +43,20 @@ def test_add_reports_stores_values_optuna_reads_and_curves(storage_url: str) -> 
     assert [p.val_loss for p in db.epoch_curve(b)] == [None, 1.0]
 
 
-def test_add_reports_for_a_finished_trial_stores_nothing_of_the_batch(storage_url: str) -> None:
+def test_add_reports_skips_and_names_finished_trials(storage_url: str) -> None:
     db = Database(storage_url)
     study, (running, finished) = study_with_trials(db, 2)
-    study.tell(finished, 0.9)
-    with pytest.raises(StorageError):
-        db.add_reports(
-            [
-                TrialReport(running._trial_id, 1, 0.5, None, steps(0)),
-                TrialReport(finished._trial_id, 1, 0.5, None, steps(0)),
-            ]
-        )
-    assert [t.intermediate_values for t in study.trials] == [{}, {}]
-    assert db.step_curve(running._trial_id) == db.epoch_curve(running._trial_id) == []
+    study.tell(finished, 0.9)  # as if another worker had failed it as stale
+    skipped = db.add_reports(
+        [
+            TrialReport(running._trial_id, 1, 0.5, None, steps(0, 1)),
+            TrialReport(finished._trial_id, 1, 0.5, None, steps(0, 1)),
+        ]
+    )
+    assert skipped == {finished._trial_id}
+    assert [t.intermediate_values for t in study.trials] == [{1: 0.5}, {}]
+    assert len(db.step_curve(running._trial_id)) == 2
+    assert db.step_curve(finished._trial_id) == db.epoch_curve(finished._trial_id) == []
 
 
 def test_report_all_writes_a_stack_once_and_leaves_out_diverged_runs(storage_url: str) -> None:
@@ -64,9 +64,9 @@ def test_report_all_writes_a_stack_once_and_leaves_out_diverged_runs(storage_url
     _, trials = study_with_trials(db, 3)
     writes: list[int] = []
 
-    def sink(reports: Sequence[TrialReport]) -> None:
+    def sink(reports: Sequence[TrialReport]) -> set[int]:
         writes.append(len(reports))
-        db.add_reports(reports)
+        return db.add_reports(reports)
 
     runs = [Run(t, {}, seed=0, epochs=2, reports=sink) for t in trials]
     for run in runs:
@@ -80,3 +80,15 @@ def test_report_all_writes_a_stack_once_and_leaves_out_diverged_runs(storage_url
     assert [t.intermediate_values for t in stored] == [{1: 0.5}, {}, {1: 0.7}]
     assert [len(db.step_curve(t._trial_id)) for t in trials] == [1, 0, 1]
     assert [r["epoch"] for r in runs[0].reported] == [1]
+
+
+def test_report_all_ends_runs_whose_trial_another_worker_finished(storage_url: str) -> None:
+    db = Database(storage_url)
+    study, trials = study_with_trials(db, 2)
+    study.tell(trials[1], state=optuna.trial.TrialState.FAIL)  # failed as stale elsewhere
+    runs = [Run(t, {}, seed=0, epochs=2, reports=db.add_reports) for t in trials]
+
+    ended = report_all(runs, [0.5, 0.6], 1, val_losses=[None, None])
+
+    assert list(ended) == [1] and isinstance(ended[1], Lost)
+    assert [t.intermediate_values for t in study.trials] == [{1: 0.5}, {}]

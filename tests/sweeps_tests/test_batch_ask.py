@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 import optuna
@@ -43,6 +44,16 @@ def study_on(url: str, sampler: optuna.samplers.BaseSampler) -> optuna.Study:
     return optuna.create_study(storage=url, study_name="t", sampler=sampler)
 
 
+def take(study: optuna.Study) -> Callable[[], int]:
+    """A claim that always succeeds: a queued trial, else a new one (as `study.ask`)."""
+
+    def claim() -> int:
+        trial_id = study._pop_waiting_trial_id()
+        return study._storage.create_new_trial(study._study_id) if trial_id is None else trial_id
+
+    return claim
+
+
 def test_ask_batch_samples_against_finished_trials_and_earlier_batch_mates(
     storage_url: str,
 ) -> None:
@@ -51,7 +62,7 @@ def test_ask_batch_samples_against_finished_trials_and_earlier_batch_mates(
     study.optimize(lambda t: t.suggest_float("x", 0.0, 1.0), n_trials=2)
     finished = [t.params for t in study.trials]
 
-    batch = ask_batch(study, 3, claim=lambda: True, sample=sample)
+    batch = ask_batch(study, 3, claim=take(study), sample=sample)
 
     assert [t.number for t in batch] == [2, 3, 4]
     for i, trial in enumerate(batch):
@@ -64,21 +75,21 @@ def test_ask_batch_samples_against_finished_trials_and_earlier_batch_mates(
     assert all(set(t.params) == {"x", "kind"} for t in stored[2:])
 
 
-def test_ask_batch_asks_only_after_a_claim_and_stops_at_the_first_refusal(
+def test_ask_batch_takes_only_claimed_trials_and_stops_at_the_first_refusal(
     storage_url: str,
 ) -> None:
     study = study_on(storage_url, optuna.samplers.RandomSampler(seed=0))
     slots = [True, True, False, True]
     claims: list[bool] = []
 
-    def claim() -> bool:
+    def claim() -> int | None:
         claims.append(slots[len(claims)])
-        return claims[-1]
+        return take(study)() if claims[-1] else None
 
     batch = ask_batch(study, 4, claim=claim, sample=sample)
     assert len(batch) == 2 and claims == [True, True, False]
     assert len(study.trials) == 2
-    assert ask_batch(study, 4, claim=lambda: False, sample=sample) == []
+    assert ask_batch(study, 4, claim=lambda: None, sample=sample) == []
     assert len(study.trials) == 2
 
 
@@ -89,7 +100,7 @@ def test_ask_batch_takes_each_queued_trial_once(storage_url: str, size: int) -> 
     for params in queued:
         study.enqueue_trial(params)
 
-    batch = ask_batch(study, size, claim=lambda: True, sample=sample)
+    batch = ask_batch(study, size, claim=take(study), sample=sample)
 
     assert len(batch) == size
     assert [t.params for t in batch[:3]] == queued[:size]
@@ -102,9 +113,9 @@ def test_ask_batch_ramping_up_asks_no_more_than_the_finished_trials(storage_url:
     study = study_on(storage_url, optuna.samplers.RandomSampler(seed=0))
     claims: list[bool] = []
 
-    def claim() -> bool:
+    def claim() -> int:
         claims.append(True)
-        return True
+        return take(study)()
 
     first = ask_batch(study, 4, claim=claim, sample=sample, ramp_up=True)
     assert len(first) == len(claims) == 1  # nothing finished yet: one trial, one slot

@@ -1,0 +1,182 @@
+"""Surviving database outages: transient errors are retried with backoff and jitter.
+
+A PostgreSQL restart, a dropped connection or a busy SQLite file raise errors that go away
+by themselves. Workers retry them for up to ``$SWEEPS_DB_RETRY_SECONDS`` (default 120 s),
+waiting 0.1 s, 0.2 s, ... up to 5 s between attempts, each wait drawn at random below its
+cap ("full jitter") so that many workers reconnecting after a restart do not stampede.
+
+A retried write must not store twice what the first attempt stored before its acknowledgement
+was lost. Every write retried here is idempotent (an upsert, an insert that ignores
+duplicates, a conditional state change, or a claim that finds its own earlier trial by its
+token, `storage.trial_slots`); Optuna's two creating calls (``create_new_study``,
+``create_new_trial``) are retried only when the connection could not even be opened, when
+nothing can have been stored.
+"""
+
+from __future__ import annotations
+
+import functools
+import logging
+import os
+import random
+import time
+from collections.abc import Callable, Container
+from typing import Any, ParamSpec, TypeVar
+
+import optuna
+import sqlalchemy
+from optuna.storages import BaseStorage
+from optuna.trial import FrozenTrial, TrialState
+
+ENV_VAR = "SWEEPS_DB_RETRY_SECONDS"
+DEFAULT_RETRY_SECONDS = 120.0
+FIRST_WAIT_S, MAX_WAIT_S = 0.1, 5.0
+
+T = TypeVar("T")
+P = ParamSpec("P")
+_log = logging.getLogger("sweeps.storage")
+
+
+def retry_seconds() -> float:
+    return float(os.environ.get(ENV_VAR, DEFAULT_RETRY_SECONDS))
+
+
+def is_transient(error: BaseException) -> bool:
+    """Whether ``error`` (or what caused it: Optuna wraps SQLAlchemy's errors) is a lost or
+    refused connection, a server shutting down, a lock timeout or a deadlock."""
+    seen: BaseException | None = error
+    while seen is not None:
+        if isinstance(seen, sqlalchemy.exc.DBAPIError) and seen.connection_invalidated:
+            return True
+        if isinstance(seen, sqlalchemy.exc.OperationalError | sqlalchemy.exc.InterfaceError):
+            return True
+        if isinstance(seen, sqlalchemy.exc.TimeoutError):  # no pooled connection in time
+            return True
+        seen = seen.__cause__ or seen.__context__
+    return False
+
+
+def never_connected(error: BaseException) -> bool:
+    """Whether ``error`` came from opening a connection, so no statement reached the server."""
+    seen: BaseException | None = error
+    while seen is not None:
+        if isinstance(seen, sqlalchemy.exc.DBAPIError) and seen.statement is None:
+            return is_transient(seen)
+        seen = seen.__cause__ or seen.__context__
+    return False
+
+
+def retrying(
+    operation: Callable[[], T],
+    *,
+    what: str,
+    retry_if: Callable[[BaseException], bool] = is_transient,
+    on_retry: Callable[[], None] | None = None,
+) -> T:
+    """``operation()``, retried while it raises an error ``retry_if`` accepts, for up to
+    `retry_seconds`; then the last error is raised. ``on_retry`` runs before each retry
+    (to reset a session, say)."""
+    deadline = time.monotonic() + retry_seconds()
+    attempt = 0
+    while True:
+        try:
+            return operation()
+        except Exception as e:
+            if not retry_if(e) or time.monotonic() >= deadline:
+                raise
+            cap = min(MAX_WAIT_S, FIRST_WAIT_S * 2**attempt)
+            attempt += 1
+            _log.warning("%s: %s; retry %d", what, type(e).__name__, attempt)
+            time.sleep(random.uniform(0, cap))
+            if on_retry is not None:
+                on_retry()
+
+
+def retried(method: Callable[P, T]) -> Callable[P, T]:
+    """``method``, `retrying` itself on transient errors (it must be idempotent)."""
+
+    @functools.wraps(method)
+    def wrapper(*args: P.args, **kwargs: P.kwargs) -> T:
+        return retrying(lambda: method(*args, **kwargs), what=method.__name__)
+
+    return wrapper
+
+
+class _Retrying(BaseStorage):
+    """The Optuna storage methods that need more than a plain retry."""
+
+    def __init__(self, storage: BaseStorage) -> None:
+        self.inner = storage
+
+    def _call(self, name: str, *args: Any, **kwargs: Any) -> Any:
+        method = getattr(self.inner, name)
+        retry_if = never_connected if name in _CREATING else is_transient
+        return retrying(
+            lambda: method(*args, **kwargs),
+            what=f"storage.{name}",
+            retry_if=retry_if,
+            on_retry=getattr(self.inner, "remove_session", None),
+        )
+
+    def set_trial_state_values(self, trial_id: int, state: TrialState, values: Any = None) -> bool:
+        """A retry after a lost acknowledgement finds the trial already in ``state``."""
+        attempts = 0
+
+        def attempt() -> bool:
+            nonlocal attempts
+            attempts += 1
+            try:
+                return bool(self.inner.set_trial_state_values(trial_id, state, values))
+            except optuna.exceptions.UpdateFinishedTrialError:
+                if attempts > 1 and self.inner.get_trial(trial_id).state == state:
+                    return True
+                raise
+
+        return retrying(
+            attempt,
+            what="storage.set_trial_state_values",
+            on_retry=getattr(self.inner, "remove_session", None),
+        )
+
+    def get_all_trials(
+        self,
+        study_id: int,
+        deepcopy: bool = True,
+        states: Container[TrialState] | None = None,
+    ) -> list[FrozenTrial]:
+        trials: list[FrozenTrial] = self._call("get_all_trials", study_id, deepcopy, states)
+        return trials
+
+    def __getstate__(self) -> dict[str, Any]:
+        return {"inner": self.inner}
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        self.inner = state["inner"]
+
+
+_CREATING = {"create_new_study", "create_new_trial"}
+
+
+def _delegate(name: str) -> Any:
+    def method(self: _Retrying, *args: Any, **kwargs: Any) -> Any:
+        return self._call(name, *args, **kwargs)
+
+    method.__name__ = name
+    return method
+
+
+# Every other public method of BaseStorage goes to the wrapped storage through `_call`.
+RetryingStorage = type(
+    "RetryingStorage",
+    (_Retrying,),
+    {
+        "__module__": __name__,  # picklable, as Optuna storages are
+        **{
+            name: _delegate(name)
+            for name in dir(BaseStorage)
+            if not name.startswith("_") and name not in _Retrying.__dict__
+        },
+    },
+)
+RetryingStorage.__doc__ = """An Optuna storage that retries what `is_transient` on the one it
+wraps (``RetryingStorage(rdb_storage)``); passes Optuna's own storage test suite."""

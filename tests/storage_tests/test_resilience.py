@@ -1,0 +1,93 @@
+"""Surviving outages (`storage.resilience`): the retrying Optuna storage passes Optuna's own
+storage test suite on SQLite and PostgreSQL, and workers' storage calls ride out a
+PostgreSQL restart."""
+
+from __future__ import annotations
+
+import threading
+import time
+from typing import Any
+
+import optuna
+import pytest
+from optuna.storages import BaseStorage, RDBStorage
+from optuna.testing.pytest_storages import StorageTestCase
+
+from pg_cluster import PostgresCluster
+from storage import Database
+from storage.resilience import RetryingStorage, is_transient, never_connected, retrying
+from storage.trial_slots import TrialSlots
+
+
+@pytest.fixture
+def storage(storage_url: str) -> BaseStorage:
+    return RetryingStorage(RDBStorage(storage_url))
+
+
+class TestRetryingStorageIsAnOptunaStorage(StorageTestCase):
+    """Every test of Optuna's suite, run on `RetryingStorage` (the fixture above)."""
+
+
+def test_storage_calls_and_claims_ride_out_a_postgresql_restart(
+    postgres: PostgresCluster,
+) -> None:
+    db = Database(postgres.create_database("restart"))
+    study = optuna.create_study(storage=db.optuna, study_name="t")
+    study_id = db.rdb.get_study_id_from_name("t")
+    db.set_budget(study_id, 1000)
+    slots = TrialSlots(db, study_id, retries=0)
+    outage = threading.Thread(target=lambda: (postgres.stop(), time.sleep(3), postgres.start()))
+    taken: list[int | None] = []
+    outage.start()
+    try:
+        deadline = time.monotonic() + 8
+        while time.monotonic() < deadline:  # before, during and after the outage
+            trial_id = slots.claim()
+            taken.append(trial_id)
+            assert trial_id is not None
+            trial = optuna.Trial(study, trial_id)
+            trial.report(0.5, 1)
+            study.tell(trial, 1.0)
+            db.add_curves(trial_id, [{"step": 0, "lr": 0.1}], [])
+            time.sleep(0.05)
+    finally:
+        outage.join()
+    trials = study.get_trials()
+    assert len(trials) == len(taken) > 10
+    assert all(t.state == optuna.trial.TrialState.COMPLETE for t in trials)
+    assert all(t.intermediate_values == {1: 0.5} for t in trials)
+
+
+def test_transient_errors_are_told_apart() -> None:
+    error = _raised(lambda: Database("postgresql+psycopg://u@127.0.0.1:1/x"))  # refused
+    assert is_transient(error) and never_connected(error)
+    lost = _operational()  # a statement was sent: it may have been stored
+    assert is_transient(lost) and not never_connected(lost)
+    assert not is_transient(ValueError("bad value"))
+
+
+def _raised(operation: Any) -> BaseException:
+    try:
+        operation()
+    except BaseException as e:
+        return e
+    raise AssertionError("no error raised")
+
+
+def test_retrying_gives_up_after_its_deadline(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("SWEEPS_DB_RETRY_SECONDS", "0.5")
+    calls: list[float] = []
+
+    def refused() -> None:
+        calls.append(time.monotonic())
+        raise optuna.exceptions.StorageInternalError("x") from _operational()
+
+    with pytest.raises(optuna.exceptions.StorageInternalError):
+        retrying(refused, what="test")
+    assert len(calls) > 2 and calls[-1] - calls[0] < 6
+
+
+def _operational() -> BaseException:
+    import sqlalchemy
+
+    return sqlalchemy.exc.OperationalError("SELECT 1", {}, Exception("server closed"))

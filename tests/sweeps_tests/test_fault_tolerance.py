@@ -1,0 +1,230 @@
+"""Workers killed, preempted or cut off from their database, as real processes: nothing
+stored is lost, no trial is stuck or counted twice, and a resumed trial's values equal an
+uninterrupted run of the same trial."""
+
+from __future__ import annotations
+
+import os
+import random
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import optuna
+import pytest
+import torch
+from optuna.trial import FrozenTrial, TrialState
+
+from objectives import BUILTIN, Diverged, Run
+from pg_cluster import PostgresCluster, find_bindir
+from storage.trial_slots import ATTEMPT, REASON, RETRY_OF, WORKER, first_attempt
+from sweeps.trial_attrs import params_of
+from sweeps.worker import trial_seed
+from sweeps_helpers import BASE, config, sweeps
+
+# Long enough trials (about 0.1 s an epoch on one thread) to be caught mid-run.
+SPACE = {**BASE["space"], "batch_size": 16}
+ARGS = {"hidden": 128}
+HEARTBEAT = {"interval": 0.5, "grace_period": 3.0}
+FINISHED = (TrialState.COMPLETE, TrialState.PRUNED)
+
+
+def launch(tmp_path: Path, url: str, *, trials: int, epochs: int, **changes: Any) -> None:
+    changes = {"heartbeat": HEARTBEAT, **changes}
+    cfg = config(
+        tmp_path,
+        objective_args=ARGS,
+        budget={"trials": trials, "epochs": epochs, "retries": 3},
+        space=SPACE,
+        **changes,
+    )
+    result = sweeps("launch", str(cfg), "--storage", url, cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+
+
+def start_worker(tmp_path: Path, url: str, name: str, stack: int = 1) -> subprocess.Popen[str]:
+    log = (tmp_path / f"{name}.log").open("w")
+    return subprocess.Popen(
+        [sys.executable, "-m", "sweeps", "worker", "--study", "t", "--threads", "1"]
+        + ["--stack", str(stack)],
+        cwd=tmp_path,
+        env={**os.environ, "SWEEPS_STORAGE": url},
+        stdout=log,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+
+
+def study_trials(url: str) -> list[FrozenTrial]:
+    return optuna.load_study(study_name="t", storage=url).get_trials()
+
+
+def wait_until(condition: Callable[[], bool], timeout: float = 120) -> None:
+    deadline = time.monotonic() + timeout
+    while not condition():
+        assert time.monotonic() < deadline, "timed out"
+        time.sleep(0.1)
+
+
+def running_with_epochs(url: str, epochs: int) -> bool:
+    return any(
+        t.state == TrialState.RUNNING and len(t.intermediate_values) >= epochs
+        for t in study_trials(url)
+    )
+
+
+def uninterrupted(trial: FrozenTrial, epochs: int) -> dict[int, float]:
+    """The per-epoch values of ``trial``'s parameters trained in one go, here."""
+    torch.set_num_threads(1)  # as the workers: the same sums in the same order
+    study = optuna.create_study(direction="maximize", pruner=optuna.pruners.NopPruner())
+    run = Run(
+        study.ask(),
+        params_of(trial),
+        seed=trial_seed(0, first_attempt(trial)),
+        epochs=epochs,
+        args=ARGS,
+    )
+    try:
+        BUILTIN["digits_mlp"](run)
+    except Diverged:
+        pass
+    return {e["epoch"]: e["value"] for e in run.reported}
+
+
+def test_a_killed_workers_trial_is_failed_requeued_and_resumed(
+    tmp_path: Path, storage_url: str
+) -> None:
+    launch(tmp_path, storage_url, trials=3, epochs=20)
+    victim = start_worker(tmp_path, storage_url, "victim")
+    wait_until(lambda: running_with_epochs(storage_url, 3))
+    victim.kill()  # SIGKILL: no chance to clean up
+    victim.wait()
+    (killed,) = [t for t in study_trials(storage_url) if t.state == TrialState.RUNNING]
+
+    rescuer = start_worker(tmp_path, storage_url, "rescuer")
+    assert rescuer.wait(timeout=300) == 0, (tmp_path / "rescuer.log").read_text()
+
+    trials = study_trials(storage_url)
+    assert sum(t.state in FINISHED for t in trials) == 3
+    assert {t.state for t in trials} <= {*FINISHED, TrialState.FAIL}
+    failed = next(t for t in trials if t.number == killed.number)
+    assert failed.state == TrialState.FAIL
+    assert failed.user_attrs[REASON].startswith("stale: no heartbeat")
+    (retry,) = [t for t in trials if t.user_attrs.get(RETRY_OF) == killed.number]
+    assert retry.user_attrs[ATTEMPT] == 2 and retry.params == killed.params
+    log = (tmp_path / "rescuer.log").read_text()
+    assert f"trial {retry.number} resumes from the checkpoint of trial {killed.number}" in log
+    assert retry.intermediate_values == uninterrupted(retry, 20)
+    assert len(retry.intermediate_values) == 20
+
+
+def test_sigterm_hands_the_trial_back_and_exits_0(tmp_path: Path, storage_url: str) -> None:
+    launch(tmp_path, storage_url, trials=2, epochs=20)
+    worker = start_worker(tmp_path, storage_url, "preempted")
+    wait_until(lambda: running_with_epochs(storage_url, 3))
+    worker.send_signal(signal.SIGTERM)
+    assert worker.wait(timeout=30) == 0
+    log = (tmp_path / "preempted.log").read_text()
+    assert "SIGTERM: handing trials back" in log and "back in the queue as WAITING" in log
+    (handed,) = [t for t in study_trials(storage_url) if t.state == TrialState.WAITING]
+    assert len(handed.intermediate_values) >= 3
+
+    result = subprocess.run(  # another worker takes it over and finishes the budget
+        [sys.executable, "-m", "sweeps", "worker", "--study", "t", "--threads", "1"],
+        cwd=tmp_path,
+        env={**os.environ, "SWEEPS_STORAGE": storage_url},
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
+    trials = study_trials(storage_url)
+    assert [t.state for t in trials] == [TrialState.COMPLETE] * 2  # no FAIL, nothing lost
+    resumed = next(t for t in trials if t.number == handed.number)
+    assert f"trial {handed.number} resumes from the checkpoint" in result.stdout
+    assert resumed.intermediate_values == uninterrupted(resumed, 20)
+
+
+@pytest.mark.slow
+def test_chaos_killed_workers_and_a_database_outage(tmp_path: Path) -> None:
+    """Three workers on PostgreSQL, some training stacks of trials; every few seconds one
+    is SIGKILLed and replaced; the database is stopped for several seconds mid-sweep.
+    Exactly the budget finishes, nothing is left RUNNING or WAITING, and every resumed trial
+    equals an uninterrupted run."""
+    bindir = find_bindir()
+    if bindir is None:
+        if os.environ.get("SWEEPS_REQUIRE_POSTGRES"):
+            pytest.fail("PostgreSQL binaries not found, and SWEEPS_REQUIRE_POSTGRES is set")
+        pytest.skip("PostgreSQL binaries (initdb, pg_ctl) not found")
+    cluster = PostgresCluster(bindir)  # our own: this test stops it
+    cluster.start()
+    try:
+        url = cluster.create_database("chaos")
+        _chaos(tmp_path, url, cluster)
+    finally:
+        cluster.destroy()
+
+
+def _chaos(tmp_path: Path, url: str, cluster: PostgresCluster) -> None:
+    budget, epochs = 24, 12
+    launch(
+        tmp_path,
+        url,
+        trials=budget,
+        epochs=epochs,
+        heartbeat={"interval": 0.5, "grace_period": 8.0},  # longer than the outage
+    )
+    rng = random.Random(0)
+    started = 0
+
+    def spawn() -> subprocess.Popen[str]:
+        nonlocal started
+        started += 1
+        return start_worker(tmp_path, url, f"w{started}", stack=1 + 2 * (started % 2))
+
+    workers = [spawn() for _ in range(3)]
+    kills = 0
+    outage_done = False
+    begin = time.monotonic()
+    while any(w.poll() is None for w in workers):
+        assert time.monotonic() - begin < 900, "the sweep did not finish"
+        time.sleep(2)
+        if not outage_done and time.monotonic() - begin > 12:
+            cluster.stop()  # the database goes away for several seconds
+            time.sleep(5)
+            cluster.start()
+            outage_done = True
+            continue
+        # Victims in the middle of a trial: past its second epoch (`sweeps:worker` names
+        # the process that took it).
+        busy = {
+            int(t.user_attrs[WORKER].rsplit(":", 1)[1])
+            for t in study_trials(url)
+            if t.state == TrialState.RUNNING and len(t.intermediate_values) >= 2
+        }
+        ripe = [w for w in workers if w.poll() is None and w.pid in busy]
+        if ripe and kills < 8:
+            victim = rng.choice(ripe)
+            victim.kill()
+            victim.wait()
+            kills += 1
+            workers.remove(victim)
+            workers.append(spawn())
+    logs = "\n".join(p.read_text() for p in sorted(tmp_path.glob("w*.log")))
+    assert all(w.returncode == 0 for w in workers), logs[-4000:]
+    assert outage_done and kills > 0
+
+    trials = study_trials(url)
+    by_state = {s: sum(t.state == s for t in trials) for s in TrialState}
+    assert by_state[TrialState.COMPLETE] + by_state[TrialState.PRUNED] == budget
+    assert by_state[TrialState.RUNNING] == by_state[TrialState.WAITING] == 0
+    stale = [t for t in trials if t.user_attrs.get(REASON, "").startswith("stale")]
+    assert stale, "no trial was caught mid-run by a kill"
+    retries = [t for t in trials if RETRY_OF in t.user_attrs and t.state in FINISHED]
+    assert retries and "resumes from the checkpoint" in logs
+    for retry in retries:  # every resumed trial: all its epochs, as if never interrupted
+        assert retry.intermediate_values == uninterrupted(retry, epochs), retry.number
