@@ -151,7 +151,6 @@ def _run_one(config: dict[str, Any]) -> list[Trial]:
                 )
             )
         db.engine.dispose()
-        db.optuna.engine.dispose()
     return trials
 
 
