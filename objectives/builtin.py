@@ -39,12 +39,17 @@ class ClassifierTask:
     def steps_per_epoch(self, batch_size: int) -> int:
         return math.ceil(len(self.data(torch.device("cpu")).x_train) / batch_size)
 
+    @property
+    def direction(self) -> Literal["maximize", "minimize"]:
+        """How a study must optimise this task's metric."""
+        return "maximize" if self.metric == "accuracy" else "minimize"
+
     def check(self, run: Run) -> None:
         """Raises ValueError when the study optimises the metric the wrong way."""
-        wanted = "maximize" if self.metric == "accuracy" else "minimize"
-        if run.direction != wanted:
+        if run.direction != self.direction:
             raise ValueError(
-                f"direction: {self.name} reports validation {self.metric}; set direction: {wanted}"
+                f"direction: {self.name} reports validation {self.metric}; "
+                f"set direction: {self.direction}"
             )
 
     def __call__(self, run: Run) -> float:

@@ -24,7 +24,7 @@ def _tpe(s: c.TPE, seed: int | None) -> optuna.samplers.BaseSampler:
 SAMPLERS: dict[type, Callable[[Any, int | None], optuna.samplers.BaseSampler]] = {
     c.TPE: _tpe,
     c.GP: lambda s, seed: optuna.samplers.GPSampler(
-        seed=seed, n_startup_trials=s.n_startup_trials
+        seed=seed, n_startup_trials=s.n_startup_trials, warn_independent_sampling=False
     ),
     c.CmaEs: lambda s, seed: optuna.samplers.CmaEsSampler(
         seed=seed, n_startup_trials=s.n_startup_trials, warn_independent_sampling=False

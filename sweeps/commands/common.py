@@ -140,9 +140,16 @@ def load_checked_config(path: str) -> SweepConfig:
     objective = data.get("objective") if isinstance(data, dict) else None
     if isinstance(objective, str) and objective:
         try:
-            objectives.resolve(objective)
+            task = objectives.resolve(objective)
         except objectives.ObjectiveNotFound as e:
             errors.append(str(e))
+        else:  # a built-in task knows which way its metric goes
+            direction = data.get("direction", "maximize")
+            if isinstance(task, objectives.ClassifierTask) and direction != task.direction:
+                errors.append(
+                    f"direction: {objective} reports validation {task.metric}; "
+                    f"must be {task.direction}, got {direction}"
+                )
     if errors:
         raise ConfigError(errors)
     return config

@@ -380,6 +380,7 @@ CASES = [
     # Objectives.
     changed("objective", "nope", launch=True),
     changed("objective", "no_such_module:fn"),
+    changed("objective", "tiny_lm", "direction", launch=True),  # a loss: must minimize
     raw(
         "objective module with a SyntaxError",
         objective_with_syntax_error,
