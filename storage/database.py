@@ -60,8 +60,12 @@ class Database:
             if self.engine.dialect.name == "sqlite":
                 tune_sqlite(self.rdb.engine)
             schema.upgrade(self.engine)
-            # What workers and commands use: Optuna's storage, surviving outages.
-            self.optuna: optuna.storages.BaseStorage = RetryingStorage(self.rdb)
+            # What workers and commands use: Optuna's storage, surviving outages. Inside,
+            # the cache Optuna itself puts in front of an RDBStorage (finished trials are
+            # read once), which a wrapper would otherwise lose.
+            self.optuna: optuna.storages.BaseStorage = RetryingStorage(
+                optuna.storages._CachedStorage(self.rdb)
+            )
         except sqlalchemy.exc.SQLAlchemyError as e:
             raise StorageError(
                 f"storage {mask_url(url)}: {type(e).__name__}: {_first_line(e)}"

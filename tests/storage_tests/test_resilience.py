@@ -10,7 +10,7 @@ from typing import Any
 
 import optuna
 import pytest
-from optuna.storages import BaseStorage, RDBStorage
+from optuna.storages import BaseStorage
 from optuna.testing.pytest_storages import StorageTestCase
 
 from pg_cluster import PostgresCluster
@@ -21,11 +21,13 @@ from storage.trial_slots import TrialSlots
 
 @pytest.fixture
 def storage(storage_url: str) -> BaseStorage:
-    return RetryingStorage(RDBStorage(storage_url))
+    storage = Database(storage_url).optuna
+    assert isinstance(storage, RetryingStorage)
+    return storage
 
 
 class TestRetryingStorageIsAnOptunaStorage(StorageTestCase):
-    """Every test of Optuna's suite, run on `RetryingStorage` (the fixture above)."""
+    """Every test of Optuna's suite, run on the storage workers use (the fixture above)."""
 
 
 def test_storage_calls_and_claims_ride_out_a_postgresql_restart(
