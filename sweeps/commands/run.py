@@ -80,7 +80,11 @@ def run(args: argparse.Namespace) -> int:
         with (logs / f"worker-{i}.log").open("w") as log:
             procs.append(
                 subprocess.Popen(
-                    cmd, env={**env, INDEX_ENV: str(i)}, stdout=log, stderr=subprocess.STDOUT
+                    cmd,
+                    env={**env, INDEX_ENV: str(i)},
+                    stdout=log,
+                    stderr=subprocess.STDOUT,
+                    start_new_session=True,  # Ctrl-C reaches us alone; we tell each worker once
                 )
             )
     print(
@@ -96,12 +100,24 @@ def run(args: argparse.Namespace) -> int:
             time.sleep(POLL_SECONDS)
     except KeyboardInterrupt:  # the workers hand their trials back (`sweeps worker`)
         progress.close()
+        print(
+            "interrupted: workers save the epoch in progress and hand their trials back "
+            "(Ctrl-C again to stop them at once)",
+            file=sys.stderr,
+            flush=True,
+        )
         for p in procs:
             p.terminate()
-        for p in procs:
-            p.wait()
+        try:
+            for p in procs:
+                p.wait()
+        except KeyboardInterrupt:  # a second signal: the workers stop at once
+            for p in procs:
+                p.terminate()
+            for p in procs:
+                p.wait()
         print(
-            f"interrupted: running trials went back to the queue; continue with "
+            f"running trials went back to the queue; continue with "
             f"sweeps run {args.config} --resume",
             file=sys.stderr,
         )

@@ -27,6 +27,7 @@ class Progress:
         self._text = ""  # the status as last printed (elsewhere)
         self._read_at = -EVERY
         self._printed_at = -PLAIN_EVERY
+        self._closed = False
 
     def update(self, *, force: bool = False) -> None:
         """Read the status (at most every `EVERY` seconds unless ``force``) and show it."""
@@ -55,7 +56,10 @@ class Progress:
         self.update()
 
     def close(self) -> None:
-        """Show the final numbers (and end the bar's line)."""
+        """Show the final numbers (and end the bar's line); once."""
+        if self._closed:
+            return
+        self._closed = True
         self.update(force=True)
         if self.tty:
             self.stream.write("\n")

@@ -71,9 +71,12 @@ def wait_until(condition: Callable[[], bool], timeout: float = 120) -> None:
 
 
 def running_with_epochs(url: str, epochs: int) -> bool:
+    try:
+        trials = study_trials(url)
+    except KeyError:  # not launched yet
+        return False
     return any(
-        t.state == TrialState.RUNNING and len(t.intermediate_values) >= epochs
-        for t in study_trials(url)
+        t.state == TrialState.RUNNING and len(t.intermediate_values) >= epochs for t in trials
     )
 
 
@@ -147,6 +150,35 @@ def test_sigterm_hands_the_trial_back_and_exits_0(tmp_path: Path, storage_url: s
     resumed = next(t for t in trials if t.number == handed.number)
     assert f"trial {handed.number} resumes from the checkpoint" in result.stdout
     assert resumed.intermediate_values == uninterrupted(resumed, 20)
+
+
+def test_ctrl_c_on_sweeps_run_hands_trials_back_and_resume_finishes(tmp_path: Path) -> None:
+    url = f"sqlite:///{tmp_path / 'sweeps.db'}"
+    cfg = config(
+        tmp_path,
+        objective_args=ARGS,
+        budget={"trials": 3, "epochs": 20},
+        space=SPACE,
+        heartbeat=HEARTBEAT,
+    )
+    run = subprocess.Popen(
+        [sys.executable, "-m", "sweeps", "run", str(cfg), "--workers", "2", "--storage", url],
+        cwd=tmp_path,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    wait_until(lambda: running_with_epochs(url, 3))
+    run.send_signal(signal.SIGINT)  # Ctrl-C
+    _, err = run.communicate(timeout=60)
+    assert run.returncode == 130, err
+    assert f"continue with sweeps run {cfg} --resume" in err
+    states = [t.state for t in study_trials(url)]
+    assert TrialState.WAITING in states and TrialState.RUNNING not in states
+
+    resumed = sweeps("run", str(cfg), "--workers", "2", "--storage", url, "--resume", cwd=tmp_path)
+    assert resumed.returncode == 0, resumed.stderr
+    assert [t.state for t in study_trials(url)] == [TrialState.COMPLETE] * 3  # none FAILed
 
 
 @pytest.mark.slow
