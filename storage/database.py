@@ -103,15 +103,7 @@ class Database:
             row = s.get(Budget, study_id)
             if row is None:
                 raise StorageError(f"study {study_id} has no budget; was it launched by sweeps?")
-            used = s.scalar(
-                select(func.count())
-                .select_from(models.TrialModel)
-                .where(
-                    models.TrialModel.study_id == study_id,
-                    models.TrialModel.state.in_(HOLDING),
-                )
-            )
-            return row.trials, int(used or 0)
+            return row.trials, used_slots(s, study_id)
 
     # Dashboard pages ---------------------------------------------------------------------
 
@@ -201,7 +193,7 @@ class Database:
             if rows:
                 s.execute(self.insert_ignoring_duplicates(table), rows)
 
-    def insert_ignoring_duplicates(self, table: type[Base]) -> Any:
+    def insert_ignoring_duplicates(self, table: type[Base] | type[models.BaseModel]) -> Any:
         dialect = postgresql if self.engine.dialect.name == "postgresql" else sqlite
         return dialect.insert(table).on_conflict_do_nothing()
 
@@ -224,6 +216,16 @@ class Database:
             ).all()
             s.expunge_all()
             return list(rows)
+
+
+def used_slots(s: Session, study_id: int) -> int:
+    """How many of the study's trials hold a slot of its budget (`HOLDING`)."""
+    used = s.scalar(
+        select(func.count())
+        .select_from(models.TrialModel)
+        .where(models.TrialModel.study_id == study_id, models.TrialModel.state.in_(HOLDING))
+    )
+    return int(used or 0)
 
 
 def _first_line(error: BaseException) -> str:

@@ -25,7 +25,7 @@ import socket
 import threading
 import uuid
 from collections.abc import Callable, Iterable
-from typing import Any, NamedTuple
+from typing import NamedTuple
 
 import optuna
 from optuna.storages._rdb import models  # Optuna's tables: trials change state with ours
@@ -33,7 +33,7 @@ from optuna.trial import FrozenTrial, TrialState
 from sqlalchemy import delete, func, select, update
 from sqlalchemy.orm import Session
 
-from storage.database import HOLDING, Database, StorageError
+from storage.database import Database, StorageError, used_slots
 from storage.resilience import retrying
 from storage.tables import Budget
 
@@ -80,16 +80,8 @@ class TrialSlots:
             with self.db.session() as s:
                 if attempts > 1 and (taken := self._claimed_with(s, token)) is not None:
                     return taken
-                trials = self._lock_budget(s)
-                used = s.scalar(
-                    select(func.count())
-                    .select_from(models.TrialModel)
-                    .where(
-                        models.TrialModel.study_id == self.study_id,
-                        models.TrialModel.state.in_(HOLDING),
-                    )
-                )
-                if (used or 0) >= trials:
+                budget = self._lock_budget(s)  # first: the count must see every claim
+                if used_slots(s, self.study_id) >= budget:
                     return None
                 waiting = s.scalars(
                     select(models.TrialModel)
@@ -225,7 +217,7 @@ class TrialSlots:
             ).all()
             unbeaten = [{"trial_id": trial_id} for trial_id, beat in rows if beat is None]
             if unbeaten:
-                s.execute(self.db.insert_ignoring_duplicates(_HEARTBEATS), unbeaten)
+                s.execute(self.db.insert_ignoring_duplicates(models.TrialHeartbeatModel), unbeaten)
         stale = [
             trial_id
             for trial_id, beat in rows
@@ -288,9 +280,6 @@ class TrialSlots:
             )
         )
         return None if trial_id is None else int(trial_id)
-
-
-_HEARTBEATS: Any = models.TrialHeartbeatModel
 
 
 def _naive(moment: datetime.datetime) -> datetime.datetime:
