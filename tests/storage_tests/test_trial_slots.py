@@ -44,6 +44,7 @@ def test_claims_stop_at_the_budget_and_failures_give_slots_back(storage_url: str
     assert slots.db.budget(slots.study_id) == (2, 2)
 
 
+@pytest.mark.filterwarnings("ignore::optuna.exceptions.ExperimentalWarning")
 def test_a_failed_trial_is_requeued_with_its_params_while_retries_last(
     storage_url: str,
 ) -> None:
