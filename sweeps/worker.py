@@ -26,7 +26,7 @@ from optuna.trial import TrialState
 import objectives
 from storage import CheckpointStore, Database
 from storage.trial_slots import Failure, Heartbeat, TrialSlots, first_attempt
-from sweeps.batch_ask import ask_batch
+from sweeps.batch_ask import ask_batch, ramp_up
 from sweeps.results.curves import Curves
 from sweeps.results.dashboard import ArtifactStore, Publisher, artifact_store
 from sweeps.study import StudyHandle, load
@@ -119,18 +119,18 @@ class Worker:
                 )
                 self.publisher.refresh(final=True)
                 return 1
+            finished = sum(counts.get(s, 0) for s in FINISHED)
             batch = ask_batch(
                 self.handle.study,
-                self.stack,
+                ramp_up(self.stack, finished),
                 claim=self._claim,
                 sample=self.handle.space.sample,
-                ramp_up=True,
             )
             if batch:
                 self.run_trials(batch)
                 waiting_said = False
                 continue
-            if sum(counts.get(s, 0) for s in FINISHED) >= self.config.budget.trials:
+            if finished >= self.config.budget.trials:
                 self.publisher.refresh(final=True)
                 return 0
             # The budget is full but not finished: other workers' trials still run. Wait for
