@@ -20,13 +20,13 @@ import logging
 import os
 import random
 import time
-from collections.abc import Callable, Container
+from collections.abc import Callable
 from typing import Any, ParamSpec, TypeVar
 
 import optuna
 import sqlalchemy
 from optuna.storages import BaseStorage
-from optuna.trial import FrozenTrial, TrialState
+from optuna.trial import TrialState
 
 ENV_VAR = "SWEEPS_DB_RETRY_SECONDS"
 DEFAULT_RETRY_SECONDS = 120.0
@@ -71,11 +71,9 @@ def retrying(
     *,
     what: str,
     retry_if: Callable[[BaseException], bool] = is_transient,
-    on_retry: Callable[[], None] | None = None,
 ) -> T:
     """``operation()``, retried while it raises an error ``retry_if`` accepts, for up to
-    `retry_seconds`; then the last error is raised. ``on_retry`` runs before each retry
-    (to reset a session, say)."""
+    `retry_seconds`; then the last error is raised."""
     deadline = time.monotonic() + retry_seconds()
     attempt = 0
     while True:
@@ -88,8 +86,6 @@ def retrying(
             attempt += 1
             _log.warning("%s: %s; retry %d", what, type(e).__name__, attempt)
             time.sleep(random.uniform(0, cap))
-            if on_retry is not None:
-                on_retry()
 
 
 def retried(method: Callable[P, T]) -> Callable[P, T]:
@@ -111,12 +107,7 @@ class _Retrying(BaseStorage):
     def _call(self, name: str, *args: Any, **kwargs: Any) -> Any:
         method = getattr(self.inner, name)
         retry_if = never_connected if name in _CREATING else is_transient
-        return retrying(
-            lambda: method(*args, **kwargs),
-            what=f"storage.{name}",
-            retry_if=retry_if,
-            on_retry=getattr(self.inner, "remove_session", None),
-        )
+        return retrying(lambda: method(*args, **kwargs), what=f"storage.{name}", retry_if=retry_if)
 
     def set_trial_state_values(self, trial_id: int, state: TrialState, values: Any = None) -> bool:
         """A retry after a lost acknowledgement finds the trial already in ``state``."""
@@ -132,26 +123,7 @@ class _Retrying(BaseStorage):
                     return True
                 raise
 
-        return retrying(
-            attempt,
-            what="storage.set_trial_state_values",
-            on_retry=getattr(self.inner, "remove_session", None),
-        )
-
-    def get_all_trials(
-        self,
-        study_id: int,
-        deepcopy: bool = True,
-        states: Container[TrialState] | None = None,
-    ) -> list[FrozenTrial]:
-        trials: list[FrozenTrial] = self._call("get_all_trials", study_id, deepcopy, states)
-        return trials
-
-    def __getstate__(self) -> dict[str, Any]:
-        return {"inner": self.inner}
-
-    def __setstate__(self, state: dict[str, Any]) -> None:
-        self.inner = state["inner"]
+        return retrying(attempt, what="storage.set_trial_state_values")
 
 
 _CREATING = {"create_new_study", "create_new_trial"}
@@ -179,4 +151,4 @@ RetryingStorage = type(
     },
 )
 RetryingStorage.__doc__ = """An Optuna storage that retries what `is_transient` on the one it
-wraps (``RetryingStorage(rdb_storage)``); passes Optuna's own storage test suite."""
+wraps (``RetryingStorage(optuna_storage)``); passes Optuna's own storage test suite."""

@@ -118,7 +118,8 @@ class TrialSlots:
 
     def hand_back(self, trial_id: int) -> bool:
         """RUNNING -> WAITING, for another worker to resume from its checkpoint (a worker
-        told to stop). False if the trial is no longer RUNNING."""
+        told to stop). False if the trial is no longer RUNNING. (Its heartbeat row stays
+        until a claim takes it again: only RUNNING trials are judged stale.)"""
 
         def attempt() -> bool:
             with self.db.session() as s:
@@ -129,11 +130,6 @@ class TrialSlots:
                         models.TrialModel.state == TrialState.RUNNING,
                     )
                     .values(state=TrialState.WAITING)
-                )
-                s.execute(
-                    delete(models.TrialHeartbeatModel).where(
-                        models.TrialHeartbeatModel.trial_id == trial_id
-                    )
                 )
                 return bool(changed.rowcount == 1)  # type: ignore[attr-defined]
 
