@@ -28,6 +28,8 @@ import yaml
 # bench/storage.py would shadow the `storage` package: the repository comes first.
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
+from objectives import BUILTIN  # noqa: E402
+
 # The search space of each schedule family, per task, as the benchmarks tune it. Every
 # family may warm up (so the comparison is of what follows warmup); `total_steps` is
 # derived from the epochs, so decaying families end at zero at the end of the run.
@@ -50,16 +52,18 @@ class Task:
     family sees the same training), the lr range, and the run length."""
 
     objective: str
-    direction: str
     epochs: int
-    steps_per_epoch: int
     fixed: dict[str, Any]  # optimizer settings and batch size
     lr: dict[str, Any]
     args: dict[str, Any]
 
     @property
+    def direction(self) -> str:
+        return BUILTIN[self.objective].direction
+
+    @property
     def steps(self) -> int:
-        return self.epochs * self.steps_per_epoch
+        return self.epochs * BUILTIN[self.objective].steps_per_epoch(self.fixed["batch_size"])
 
     def family_space(self, family: str) -> dict[str, Any]:
         """This task's space for one family: lr, the family's parameters, warmup (a tenth
@@ -75,15 +79,15 @@ class Task:
 SGD = {"optimizer": "sgd", "momentum": 0.9, "nesterov": True, "weight_decay": 1e-4}
 TASKS: dict[str, Task] = {
     "digits_mlp": Task(
-        "digits_mlp", "maximize", 15, 23, {**SGD, "batch_size": 64},
+        "digits_mlp", 15, {**SGD, "batch_size": 64},
         {"low": 1e-3, "high": 1.0, "log": True}, {"hidden": 128},
     ),
     "digits_cnn": Task(
-        "digits_cnn", "maximize", 8, 23, {**SGD, "batch_size": 64},
+        "digits_cnn", 8, {**SGD, "batch_size": 64},
         {"low": 1e-3, "high": 1.0, "log": True}, {"channels": 16},
     ),
     "tiny_lm": Task(
-        "tiny_lm", "minimize", 6, 32,
+        "tiny_lm", 6,
         {"optimizer": "adamw", "beta1": 0.9, "beta2": 0.99, "weight_decay": 0.01,
          "batch_size": 16},
         {"low": 3e-4, "high": 3e-2, "log": True}, {},
