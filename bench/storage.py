@@ -12,6 +12,10 @@ Each backend is a fresh SQLite file or a database on a throwaway PostgreSQL clus
   trials whose objective sleeps 0.5 s: the trials' summed duration over n times the span from
   the first trial's start to the last one's end (1.0 = no worker ever waits on storage;
   process start-up is outside the span).
+- statements_per_trial_<ours|bare_optuna>_<backend>: SQL statements sent per trial in the
+  two loops above (steadier than seconds on a shared machine).
+- connections_per_worker_<n>_workers_postgresql: the most connections the study's database
+  had open while n workers ran, over n (pg_stat_activity, polled every 0.1 s).
 
 Not measured: the gRPC storage proxy (`grpc_proxy_vs_rdb`): `sweeps storage-proxy` is not
 built yet.
@@ -20,6 +24,7 @@ built yet.
 from __future__ import annotations
 
 import argparse
+import functools
 import os
 import shutil
 import subprocess
@@ -30,6 +35,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 import optuna
+import sqlalchemy
 import yaml
 
 HERE = Path(__file__).resolve().parent
@@ -55,11 +61,20 @@ def config(name: str, objective: str, trials: int) -> dict[str, object]:
     }
 
 
+# SQL statements sent by every engine in this process since the last timed loop started.
+STATEMENTS = {"sent": 0}
+
+
+@sqlalchemy.event.listens_for(sqlalchemy.engine.Engine, "before_cursor_execute")
+def count_statements(*_: object) -> None:
+    STATEMENTS["sent"] += 1
+
+
 def seconds_per_trial_ours(url: str, trials: int, artifacts: Path) -> float:
     db = Database(url)
     launch(db, parse_config(config("ours", "trivial", trials)))
     worker = Worker(db, "ours", artifacts=artifacts, log=lambda line: None)
-    start = time.perf_counter()
+    start, STATEMENTS["sent"] = time.perf_counter(), 0
     assert worker.run() == 0
     return (time.perf_counter() - start) / trials
 
@@ -68,12 +83,15 @@ def seconds_per_trial_bare(url: str, trials: int) -> float:
     study = optuna.create_study(
         storage=url, study_name="bare", sampler=optuna.samplers.RandomSampler(seed=0)
     )
-    start = time.perf_counter()
+    start, STATEMENTS["sent"] = time.perf_counter(), 0
     study.optimize(lambda t: t.suggest_float("lr", 1e-3, 1.0, log=True), n_trials=trials)
     return (time.perf_counter() - start) / trials
 
 
-def scaling_efficiency(url: str, workers: int, workdir: Path) -> float:
+def scaling_efficiency(
+    url: str, workers: int, workdir: Path, connections: Callable[[], int] | None = None
+) -> tuple[float, int]:
+    """(efficiency, the most connections ``connections()`` counted while workers ran)."""
     name = f"scale{workers}"
     path = workdir / f"{name}.yaml"
     path.write_text(yaml.safe_dump(config(name, "sleepy", 8 * workers)))
@@ -95,13 +113,29 @@ def scaling_efficiency(url: str, workers: int, workdir: Path) -> float:
         )
         for i in range(workers)
     ]
-    assert all(p.wait() == 0 for p in procs)
+    peak = 0
+    while any(p.poll() is None for p in procs):
+        peak = max(peak, connections() if connections else 0)
+        time.sleep(0.1)
+    assert all(p.returncode == 0 for p in procs)
     done = optuna.load_study(study_name=name, storage=url).trials
     busy = sum((t.datetime_complete - t.datetime_start).total_seconds() for t in done)
     span = (
         max(t.datetime_complete for t in done) - min(t.datetime_start for t in done)
     ).total_seconds()
-    return busy / (workers * span)
+    return busy / (workers * span), peak
+
+
+def open_connections(cluster: PostgresCluster, database: str) -> int:
+    import psycopg
+
+    with psycopg.connect(
+        host="127.0.0.1", port=cluster.port, user="postgres", dbname="postgres"
+    ) as conn:
+        row = conn.execute(
+            "SELECT count(*) FROM pg_stat_activity WHERE datname = %s", (database,)
+        ).fetchone()
+    return int(row[0]) if row else 0
 
 
 def main() -> None:
@@ -126,16 +160,28 @@ def main() -> None:
             }
             for backend, fresh in backends.items():
                 ours = seconds_per_trial_ours(fresh("ours"), args.trials, work / "artifacts")
+                ours_statements = STATEMENTS["sent"]
                 bare = seconds_per_trial_bare(fresh("bare"), args.trials)
                 print(f"seconds_per_trial_ours_{backend}: {ours:.4f}")
                 print(f"seconds_per_trial_bare_optuna_{backend}: {bare:.4f}")
-                print(f"overhead_vs_bare_optuna_{backend}: {ours / bare:.2f}", flush=True)
+                print(f"overhead_vs_bare_optuna_{backend}: {ours / bare:.2f}")
+                for loop, sent in (("ours", ours_statements), ("bare_optuna", STATEMENTS["sent"])):
+                    print(f"statements_per_trial_{loop}_{backend}: {sent / args.trials:.1f}")
             for backend, fresh in backends.items():
                 for n in (int(w) for w in args.workers.split(",")):
-                    efficiency = scaling_efficiency(fresh(f"scale{n}"), n, work)
-                    print(
-                        f"scaling_efficiency_{n}_workers_{backend}: {efficiency:.2f}", flush=True
+                    label = f"scale{n}"
+                    efficiency, peak = scaling_efficiency(
+                        fresh(label),
+                        n,
+                        work,
+                        functools.partial(open_connections, cluster, label)
+                        if backend == "postgresql"
+                        else None,
                     )
+                    print(f"scaling_efficiency_{n}_workers_{backend}: {efficiency:.2f}")
+                    if backend == "postgresql":
+                        print(f"connections_per_worker_{n}_workers_postgresql: {peak / n:.1f}")
+                    sys.stdout.flush()
     finally:
         cluster.destroy()
 
