@@ -38,7 +38,21 @@ _log = logging.getLogger("sweeps.storage")
 
 
 def retry_seconds() -> float:
-    return float(os.environ.get(ENV_VAR, DEFAULT_RETRY_SECONDS))
+    """``$SWEEPS_DB_RETRY_SECONDS``, else the default.
+
+    Raises:
+        ValueError: the variable is not a number of seconds >= 0 (the message names it).
+    """
+    raw = os.environ.get(ENV_VAR)
+    if raw is None:
+        return DEFAULT_RETRY_SECONDS
+    try:
+        seconds = float(raw)
+    except ValueError:
+        seconds = -1.0
+    if not seconds >= 0:  # also NaN
+        raise ValueError(f"${ENV_VAR}: must be a number of seconds >= 0, got {raw!r}")
+    return seconds
 
 
 def is_transient(error: BaseException) -> bool:

@@ -51,7 +51,12 @@ def open_database(
     import sqlalchemy
 
     import storage
-    from storage.resilience import retrying
+    from storage.resilience import retry_seconds, retrying
+
+    try:
+        retry_seconds()  # checked before anything runs: every storage call reads it
+    except ValueError as e:
+        raise UsageError(str(e)) from None
 
     url = storage_url(args)
     path = sqlalchemy.make_url(url).database

@@ -260,3 +260,18 @@ def _chaos(tmp_path: Path, url: str, cluster: PostgresCluster) -> None:
     assert retries and "resumes from the checkpoint" in logs
     for retry in retries:  # every resumed trial: all its epochs, as if never interrupted
         assert retry.intermediate_values == uninterrupted(retry, epochs), retry.number
+
+
+@pytest.mark.parametrize("value", ["abc", "-1", "nan"])
+def test_a_bad_retry_window_is_one_error_line_and_runs_nothing(tmp_path: Path, value: str) -> None:
+    url = f"sqlite:///{tmp_path / 'sweeps.db'}"
+    launch(tmp_path, url, trials=1, epochs=1)
+    result = sweeps(
+        "worker", "--study", "t", "--storage", url,
+        cwd=tmp_path, env={"SWEEPS_DB_RETRY_SECONDS": value},
+    )  # fmt: skip
+    assert result.returncode == 2
+    assert result.stderr.strip().splitlines() == [
+        f"error: $SWEEPS_DB_RETRY_SECONDS: must be a number of seconds >= 0, got {value!r}"
+    ]
+    assert study_trials(url) == []
