@@ -148,7 +148,7 @@ class Worker:
             self.heartbeat.watch(trial_id)
         return trial_id
 
-    def run_trials(self, trials: list[optuna.Trial]) -> list[tuple[optuna.Trial, TrialState]]:
+    def run_trials(self, trials: list[optuna.Trial]) -> None:
         """Train ``trials`` and tell Optuna how each ended; never raises for their faults.
 
         Trials that can share a stack (`objectives.stack_key`) train together; a trial
@@ -176,7 +176,8 @@ class Worker:
                     traceback.print_exc(file=sys.stderr)
                     results = [e] * len(group)
             outcomes.update(zip(members, results, strict=True))
-        return [(t, self._finish(t, runs[i], outcomes[i])) for i, t in enumerate(trials)]
+        for i, trial in enumerate(trials):
+            self._finish(trial, runs[i], outcomes[i])
 
     def _start(self, trial: optuna.Trial) -> objectives.Run:
         config = self.config
@@ -209,16 +210,16 @@ class Worker:
 
     def _finish(
         self, trial: optuna.Trial, run: objectives.Run, outcome: objectives.Outcome
-    ) -> TrialState:
+    ) -> None:
         self.heartbeat.unwatch(trial._trial_id)
         if isinstance(outcome, objectives.Lost | optuna.exceptions.UpdateFinishedTrialError):
             self.log(f"trial {trial.number} was taken over by another worker: {outcome}")
-            return TrialState.FAIL
+            return
         run.flush()
         if isinstance(outcome, objectives.HandBack):
             self.slots.hand_back(trial._trial_id)
             self.log(f"trial {trial.number} {outcome}: back in the queue as WAITING")
-            return TrialState.WAITING
+            return
         value: float | None = None
         if isinstance(outcome, optuna.TrialPruned):
             state, reason = TrialState.PRUNED, str(outcome) or "pruned"
@@ -244,20 +245,19 @@ class Worker:
             failed = self.slots.fail(trial._trial_id, reason)
             if failed is None:
                 self.log(f"trial {trial.number} was taken over by another worker")
-                return state
+                return
             reason += f"; {_retry(failed)}"
         else:  # a failed one's checkpoint serves its retry
             told = self.handle.study.tell(trial, value, state=state, skip_if_finished=True)
             if told.state != state:
                 self.log(f"trial {trial.number} was taken over by another worker")
-                return TrialState.FAIL
+                return
             self.checkpoints.delete(first_attempt(trial))
         self.log(
             f"trial {trial.number} {state.name}{shown} [{run.params['schedule']}]"
             + (f": {reason}" if reason else "")
         )
         self.publisher.refresh()
-        return state
 
 
 def _retry(failed: Failure) -> str:
