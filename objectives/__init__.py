@@ -12,7 +12,7 @@ from collections.abc import Callable
 
 from objectives.builtin import ClassifierTask, digits_cnn, digits_mlp, tiny_lm
 from objectives.run import Diverged, HandBack, Lost, Run, report_all
-from objectives.train import Outcome, stack_key, train_stack
+from objectives.train import Outcome, Pool, Stack, stack_key, train_stack
 
 Objective = Callable[[Run], float]
 
@@ -70,9 +70,11 @@ __all__ = [
     "Objective",
     "ObjectiveNotFound",
     "Outcome",
+    "Pool",
     "Run",
     "report_all",
     "resolve",
+    "Stack",
     "stack_key",
     "train_stack",
 ]

@@ -93,7 +93,8 @@ class BatchedModel:
     `params` views it per layer, so one backward fills ``flat.grad``.
     """
 
-    def __init__(self, template: nn.Module, models: list[nn.Module]) -> None:
+    def __init__(self, template: nn.Module, models: list[nn.Module] | torch.Tensor) -> None:
+        """``models``: the copies, or their parameters already flat (``[K, P]``)."""
         if not isinstance(template, nn.Sequential):
             raise TypeError(f"only nn.Sequential models can be stacked, got {type(template)}")
         for layer in template:
@@ -113,9 +114,9 @@ class BatchedModel:
             for index in range(len(template))
         ]
         self.names = list(self.shapes)
-        self.flat = torch.stack(
-            [torch.cat([p.detach().flatten() for p in m.parameters()]) for m in models]
-        ).requires_grad_()
+        if not isinstance(models, torch.Tensor):
+            models = torch.stack([flatten(m) for m in models])
+        self.flat = models.detach().requires_grad_()
 
     def params(self) -> dict[str, torch.Tensor]:
         """Every parameter as a ``[K, *shape]`` view of `flat`."""
@@ -159,3 +160,8 @@ class BatchedModel:
     def state_dict(self, k: int) -> dict[str, torch.Tensor]:
         """Copy ``k``'s parameters as its own model's ``state_dict``."""
         return {name: p[k].detach().clone() for name, p in self.params().items()}
+
+
+def flatten(model: nn.Module) -> torch.Tensor:
+    """A model's parameters as one row of a stack's flat tensor."""
+    return torch.cat([p.detach().flatten() for p in model.parameters()])

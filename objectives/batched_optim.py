@@ -5,27 +5,51 @@ rates a list of K floats. The arithmetic is torch's single-tensor implementation
 (``torch.optim.SGD`` and ``torch.optim.AdamW`` with ``foreach=False``) applied row-wise:
 scalars that torch computes in Python (double precision) are computed here in float64, and
 tensor expressions keep torch's order. Updates match ``torch.optim`` to float32 rounding and
-are bitwise the same for a trial whatever the stack around it. `to_torch_state` and
-`load_torch_states` convert a trial's state to and from the ``torch.optim`` format.
+are bitwise the same for a trial whatever the stack around it. A trial's state is one row
+of each state tensor (`row`); a stack is built from rows (trials join a running stack with
+theirs), and `to_torch_state` and `row_from_torch` convert a row to and from the
+``torch.optim`` format.
 """
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any
 
 import torch
 
 F64 = torch.float64
 
+# One trial's optimizer state: its row of each state tensor (empty for a fresh trial).
+Row = dict[str, torch.Tensor]
+
 
 class BatchedOptimizer:
     """The update rule for a stack; ``settings`` are the trials' sampled parameters."""
 
-    def __init__(self, settings: list[dict[str, Any]], like: torch.Tensor) -> None:
+    def __init__(
+        self, settings: list[dict[str, Any]], like: torch.Tensor, rows: Sequence[Row] = ()
+    ) -> None:
+        """``rows``: each trial's state so far (`row`), or none for fresh trials."""
         self.settings = settings
         self.state: dict[str, torch.Tensor] = {}
         self._like = like
         self._columns()
+        if rows:
+            self._stack(rows)
+
+    def _stack(self, rows: Sequence[Row]) -> None:
+        # A fresh trial's row is zeros: AdamW's step count and moments start there, and a
+        # zero momentum buffer makes SGD's first update the gradient itself, as torch's.
+        for key in {key for row in rows for key in row}:
+            template = next(row[key] for row in rows if key in row)
+            self.state[key] = torch.stack(
+                [row[key] if key in row else torch.zeros_like(template) for row in rows]
+            )
+
+    def row(self, k: int) -> Row:
+        """Trial ``k``'s state (copies)."""
+        return {key: value[k].clone() for key, value in self.state.items()}
 
     def _col(self, values: list[float], dtype: torch.dtype | None = None) -> torch.Tensor:
         """One value per trial as a ``[K, 1]`` column (float32 unless ``dtype``)."""
@@ -59,15 +83,13 @@ class BatchedOptimizer:
                 out[name][key] = piece.view(shape).clone()
         return out
 
-    def load_torch_states(self, states: list[dict[str, Any]], names: list[str]) -> None:
-        """Stack the trials' ``torch.optim`` state dicts (parameters in ``names`` order)."""
-        keys = {key for s in states for entry in s["state"].values() for key in entry}
-        for key in keys:
-            rows = [_flat_row(s["state"], key, len(names)) for s in states]
-            template = next(r for r in rows if r is not None)
-            self.state[key] = torch.stack(
-                [r if r is not None else torch.zeros_like(template) for r in rows]
-            )
+
+def row_from_torch(state: dict[str, Any], names: list[str]) -> Row:
+    """A trial's row from its ``torch.optim`` state dict (parameters in ``names`` order)."""
+    per_param = state["state"]
+    keys = {key for entry in per_param.values() for key in entry}
+    rows = {key: _flat_row(per_param, key, len(names)) for key in keys}
+    return {key: row for key, row in rows.items() if row is not None}
 
 
 def _flat_row(state: dict[int, dict[str, Any]], key: str, n: int) -> torch.Tensor | None:
@@ -172,22 +194,33 @@ class MixedOptimizer(BatchedOptimizer):
             optimizer.step(p[rows], grad[rows], lrs[rows])  # views: updated in place
 
     def to_torch_state(self, k: int, shapes: dict[str, torch.Size]) -> dict[str, dict[str, Any]]:
+        start, optimizer = self._part(k)
+        return optimizer.to_torch_state(k - start, shapes)
+
+    def _part(self, k: int) -> tuple[int, BatchedOptimizer]:
+        """The optimizer of row ``k``'s kind, and the row its block starts at."""
         for rows, optimizer in self.parts.values():
             if rows.start <= k < rows.stop:
-                return optimizer.to_torch_state(k - rows.start, shapes)
+                return rows.start, optimizer
         raise IndexError(k)
 
-    def load_torch_states(self, states: list[dict[str, Any]], names: list[str]) -> None:
-        for rows, optimizer in self.parts.values():
-            optimizer.load_torch_states(states[rows], names)
+    def _stack(self, rows: Sequence[Row]) -> None:
+        for part, optimizer in self.parts.values():
+            optimizer._stack(rows[part])
+
+    def row(self, k: int) -> Row:
+        start, optimizer = self._part(k)
+        return optimizer.row(k - start)
 
 
 KINDS: dict[str, type[BatchedOptimizer]] = {"sgd": BatchedSGD, "adamw": BatchedAdamW}
 
 
-def batched_optimizer(settings: list[dict[str, Any]], like: torch.Tensor) -> BatchedOptimizer:
+def batched_optimizer(
+    settings: list[dict[str, Any]], like: torch.Tensor, rows: Sequence[Row] = ()
+) -> BatchedOptimizer:
     """The optimizer for a stack whose flat parameters look ``like`` this: one kind's own, or
-    a mix that updates each kind's rows."""
+    a mix that updates each kind's rows. ``rows``: the trials' states so far, if any."""
     kinds = {t["optimizer"] for t in settings}
     cls = KINDS[kinds.pop()] if len(kinds) == 1 else MixedOptimizer
-    return cls(settings, like)
+    return cls(settings, like, rows)

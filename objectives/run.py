@@ -281,14 +281,15 @@ def _rows(saved: dict[str, list[Any]] | list[dict[str, Any]]) -> list[dict[str, 
 def report_all(
     runs: Sequence[Run],
     values: Sequence[float],
-    epoch: int,
+    epochs: int | Sequence[int],
     *,
     val_losses: Sequence[float | None],
 ) -> dict[int, Diverged | Lost]:
-    """``run.report(value, epoch, val_loss=..., prune=False)`` for many runs, with one write
-    per report sink: a stack's reports after an epoch are one database transaction, not two
-    per trial. Decide pruning afterwards from storage (`objectives.pruning.should_prune_all`;
-    ``trial.should_prune`` would not see these reports).
+    """``run.report(value, epoch, val_loss=..., prune=False)`` for many runs (each at its own
+    epoch, or all at ``epochs``), with one write per report sink: a worker's reports after an
+    epoch are one database transaction, not two per trial. Decide pruning afterwards from
+    storage (`objectives.pruning.should_prune_all`; ``trial.should_prune`` would not see
+    these reports).
 
     Returns:
         The runs (by index) that end here: `Diverged` (the value is not finite) or `Lost`
@@ -296,7 +297,10 @@ def report_all(
     """
     ended: dict[int, Diverged | Lost] = {}
     batches: dict[ReportSink, list[tuple[int, TrialReport]]] = {}
-    for i, (run, value, val_loss) in enumerate(zip(runs, values, val_losses, strict=True)):
+    if isinstance(epochs, int):
+        epochs = [epochs] * len(runs)
+    rows = zip(runs, values, epochs, val_losses, strict=True)
+    for i, (run, value, epoch, val_loss) in enumerate(rows):
         try:
             report = run._record(value, epoch, val_loss)
             if run._reports is None:

@@ -4,9 +4,10 @@ Small models leave a CPU or GPU mostly idle when trained one at a time; K copies
 along a leading dimension (`objectives.batched_model`) turn K small matrix products into one
 batched product. Each trial keeps everything of its own: initialisation (its seed),
 shuffling (its generator), schedule (its `ScheduleLR`, on a one-element stand-in optimizer),
-optimizer hyperparameters (`batched_optim`), gradient norm, reports, pruning, divergence and
-checkpoints. A trial that is pruned or diverges leaves the stack at once; the stack shrinks
-with it.
+optimizer hyperparameters (`batched_optim`), gradient norm, epoch, reports, pruning,
+divergence and checkpoints. A trial that is pruned or diverges leaves the stack at once, and
+a new trial (or a retry, from its checkpoint) can take its place at the next epoch: a
+worker's `Pool` keeps its stacks full.
 
 One loop serves both paths, so a trial's curve in a stack of K equals its curve alone.
 Per-epoch checkpoints hold each trial's model, torch.optim state, scheduler state and
@@ -16,16 +17,18 @@ generator, so a retry resumes wherever it runs.
 from __future__ import annotations
 
 import math
+import sys
+import traceback
 import warnings
-from collections.abc import Mapping
+from collections.abc import Container, Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from objectives.batched_model import BatchedModel
-from objectives.batched_optim import BatchedOptimizer, batched_optimizer
+from objectives.batched_model import BatchedModel, flatten
+from objectives.batched_optim import BatchedOptimizer, Row, batched_optimizer, row_from_torch
 from objectives.data import Split
 from objectives.pruning import should_prune_all
 from objectives.run import Diverged, HandBack, Run, report_all
@@ -59,6 +62,15 @@ class _Trial:
         # Closed forms need no stepping: their lrs are computed ahead, a chunk at a time, so
         # a trial pruned early never pays for the rest of its run.
         self.lrs: list[float] = []
+        self.epoch = 1  # the next one to train
+        self.final = math.nan  # the last reported value
+
+    def resume(self, saved: dict[str, Any]) -> None:
+        """Continue after the epoch of checkpoint ``saved`` (`Run.load_checkpoint`)."""
+        self.scheduler.load_state_dict(saved["scheduler"])
+        self.shuffle.set_state(saved["shuffle"])
+        self.epoch = int(saved["epoch"]) + 1
+        self.final = self.run.reported[-1]["value"]
 
     def lr(self, step: int) -> float:
         if not self.closed_form:
@@ -81,138 +93,251 @@ class _Trial:
         return self.scheduler.state_dict()
 
 
-def train_stack(task: ClassifierTask, runs: list[Run]) -> list[Outcome]:
-    """Train ``runs`` (all with equal `stack_key`) together; one outcome per run, in order.
+class Stack:
+    """Trials of one `stack_key` training as one batched model, each at its own epoch.
 
-    Raises:
-        Exception: a fault of the trainer itself (not of one trial) ends the whole stack.
+    Trials `join` between epochs, fresh or from a checkpoint, and leave as they end, so a
+    worker refills the slots that pruning frees (`Pool`). Rows are ordered by optimizer kind,
+    so each kind's update runs on a contiguous block of rows (`batched_optim`).
     """
-    for run in runs:
-        task.check(run)
-    device = runs[0].device
-    data = task.data(device)
-    batch = int(runs[0].params["batch_size"])
-    n = len(data.y_train)
-    steps_per_epoch = math.ceil(n / batch)
-    epochs = runs[0].epochs
-    total_steps = epochs * steps_per_epoch
 
-    # `live[row]` is the position in `runs` of the trial in stack row `row`; rows are ordered
-    # by optimizer kind, so each kind's update runs on a contiguous block of rows.
-    live = sorted(range(len(runs)), key=lambda i: runs[i].params["optimizer"])
-    models = [task.model(runs[i]).to(device) for i in live]
-    saved = [runs[i].load_checkpoint() for i in live]  # earlier attempts' states, if any
-    first_epoch = _first_epoch(saved)
-    for model, state in zip(models, saved, strict=True):
-        if state is not None:
-            model.load_state_dict(state["model"])
-    stack = BatchedModel(models[0], models)
-    trials = {i: _Trial(runs[i], total_steps) for i in live}
-    optimizer = batched_optimizer([runs[i].params for i in live], stack.flat)
-    outcomes: dict[int, Outcome] = {}
-    final: dict[int, float] = {}  # each trial's last reported value
-    if first_epoch > 1:
-        optimizer.load_torch_states([s["optimizer"] for s in saved], stack.names)  # type: ignore[index]
-        for i, state in zip(live, saved, strict=True):
-            assert state is not None
-            trials[i].scheduler.load_state_dict(state["scheduler"])
-            trials[i].shuffle.set_state(state["shuffle"])
-            final[i] = runs[i].reported[-1]["value"]
-    adaptive = any(not t.closed_form for t in trials.values())
+    def __init__(self, task: ClassifierTask, device: torch.device, batch_size: int) -> None:
+        self.task = task
+        self.device = device
+        self.data = task.data(device)
+        self.batch_size = batch_size
+        self.steps_per_epoch = math.ceil(len(self.data.y_train) / batch_size)
+        self.rows: list[_Trial] = []
+        self.model: BatchedModel | None = None
+        self.optimizer: BatchedOptimizer | None = None
+        self._ended: list[tuple[Run, Outcome]] = []
 
-    def drop(ended: Mapping[int, BaseException]) -> torch.Tensor:
-        """Remove trials (by position in the stack), record why they ended, and return the
-        index of the positions kept (for the caller's own per-position tensors)."""
-        nonlocal live, adaptive
-        for pos, why in ended.items():
-            outcomes[live[pos]] = why
-        kept = [pos for pos in range(len(live)) if pos not in ended]
-        index = torch.tensor(kept, dtype=torch.long, device=device)
-        stack.select(index)
-        optimizer.select(index, kept)
-        live = [live[pos] for pos in kept]
-        adaptive = any(not trials[t].closed_form for t in live)
-        return index
+    def __len__(self) -> int:
+        return len(self.rows)
 
-    for epoch in range(first_epoch, epochs + 1):
-        if not live:
-            break
-        order = torch.stack([torch.randperm(n, generator=trials[i].shuffle) for i in live])
-        order = order.to(device)
-        for i in range(steps_per_epoch):
-            step = (epoch - 1) * steps_per_epoch + i
+    @property
+    def runs(self) -> list[Run]:
+        return [t.run for t in self.rows]
+
+    def join(self, runs: Sequence[Run]) -> None:
+        """Add ``runs`` (with this stack's key), each from its checkpoint if it has one.
+
+        Raises:
+            Exception: a run cannot train here; the stack is left as it was.
+        """
+        for run in runs:
+            self.task.check(run)
+        rows = list(self.rows)
+        weights = list(self.model.flat.detach()) if self.model is not None else []
+        states = [self.optimizer.row(pos) for pos in range(len(rows))] if self.optimizer else []
+        template: nn.Module | None = self.model.template if self.model is not None else None
+        for run in runs:
+            trial = _Trial(run, run.epochs * self.steps_per_epoch)
+            model = self.task.model(run).to(self.device)
+            template = template or model
+            saved = run.load_checkpoint()  # an earlier attempt's state, if any
+            state: Row = {}
+            if saved is not None:
+                model.load_state_dict(saved["model"])
+                state = row_from_torch(saved["optimizer"], list(dict(model.named_parameters())))
+                trial.resume(saved)
+            rows.append(trial)
+            weights.append(flatten(model))
+            states.append(state)
+        assert template is not None
+        order = sorted(range(len(rows)), key=lambda i: rows[i].run.params["optimizer"])
+        self.rows = [rows[i] for i in order]
+        self.model = BatchedModel(template, torch.stack([weights[i] for i in order]))
+        self.optimizer = batched_optimizer(
+            [t.run.params for t in self.rows], self.model.flat, [states[i] for i in order]
+        )
+
+    def train(self) -> None:
+        """Train every trial one epoch (each its own next one) and evaluate it (`values`).
+        Trials that diverge leave, as do those whose worker is stopping (before the epoch,
+        on their last checkpoint). Reporting the values, then `settle`, ends the epoch."""
+        leaving: dict[int, Outcome] = {}
+        for pos, t in enumerate(self.rows):
+            try:
+                t.run.check_stopping()
+                if t.epoch > t.run.epochs:  # resumed from a checkpoint of its last epoch
+                    leaving[pos] = t.final
+            except HandBack as e:
+                leaving[pos] = e
+        self._drop(leaving)
+        if self.rows:
+            self._train_steps()
+        self.values: list[float] = []
+        self.val_losses: list[float] = []
+        if self.rows:
+            assert self.model is not None
+            accuracies, self.val_losses = _evaluate(self.model, self.data)
+            self.values = accuracies if self.task.metric == "accuracy" else self.val_losses
+            for pos, t in enumerate(self.rows):
+                if t.scheduler.schedule.metric_driven:
+                    maximize = t.run.direction == "maximize"
+                    t.scheduler.step(accuracies[pos] if maximize else self.val_losses[pos])
+                t.final = self.values[pos]
+
+    def _train_steps(self) -> None:
+        assert self.model is not None and self.optimizer is not None
+        data, batch, per_epoch = self.data, self.batch_size, self.steps_per_epoch
+        n = len(data.y_train)
+        order = torch.stack([torch.randperm(n, generator=t.shuffle) for t in self.rows])
+        order = order.to(self.device)
+        for i in range(per_epoch):
+            steps = [(t.epoch - 1) * per_epoch + i for t in self.rows]
             idx = order[:, i * batch : (i + 1) * batch]
-            losses, grad = stack.loss_and_grad(data.x_train[idx], data.y_train[idx])
+            losses, grad = self.model.loss_and_grad(data.x_train[idx], data.y_train[idx])
             all_finite = bool(torch.isfinite(losses).all())
-            logging = live and trials[live[0]].run.wants_step(step)  # one stride per stack
-            norms = grad.pow(2).sum(dim=1).sqrt().tolist() if adaptive or logging else []
-            lrs = [trials[t].lr(step) for t in live]
-            if logging:
+            logged = [pos for pos, t in enumerate(self.rows) if t.run.wants_step(steps[pos])]
+            adaptive = any(not t.closed_form for t in self.rows)
+            norms = grad.pow(2).sum(dim=1).sqrt().tolist() if adaptive or logged else []
+            lrs = [t.lr(step) for t, step in zip(self.rows, steps, strict=True)]
+            if logged:
                 loss_values = losses.tolist()
-                for pos, t in enumerate(live):
+                for pos in logged:
                     if math.isfinite(loss_values[pos]):
-                        trials[t].run.log_step(
-                            step, lr=lrs[pos], loss=loss_values[pos], grad_norm=norms[pos]
+                        self.rows[pos].run.log_step(
+                            steps[pos], lr=lrs[pos], loss=loss_values[pos], grad_norm=norms[pos]
                         )
-            optimizer.step(stack.flat.data, grad, lrs)
+            self.optimizer.step(self.model.flat.data, grad, lrs)
             if adaptive:
-                for pos, t in enumerate(live):
-                    if not trials[t].closed_form:
-                        trials[t].step_schedule(norms[pos])
+                for t, norm in zip(self.rows, norms, strict=True):
+                    if not t.closed_form:
+                        t.step_schedule(norm)
             if not all_finite:
                 loss_values = losses.tolist()
-                diverged = {
+                diverged: dict[int, Outcome] = {
                     pos: Diverged(
-                        f"train loss is {loss_values[pos]} at epoch {epoch}, step {step}"
+                        f"train loss is {loss_values[pos]} at epoch {t.epoch}, step {steps[pos]}"
                     )
-                    for pos in range(len(live))
+                    for pos, t in enumerate(self.rows)
                     if not math.isfinite(loss_values[pos])
                 }
-                order = order[drop(diverged)]
-                if not live:
-                    break
-        if not live:
-            break
+                order = order[self._drop(diverged)]
+                if not self.rows:
+                    return
 
-        accuracies, val_losses = _evaluate(stack, data)
-        values = accuracies if task.metric == "accuracy" else val_losses
-        for pos, t in enumerate(live):
-            trial = trials[t]
-            if trial.scheduler.schedule.metric_driven:
-                metric = accuracies[pos] if trial.run.direction == "maximize" else val_losses[pos]
-                trial.scheduler.step(metric)
-            final[t] = values[pos]
-        # One write stores the stack's reports, one read decides its pruning.
-        ended: dict[int, BaseException] = dict(
-            report_all([trials[t].run for t in live], values, epoch, val_losses=val_losses)
-        )
-        reported = [(pos, t) for pos, t in enumerate(live) if pos not in ended]
-        decisions = should_prune_all([trials[t].run.trial for _, t in reported])
-        for (pos, t), prune in zip(reported, decisions, strict=True):
-            run = trials[t].run
-            if prune:
-                ended[pos] = run.pruned()
+    def settle(self, ended: Mapping[int, Outcome], pruned: Container[int]) -> None:
+        """End the epoch `train` trained, once it is reported: the trials ``ended`` (by
+        position) and ``pruned`` leave, those at their last epoch are done, and the others
+        save a checkpoint (or leave, handed back, if their worker is stopping)."""
+        assert self.model is not None and self.optimizer is not None
+        ended = dict(ended)
+        for pos, t in enumerate(self.rows):
+            if pos in ended:
                 continue
-            try:  # HandBack: the worker is stopping, once this epoch is saved
-                if run.saves_checkpoints:
-                    state = _checkpoint(trials[t], stack, optimizer, pos, epoch * steps_per_epoch)
-                    run.save_checkpoint({**state, "epoch": epoch})
-                else:
-                    run.check_stopping()
-            except HandBack as e:
-                ended[pos] = e
-        if ended:
-            drop(ended)
-    return [outcomes.get(i, final.get(i, math.nan)) for i in range(len(runs))]
+            if pos in pruned:
+                ended[pos] = t.run.pruned()
+            elif t.epoch == t.run.epochs:
+                ended[pos] = t.final  # done: no checkpoint needed
+            elif t.run.saves_checkpoints:
+                steps_done = t.epoch * self.steps_per_epoch
+                state = _checkpoint(t, self.model, self.optimizer, pos, steps_done)
+                try:
+                    t.run.save_checkpoint({**state, "epoch": t.epoch})
+                except HandBack as e:
+                    ended[pos] = e
+            t.epoch += 1
+        self._drop(ended)
+
+    def take_ended(self) -> list[tuple[Run, Outcome]]:
+        """The trials that left since the last call, with how they ended: a value (the
+        last epoch is done) or the exception (pruned, diverged, handed back, lost)."""
+        ended, self._ended = self._ended, []
+        return ended
+
+    def _drop(self, ended: Mapping[int, Outcome]) -> torch.Tensor:
+        """Remove trials (by position), keep how they ended, and return the index of the
+        positions kept (for the caller's own per-position tensors)."""
+        self._ended += [(self.rows[pos].run, outcome) for pos, outcome in ended.items()]
+        kept = [pos for pos in range(len(self.rows)) if pos not in ended]
+        index = torch.tensor(kept, dtype=torch.long, device=self.device)
+        if ended and self.model is not None and self.optimizer is not None:
+            self.model.select(index)
+            self.optimizer.select(index, kept)
+        self.rows = [self.rows[pos] for pos in kept]
+        return index
 
 
-def _first_epoch(saved: list[dict[str, Any] | None]) -> int:
-    """The epoch to start from: 1, or one past the checkpoints' (which must agree)."""
-    epochs = {None if s is None else s["epoch"] for s in saved}
-    if len(epochs) > 1:
-        raise ValueError(f"a stack's trials must resume from the same epoch, got {epochs}")
-    (epoch,) = epochs
-    return 1 if epoch is None else int(epoch) + 1
+class Pool:
+    """The trials one worker trains: a `Stack` per `stack_key`, each trained an epoch in
+    turn. Trials join between epochs, so the worker keeps its slots full."""
+
+    def __init__(self, task: ClassifierTask) -> None:
+        self.task = task
+        self.stacks: dict[tuple[Any, ...], Stack] = {}
+
+    def __len__(self) -> int:
+        return sum(len(stack) for stack in self.stacks.values())
+
+    def join(self, runs: Sequence[Run]) -> list[tuple[Run, Exception]]:
+        """Add ``runs`` to their stacks; returns those that could not join, with why."""
+        groups: dict[tuple[Any, ...], list[Run]] = {}
+        for run in runs:
+            groups.setdefault(stack_key(run), []).append(run)
+        failed: list[tuple[Run, Exception]] = []
+        for key, group in groups.items():
+            stack = self.stacks.get(key) or Stack(
+                self.task, group[0].device, int(group[0].params["batch_size"])
+            )
+            try:
+                stack.join(group)
+            except Exception as e:
+                traceback.print_exc(file=sys.stderr)
+                failed += [(run, e) for run in group]
+            if stack:
+                self.stacks[key] = stack
+        return failed
+
+    def train_epoch(self) -> list[tuple[Run, Outcome]]:
+        """An epoch of every stack; returns the trials that ended. The epoch's reports are
+        one write and its pruning decisions one read, for all stacks together."""
+        ended: list[tuple[Run, Outcome]] = []
+        for stack in self.stacks.values():
+            try:
+                stack.train()
+            except Exception as e:  # the stack failed as a whole: so does each trial
+                traceback.print_exc(file=sys.stderr)
+                ended += [(run, e) for run in stack.runs]
+                stack.rows = []
+        rows = [(stack, pos) for stack in self.stacks.values() for pos in range(len(stack))]
+        runs = [stack.rows[pos].run for stack, pos in rows]
+        reports = report_all(
+            runs,
+            [stack.values[pos] for stack, pos in rows],
+            [stack.rows[pos].epoch for stack, pos in rows],
+            val_losses=[stack.val_losses[pos] for stack, pos in rows],
+        )
+        reported = [i for i in range(len(rows)) if i not in reports]
+        decisions = should_prune_all([runs[i].trial for i in reported])
+        pruned = [rows[i] for i, prune in zip(reported, decisions, strict=True) if prune]
+        for key, stack in list(self.stacks.items()):
+            if stack:
+                mine = {rows[i][1]: why for i, why in reports.items() if rows[i][0] is stack}
+                stack.settle(mine, {pos for s, pos in pruned if s is stack})
+            ended += stack.take_ended()
+            if not stack:
+                del self.stacks[key]
+        return ended
+
+
+def train_stack(task: ClassifierTask, runs: list[Run]) -> list[Outcome]:
+    """Train ``runs`` together to their end (a `Pool` of them, without refilling); one
+    outcome per run, in order. A fault of the trainer itself (not of one trial) is the
+    outcome of every trial of its stack.
+
+    Raises:
+        Exception: ``runs`` cannot train (`Stack.join`), or what saving a checkpoint raises.
+    """
+    pool = Pool(task)
+    for _, why in pool.join(runs):
+        raise why
+    outcomes: dict[int, Outcome] = {}
+    while pool:
+        outcomes.update((id(run), outcome) for run, outcome in pool.train_epoch())
+    return [outcomes[id(run)] for run in runs]
 
 
 @torch.no_grad()

@@ -51,9 +51,9 @@ def ask_batch(
 
 
 def ramp_up(size: int, finished: int) -> int:
-    """How many trials to ask together when ``finished`` trials of the study are finished:
-    at most that many (at least one). Trials asked together before any has finished are all
-    sampled blind and none can be pruned against a finished one, so a stack of 16 on a fresh
-    study would train 16 full runs; ramping up (1, 2, 4, ... trials) lets the sampler and
-    pruner learn from the first trials first."""
+    """How many trials a worker trains at once when ``finished`` trials of the study are
+    finished: at most that many (at least one). Trials started before any has finished are
+    all sampled blind and none can be pruned against a finished one, so a stack of 16 on a
+    fresh study would train 16 full runs; ramping up (1, 2, 3, ... trials) lets the sampler
+    and pruner learn from the first trials first."""
     return min(size, max(1, finished))

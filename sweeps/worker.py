@@ -1,4 +1,9 @@
-"""The worker loop: take a trial under the budget, train, tell; until the budget is met.
+"""The worker loop: take trials under the budget, train, tell; until the budget is met.
+
+A built-in task keeps up to ``stack`` trials training at once, as batched models
+(`objectives.Pool`): a round trains each stack one epoch, tells the trials that ended, and
+fills their slots with new trials, so pruning never leaves a stack half empty. Other
+objectives train one trial at a time.
 
 The study's budget counts trials (`storage.trial_slots`): a trial holds a slot while RUNNING
 and once COMPLETE or PRUNED, so any number of racing workers finish exactly
@@ -34,6 +39,7 @@ from sweeps.summary import describe
 from sweeps.trial_attrs import PARAMS, REASON
 
 FINISHED = (TrialState.COMPLETE, TrialState.PRUNED)
+WAIT_SECONDS = 1.0  # between looks at the study while other workers finish its last trials
 
 
 def trial_seed(study_seed: int, first_attempt: int) -> int:
@@ -43,8 +49,8 @@ def trial_seed(study_seed: int, first_attempt: int) -> int:
 
 
 class Worker:
-    """Runs a study's trials, ``stack`` at a time when the objective can train them as one
-    batched model (`objectives.train`), one at a time otherwise."""
+    """Runs a study's trials, up to ``stack`` at a time when the objective can train them as
+    batched models (`objectives.train`), one at a time otherwise."""
 
     def __init__(
         self,
@@ -69,7 +75,11 @@ class Worker:
         self.log = log
         self._stopping = threading.Event()
         self.stack = stack or self.config.stack
-        if self.stack > 1 and not isinstance(self.objective, objectives.ClassifierTask):
+        # The trials in training, for a task that stacks; others train one at a time.
+        self.pool: objectives.Pool | None = None
+        if isinstance(self.objective, objectives.ClassifierTask):
+            self.pool = objectives.Pool(self.objective)
+        elif self.stack > 1:
             log(
                 f"objective {self.config.objective} cannot be stacked (only the built-in "
                 f"tasks {', '.join(objectives.BUILTIN)} can); running trials one at a time"
@@ -92,9 +102,7 @@ class Worker:
             try:
                 return self._run()
             except KeyboardInterrupt:  # told to stop at once: the last checkpoints stand
-                for trial_id in self.heartbeat.watched:
-                    self.slots.hand_back(trial_id)
-                self.log(f"stopped at once; handed back trial ids {self.heartbeat.watched}")
+                self._hand_back_all()
                 return 0
 
     def _run(self) -> int:
@@ -102,7 +110,7 @@ class Worker:
         waiting_said = False
         next_reap = 0.0
         while True:
-            if self._stopping.is_set():
+            if self._stopping.is_set() and not self.pool:
                 self.log("stopped: running trials were handed back to the queue")
                 return 0
             if time.monotonic() >= next_reap:  # at most once a heartbeat: trials may be short
@@ -117,28 +125,31 @@ class Worker:
                     f"stopping: {failed} trials failed (budget.max_failures="
                     f"{self.config.max_failures}); see each trial's {REASON}"
                 )
+                self._hand_back_all()
                 self.publisher.refresh(final=True)
                 return 1
             finished = sum(counts.get(s, 0) for s in FINISHED)
-            batch = ask_batch(
-                self.handle.study,
-                ramp_up(self.stack, finished),
-                claim=self._claim,
-                sample=self.handle.space.sample,
-            )
-            if batch:
-                self.run_trials(batch)
+            held = finished + counts.get(TrialState.RUNNING, 0)
+            room = ramp_up(self.stack, finished) - len(self.pool or ())
+            batch: list[optuna.Trial] = []
+            if room > 0 and held < self.config.budget.trials:  # else no claim can succeed
+                batch = ask_batch(
+                    self.handle.study, room, claim=self._claim, sample=self.handle.space.sample
+                )
+            if batch or self.pool:
+                self.train(batch)
                 waiting_said = False
                 continue
             if finished >= self.config.budget.trials:
                 self.publisher.refresh(final=True)
                 return 0
             # The budget is full but not finished: other workers' trials still run. Wait for
-            # them, to take over any that go stale and whatever is handed back.
+            # them, to take over any that go stale and whatever is handed back; look again
+            # soon, so the study ends when its last trial does.
             if not waiting_said:
                 self.log("waiting for the other workers' running trials to finish")
                 waiting_said = True
-            self._stopping.wait(beat.interval)
+            self._stopping.wait(min(beat.interval, WAIT_SECONDS))
 
     def _claim(self) -> int | None:
         if self._stopping.is_set():
@@ -148,41 +159,35 @@ class Worker:
             self.heartbeat.watch(trial_id)
         return trial_id
 
-    def run_trials(self, trials: list[optuna.Trial]) -> None:
-        """Train ``trials`` and tell Optuna how each ended; never raises for their faults.
+    def _hand_back_all(self) -> None:
+        watched = self.heartbeat.watched
+        for trial_id in watched:
+            self.slots.hand_back(trial_id)
+        if watched:
+            self.log(f"handed back trial ids {watched}")
 
-        Trials that can share a stack (`objectives.stack_key`) train together; a trial
-        resuming from a checkpoint trains alone (a stack starts at one epoch).
+    def train(self, trials: list[optuna.Trial]) -> None:
+        """Start ``trials``, train, and tell Optuna how each trial that ended did; never
+        raises for the trials' faults.
+
+        A stackable task trains an epoch of the worker's `objectives.Pool`, which ``trials``
+        join (and the trials that ended leave, freeing their slots for the next call); any
+        other objective trains each of ``trials`` to its end, one at a time.
         """
         runs = [self._start(trial) for trial in trials]
-        groups: dict[object, list[int]] = {}
-        for i, run in enumerate(runs):
-            first = first_attempt(trials[i])
-            resumes = self.checkpoints.path(first).exists()
-            if resumes:
-                self.log(f"trial {trials[i].number} resumes from the checkpoint of trial {first}")
-            key = ("alone", i) if len(runs) == 1 or resumes else objectives.stack_key(run)
-            groups.setdefault(key, []).append(i)
-        outcomes: dict[int, objectives.Outcome] = {}
-        for members in groups.values():
-            group = [runs[i] for i in members]
-            if len(group) == 1:
-                results = [self._train_one(group[0])]
-            else:
-                assert isinstance(self.objective, objectives.ClassifierTask)
-                try:
-                    results = objectives.train_stack(self.objective, group)
-                except Exception as e:  # the stack failed as a whole: so does each trial
-                    traceback.print_exc(file=sys.stderr)
-                    results = [e] * len(group)
-            outcomes.update(zip(members, results, strict=True))
-        for i, trial in enumerate(trials):
-            self._finish(trial, runs[i], outcomes[i])
+        if self.pool is None:
+            ended = [(run, self._train_one(run)) for run in runs]
+        else:
+            ended = [*self.pool.join(runs), *self.pool.train_epoch()]
+        for run, outcome in ended:
+            self._finish(run, outcome)
 
     def _start(self, trial: optuna.Trial) -> objectives.Run:
         config = self.config
         params = self.handle.space.sample(trial)
         first = first_attempt(trial)
+        if self.checkpoints.path(first).exists():
+            self.log(f"trial {trial.number} resumes from the checkpoint of trial {first}")
         trial.set_user_attr(PARAMS, params)
         trial_id = trial._trial_id
         return objectives.Run(
@@ -208,9 +213,8 @@ class Worker:
         except Exception as e:  # the trial's own fault: its outcome, not the worker's
             return e
 
-    def _finish(
-        self, trial: optuna.Trial, run: objectives.Run, outcome: objectives.Outcome
-    ) -> None:
+    def _finish(self, run: objectives.Run, outcome: objectives.Outcome) -> None:
+        trial = run.trial
         self.heartbeat.unwatch(trial._trial_id)
         if isinstance(outcome, objectives.Lost | optuna.exceptions.UpdateFinishedTrialError):
             self.log(f"trial {trial.number} was taken over by another worker: {outcome}")

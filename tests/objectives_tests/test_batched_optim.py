@@ -7,7 +7,7 @@ from typing import Any
 import pytest
 import torch
 
-from objectives.batched_optim import batched_optimizer
+from objectives.batched_optim import batched_optimizer, row_from_torch
 
 SGD = [
     {"optimizer": "sgd", "momentum": 0.9, "nesterov": True, "weight_decay": 1e-3},
@@ -90,10 +90,35 @@ def test_state_round_trips_through_torch_optim_format() -> None:
             if state.get(name):
                 opt.state[param] = state[name]
         states.append(opt.state_dict())
-    second = batched_optimizer(settings, flat)
-    second.load_torch_states(states, list(SHAPES))
+    second = batched_optimizer(settings, flat, [row_from_torch(s, list(SHAPES)) for s in states])
     a, b = flat.clone(), flat.clone()
     grad = torch.randn(k, P, generator=gen)
     first.step(a, grad, lr)
     second.step(b, grad, lr)
     assert torch.equal(a, b)
+
+
+@pytest.mark.parametrize("kind", ["sgd", "adamw"])
+def test_a_fresh_trial_joining_a_running_stack_steps_as_torch_optim(kind: str) -> None:
+    """A trial joining between epochs gets a zero row of state: its updates are torch's for
+    a fresh optimizer, and the rows already there go on unchanged."""
+    settings = [SGD[0], SGD[2]] if kind == "sgd" else ADAMW  # the joining one has momentum
+    gen = torch.Generator().manual_seed(2)
+    flat = torch.randn(2, P, generator=gen)
+    running = batched_optimizer(settings[:1], flat[:1])
+    for _ in range(3):
+        running.step(flat[:1], torch.randn(1, P, generator=gen), [0.05])
+    joined = batched_optimizer(settings, flat, [running.row(0), {}])
+    solo = [torch.nn.Parameter(t.clone()) for t in unflat(flat[1])]
+    fresh = torch_optimizer(settings[1], solo, lr=0.05)
+    before = flat[:1].clone()
+    for _ in range(3):
+        grad = torch.randn(2, P, generator=gen)
+        joined.step(flat, grad, [0.05, 0.05])
+        running.step(before, grad[:1], [0.05])
+        for param, g in zip(solo, unflat(grad[1]), strict=True):
+            param.grad = g.clone()
+        fresh.step()
+    assert torch.equal(flat[:1], before)
+    for mine, theirs in zip(unflat(flat[1]), solo, strict=True):
+        torch.testing.assert_close(mine, theirs.detach(), rtol=1e-6, atol=1e-7)

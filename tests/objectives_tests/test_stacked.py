@@ -10,7 +10,7 @@ import optuna
 import pytest
 
 import schedules
-from objectives import Diverged, Run, train_stack
+from objectives import Diverged, Pool, Run, train_stack
 from objectives.builtin import ClassifierTask, digits_cnn, digits_mlp
 
 FAMILY_PARAMS: dict[str, dict[str, Any]] = {
@@ -190,3 +190,63 @@ def test_a_stacked_checkpoint_resumes_alone_exactly() -> None:
         assert_same_curves(resumed, full[i])  # the checkpoint's step curve is replayed too
         for a, b in zip(resumed.epochs, full[i].epochs, strict=True):
             assert abs(a["value"] - b["value"]) <= 1 / 360 + 1e-9
+
+
+def test_trials_joining_a_running_pool_train_as_they_would_alone() -> None:
+    """A worker's pool takes new trials between epochs: fresh ones of either optimizer (the
+    rows are reordered by kind), one resuming from another run's checkpoint at another
+    epoch, one with another batch size (a second stack). Every curve equals its trial's
+    alone, and each trial ends when its own epochs are done."""
+    sgd = {**OPTIMIZERS["sgd"], "batch_size": 64, "schedule": "wsd", **FAMILY_PARAMS["wsd"]}
+    adamw = {
+        **OPTIMIZERS["adamw"],
+        "batch_size": 64,
+        "schedule": "grad_norm",
+        **FAMILY_PARAMS["grad_norm"],
+    }
+    small_batches = {**sgd, "batch_size": 32}
+
+    class Preempted(Exception):
+        pass
+
+    earlier = Recorder(adamw, seed=4, epochs=3)  # stopped after its first epoch elsewhere
+    inner = earlier.run.save_checkpoint
+
+    def save(state: dict[str, Any]) -> None:
+        inner(state)
+        raise Preempted
+
+    earlier.run.save_checkpoint = save  # type: ignore[method-assign]
+    with pytest.raises(Preempted):
+        train_stack(digits_mlp, [earlier.run])
+
+    first = [Recorder(adamw, seed=0, epochs=3), Recorder(sgd, seed=1, epochs=3)]
+    resumed = Recorder(adamw, seed=4, epochs=3)
+    resumed.saved = earlier.saved
+    later = [
+        Recorder(sgd, seed=2, epochs=3),
+        Recorder(adamw, seed=3, epochs=3),
+        resumed,
+        Recorder(small_batches, seed=5, epochs=2),
+    ]
+    pool = Pool(digits_mlp)
+    assert pool.join([r.run for r in first]) == []
+    assert pool.train_epoch() == []
+    assert pool.join([r.run for r in later]) == []
+    assert (len(pool), len(pool.stacks)) == (6, 2)
+
+    ended_in_round: dict[int, int] = {}
+    outcomes: dict[int, Any] = {}
+    for round_ in (2, 3, 4):
+        for run, outcome in pool.train_epoch():
+            ended_in_round[id(run)], outcomes[id(run)] = round_, outcome
+    assert not pool
+    expected_round = [3, 3, 4, 4, 3, 3]  # the resumed one had one epoch done already
+    for rec, when in zip(first + later, expected_round, strict=True):
+        assert ended_in_round[id(rec.run)] == when
+        assert isinstance(outcomes[id(rec.run)], float)
+        rec.run.flush()
+    settings = [(adamw, 0, 3), (sgd, 1, 3), (sgd, 2, 3), (adamw, 3, 3), (adamw, 4, 3)]
+    settings.append((small_batches, 5, 2))
+    for rec, (params, seed, epochs) in zip(first + later, settings, strict=True):
+        assert_same_curves(rec, alone(digits_mlp, params, seed=seed, epochs=epochs))

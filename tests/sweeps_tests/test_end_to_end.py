@@ -436,6 +436,38 @@ def test_stacked_workers_finish_exactly_the_budget(tmp_path: Path, storage_url: 
     engine.dispose()
 
 
+def test_a_stacked_worker_refills_the_slots_that_ended_trials_free(
+    tmp_path: Path, storage_url: str
+) -> None:
+    """One worker, ``--stack 4``: never more than 4 trials in training, and a trial that ends
+    (pruned, say) makes room for a new one while its stack mates still train."""
+    cfg = config(
+        tmp_path,
+        budget={"trials": 16, "epochs": 4},
+        pruner={"name": "median", "n_startup_trials": 2},
+        space={**BASE_SPACE, "lr": {"low": 0.001, "high": 0.5, "log": True}},
+    )
+    assert sweeps("launch", str(cfg), "--storage", storage_url, cwd=tmp_path).returncode == 0
+    worker = sweeps(
+        "worker", "--study", "t", "--stack", "4", "--storage", storage_url, cwd=tmp_path
+    )
+    assert worker.returncode == 0, worker.stderr
+    done = trials(storage_url)
+    assert len(done) == 16 and {t.state for t in done} <= {TrialState.COMPLETE, TrialState.PRUNED}
+    spans = [(t.datetime_start, t.datetime_complete) for t in done]
+    assert all(start is not None and end is not None for start, end in spans)
+    for start, _ in spans:
+        assert sum(1 for s, e in spans if s <= start < e) <= 4  # type: ignore[operator]
+    # Refilled: some trial started after another ended, while a trial that started before
+    # that end still trained (a worker that waited for its whole stack never does this).
+    assert any(
+        a_end <= b_start < c_end and c_start < a_end  # type: ignore[operator]
+        for _, a_end in spans
+        for b_start, _ in spans
+        for c_start, c_end in spans
+    )
+
+
 def test_a_user_objective_is_not_stacked_and_says_so(tmp_path: Path) -> None:
     (tmp_path / "quick.py").write_text(QUICK)
     url = f"sqlite:///{tmp_path / 's.db'}"
