@@ -4,16 +4,25 @@
     url = storage.resolve_url(args.storage)     # --storage, else $SWEEPS_STORAGE, else SQLite
     print(storage.mask_url(url))                # passwords never reach any output
     db = storage.Database(url)                  # Optuna's RDBStorage + lr-sweeps' tables
+    # workers may instead reach a `sweeps storage-proxy` at grpc://HOST:PORT (storage.remote)
 """
 
 from storage._engine import create_engine
-from storage._url import DEFAULT_URL, ENV_VAR, StorageURLError, mask_url, resolve_url
+from storage._url import (
+    DEFAULT_URL,
+    ENV_VAR,
+    PROXY_SCHEME,
+    StorageURLError,
+    mask_url,
+    resolve_url,
+)
 from storage.checkpoints import CheckpointStore
 from storage.database import Database, StorageError, TrialReport
 
 __all__ = [
     "DEFAULT_URL",
     "ENV_VAR",
+    "PROXY_SCHEME",
     "CheckpointStore",
     "Database",
     "StorageError",

@@ -16,14 +16,26 @@ class StorageURLError(ValueError):
     """A storage URL that cannot be used; the message never contains its password."""
 
 
-def resolve_url(given: str | None = None) -> str:
+PROXY_SCHEME = "grpc://"  # a `sweeps storage-proxy`, for workers (`storage.remote`)
+
+
+def resolve_url(given: str | None = None, *, proxy: bool = False) -> str:
     """The storage URL to use: ``given`` (``--storage``), else ``$SWEEPS_STORAGE``, else the
-    embedded SQLite default. Plain ``postgresql://`` means the psycopg 3 driver.
+    embedded SQLite default. Plain ``postgresql://`` means the psycopg 3 driver. With
+    ``proxy`` (a worker), ``grpc://HOST:PORT`` names a storage proxy.
 
     Raises:
         StorageURLError: the URL is malformed or names an unsupported database.
     """
     url = given or os.environ.get(ENV_VAR) or DEFAULT_URL
+    if url.startswith(PROXY_SCHEME):
+        if not proxy:
+            raise StorageURLError(
+                f"storage: {url} is a storage proxy, which serves workers only; give this "
+                "command the database URL (sqlite:///FILE or postgresql+psycopg://...)"
+            )
+        proxy_address(url)
+        return url
     parsed = _parse(url)
     if parsed.get_backend_name() not in SUPPORTED:
         raise StorageURLError(
@@ -35,8 +47,27 @@ def resolve_url(given: str | None = None) -> str:
     return parsed.render_as_string(hide_password=False)
 
 
+def proxy_address(url: str) -> tuple[str, int]:
+    """``grpc://HOST:PORT`` -> (HOST, PORT).
+
+    Raises:
+        StorageURLError: not such a URL.
+    """
+    rest = url.removeprefix(PROXY_SCHEME)
+    host, _, port = rest.rpartition(":")
+    valid_host = host and not any(c in host for c in "@/ ")  # no credentials, no path
+    if rest == url or not valid_host or not port.isdigit() or not 0 < int(port) < 65536:
+        raise StorageURLError(
+            f"storage: {url!r} is not a storage proxy URL; use grpc://HOST:PORT "
+            "(the address of a 'sweeps storage-proxy', port 1-65535)"
+        )
+    return host, int(port)
+
+
 def mask_url(url: str) -> str:
     """``url`` with its password replaced by ``***`` (unparseable URLs are hidden whole)."""
+    if url.startswith(PROXY_SCHEME):
+        return url  # a proxy's address holds no credentials
     try:
         return _parse(url).render_as_string(hide_password=True)
     except StorageURLError:

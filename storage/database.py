@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
-from typing import Any, NamedTuple
+from typing import TYPE_CHECKING, Any, NamedTuple
 
 import optuna
 import sqlalchemy
@@ -19,6 +19,9 @@ from storage._engine import SQLITE_BUSY_TIMEOUT_S, create_engine, tune_sqlite
 from storage._url import mask_url
 from storage.resilience import RetryingStorage, retried
 from storage.tables import Base, Budget, EpochPoint, Publication, StepPoint
+
+if TYPE_CHECKING:
+    from storage.trial_slots import TrialSlots
 
 # Trials that hold a slot of the budget (`storage.trial_slots`).
 HOLDING = (TrialState.RUNNING, TrialState.COMPLETE, TrialState.PRUNED)
@@ -70,6 +73,12 @@ class Database:
             raise StorageError(
                 f"storage {mask_url(url)}: {type(e).__name__}: {_first_line(e)}"
             ) from e
+
+    def trial_slots(self, study_id: int, *, retries: int) -> TrialSlots:
+        """The study's trial slots (`storage.trial_slots`), for a worker."""
+        from storage.trial_slots import TrialSlots
+
+        return TrialSlots(self, study_id, retries=retries)
 
     @contextmanager
     def session(self) -> Iterator[Session]:

@@ -56,29 +56,35 @@ class TrialSlots:
     """The trials of study ``study_id`` in ``db``; a failed trial is re-queued while its
     attempts number at most ``retries + 1``."""
 
-    def __init__(self, db: Database, study_id: int, *, retries: int) -> None:
+    def __init__(
+        self, db: Database, study_id: int, *, retries: int, worker: str | None = None
+    ) -> None:
+        """``worker``: stored on the trials it takes (default: this process, ``host:pid``)."""
         self.db = db
         self.study_id = study_id
         self.retries = retries
-        self.worker = f"{socket.gethostname()}:{os.getpid()}"  # stored on the trials it takes
+        self.worker = worker or f"{socket.gethostname()}:{os.getpid()}"
 
     # Taking and giving back ------------------------------------------------------------
 
-    def claim(self) -> int | None:
+    def claim(self, token: str | None = None) -> int | None:
         """Take a slot: the oldest WAITING trial, else a new one, now RUNNING with a fresh
         heartbeat. None when the budget is full (finished and running trials fill it).
 
         Retried through outages; a retry first looks for the trial an earlier attempt may
-        have taken before its acknowledgement was lost (by the claim's token).
+        have taken before its acknowledgement was lost (by the claim's token). A caller that
+        retries itself (`storage.remote`) gives the same ``token`` each time.
         """
-        token = uuid.uuid4().hex
+        retried = token is not None
+        token = token or uuid.uuid4().hex
         attempts = 0
 
         def attempt() -> int | None:
             nonlocal attempts
             attempts += 1
             with self.db.session() as s:
-                if attempts > 1 and (taken := self._claimed_with(s, token)) is not None:
+                looks = retried or attempts > 1
+                if looks and (taken := self._claimed_with(s, token)) is not None:
                     return taken
                 budget = self._lock_budget(s)  # first: the count must see every claim
                 if used_slots(s, self.study_id) >= budget:

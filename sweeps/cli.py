@@ -25,6 +25,7 @@ COMMANDS = {
     "schedules": "schedules",
     "report": "report",
     "dashboard": "dashboard",
+    "storage-proxy": "storage_proxy",
 }
 
 

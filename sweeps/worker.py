@@ -30,7 +30,7 @@ from optuna.trial import TrialState
 
 import objectives
 from storage import CheckpointStore, Database
-from storage.trial_slots import Failure, Heartbeat, TrialSlots, first_attempt
+from storage.trial_slots import Failure, Heartbeat, first_attempt
 from sweeps.batch_ask import ask_batch, ramp_up
 from sweeps.results.curves import Curves
 from sweeps.results.dashboard import ArtifactStore, Publisher, artifact_store
@@ -69,7 +69,7 @@ class Worker:
         self.config = self.handle.config
         self.objective = objectives.resolve(self.config.objective)
         self.checkpoints = CheckpointStore(artifacts, study)
-        self.slots = TrialSlots(db, self.handle.study_id, retries=self.config.budget.retries)
+        self.slots = db.trial_slots(self.handle.study_id, retries=self.config.budget.retries)
         self.heartbeat = Heartbeat(self.slots, self.config.heartbeat.interval, log)
         self.publisher = Publisher(db, self.handle, store or artifact_store(artifacts), log)
         self.log = log

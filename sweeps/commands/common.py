@@ -14,11 +14,17 @@ if TYPE_CHECKING:
     from sweeps.results.dashboard import ArtifactStore
 
 
-def add_storage_arguments(parser: argparse.ArgumentParser, *, artifacts: bool = False) -> None:
+def add_storage_arguments(
+    parser: argparse.ArgumentParser, *, artifacts: bool = False, proxy: bool = False
+) -> None:
+    """``proxy``: the command also takes a storage proxy's ``grpc://HOST:PORT`` (workers)."""
+    parser.set_defaults(storage_proxy=proxy)
     parser.add_argument(
         "--storage",
         metavar="URL",
-        help="database URL (default: $SWEEPS_STORAGE, else sqlite:///sweeps.db)",
+        help="database URL"
+        + (", or grpc://HOST:PORT of a 'sweeps storage-proxy'" if proxy else "")
+        + " (default: $SWEEPS_STORAGE, else sqlite:///sweeps.db)",
     )
     parser.add_argument(
         "--storage-file",
@@ -59,6 +65,16 @@ def open_database(
         raise UsageError(str(e)) from None
 
     url = storage_url(args)
+    if url.startswith(storage.PROXY_SCHEME):
+        from storage.remote import RemoteDatabase
+
+        db = RemoteDatabase(url)
+        try:
+            if wait:
+                db.wait_ready(retry_seconds())
+        except storage.StorageError as e:
+            raise RunFailed(str(e)) from None
+        return db
     path = sqlalchemy.make_url(url).database
     if not create and url.startswith("sqlite") and path and not Path(path).exists():
         raise UsageError(f"--storage: no database at {path}; create one with 'sweeps launch'")
@@ -88,7 +104,7 @@ def storage_url(args: argparse.Namespace) -> str:
         if not given:
             raise UsageError(f"--storage-file: {args.storage_file} is empty")
     try:
-        return storage.resolve_url(given)
+        return storage.resolve_url(given, proxy=getattr(args, "storage_proxy", False))
     except storage.StorageURLError as e:
         raise UsageError(str(e).replace("storage:", f"{option}:", 1)) from None
 

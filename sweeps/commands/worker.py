@@ -21,7 +21,7 @@ INDEX_ENV = "SWEEPS_WORKER_INDEX"
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--study", required=True, help="the study's name")
-    add_storage_arguments(parser, artifacts=True)
+    add_storage_arguments(parser, artifacts=True, proxy=True)
     parser.add_argument(
         "--stack",
         type=int,

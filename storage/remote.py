@@ -1,0 +1,221 @@
+"""Workers behind one proxy: `sweeps storage-proxy` serves, on one port, Optuna's gRPC storage
+proxy and the calls of lr-sweeps' own that a worker makes (claims, heartbeats, failures,
+reports, curves, the dashboard lease). Those are multi-row transactions on our tables, which
+Optuna's proxy has no call for; the proxy runs them on the real `Database`, with its retries.
+Thousands of workers then hold no database connection, only a channel to the proxy.
+
+A worker given ``grpc://HOST:PORT`` opens a `RemoteDatabase`: Optuna's `GrpcStorageProxy`
+as its Optuna storage, and each `Database`/`TrialSlots` method as one call whose arguments
+and result travel as JSON. A call that cannot reach the proxy is retried as database calls
+are (`storage.resilience`); a retried claim carries the same token, so a lost
+acknowledgement never takes two trials.
+"""
+
+from __future__ import annotations
+
+import json
+import uuid
+import warnings
+from collections.abc import Callable, Iterable, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any
+
+import grpc
+import optuna
+from optuna.storages._grpc.server import make_server
+from optuna.trial import TrialState
+
+from storage._url import proxy_address
+from storage.database import Database, StorageError, TrialReport
+from storage.resilience import is_transient, retrying
+from storage.tables import EpochPoint, StepPoint
+from storage.trial_slots import Failure, TrialSlots
+
+SERVICE = "lr_sweeps.Storage"
+CALL = f"/{SERVICE}/Call"
+_STEP_COLUMNS = ("step", "lr", "train_loss", "grad_norm")
+_EPOCH_COLUMNS = ("epoch", "value", "val_loss")
+
+
+# The proxy's side ------------------------------------------------------------------------
+
+# Each call: how the proxy runs it on the database, and how its result travels.
+_Handler = Callable[[Database, dict[str, Any]], Any]
+
+
+def _slots(db: Database, args: dict[str, Any]) -> TrialSlots:
+    return TrialSlots(
+        db, args.pop("study_id"), retries=args.pop("retries"), worker=args.pop("worker")
+    )
+
+
+def _failure(failure: Failure | None) -> list[int | None] | None:
+    return None if failure is None else [failure.number, failure.retry]
+
+
+HANDLERS: dict[str, _Handler] = {
+    "budget": lambda db, a: list(db.budget(**a)),
+    "claim_publication": lambda db, a: db.claim_publication(**a),
+    "end_publication": lambda db, a: db.end_publication(**a),
+    "add_curves": lambda db, a: db.add_curves(**a),
+    "add_reports": lambda db, a: sorted(db.add_reports([TrialReport(*r) for r in a["reports"]])),
+    "step_curve": lambda db, a: [
+        [getattr(p, c) for c in _STEP_COLUMNS] for p in db.step_curve(**a)
+    ],
+    "epoch_curve": lambda db, a: [
+        [getattr(p, c) for c in _EPOCH_COLUMNS] for p in db.epoch_curve(**a)
+    ],
+    "claim": lambda db, a: _slots(db, a).claim(**a),
+    "hand_back": lambda db, a: _slots(db, a).hand_back(**a),
+    "fail": lambda db, a: _failure(_slots(db, a).fail(**a)),
+    "beat": lambda db, a: _slots(db, a).beat(**a),
+    "reap_stale": lambda db, a: [_failure(f) for f in _slots(db, a).reap_stale(**a)],
+    "counts": lambda db, a: {state.name: n for state, n in _slots(db, a).counts().items()},
+}
+
+
+def serve(db: Database, host: str, port: int, *, threads: int = 32) -> grpc.Server:
+    """A started server for ``db``: Optuna's storage proxy and our calls, on ``host:port``."""
+
+    def call(request: dict[str, Any], context: grpc.ServicerContext) -> Any:
+        handler = HANDLERS.get(request.get("call", ""))
+        if handler is None:
+            context.abort(grpc.StatusCode.INVALID_ARGUMENT, f"no call {request.get('call')!r}")
+        try:
+            return {"result": handler(db, dict(request["args"]))}  # a message, even for None
+        except Exception as e:  # the database's own retries are spent: say why, in one line
+            code = grpc.StatusCode.UNAVAILABLE if is_transient(e) else grpc.StatusCode.INTERNAL
+            context.abort(code, f"{type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}")
+
+    server = make_server(db.optuna, host, port, ThreadPoolExecutor(max_workers=threads))
+    method = grpc.unary_unary_rpc_method_handler(
+        call, request_deserializer=json.loads, response_serializer=_dumps
+    )
+    server.add_generic_rpc_handlers(
+        (grpc.method_handlers_generic_handler(SERVICE, {"Call": method}),)
+    )
+    server.start()
+    return server
+
+
+def _dumps(value: Any) -> bytes:
+    return json.dumps(value).encode()
+
+
+# The worker's side -----------------------------------------------------------------------
+
+
+class ProxyUnavailable(ConnectionError):
+    """The proxy could not be reached, or its database was down for longer than it waits."""
+
+
+class RemoteDatabase(Database):
+    """A `Database` whose calls the proxy at ``grpc://HOST:PORT`` runs (for workers only:
+    launching a study, migrations and reports need the database itself)."""
+
+    def __init__(self, url: str) -> None:  # no engine here: the proxy holds the connections
+        host, port = proxy_address(url)
+        self.url = url
+        with warnings.catch_warnings():  # experimental in Optuna; our tests cover our use
+            warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+            self.optuna = optuna.storages.GrpcStorageProxy(host=host, port=port)
+        self._channel = grpc.insecure_channel(f"{host}:{port}")
+        self._call = self._channel.unary_unary(
+            CALL, request_serializer=_dumps, response_deserializer=json.loads
+        )
+
+    def wait_ready(self, timeout: float) -> None:
+        """Wait for the proxy to answer (a worker may start before it)."""
+        try:
+            grpc.channel_ready_future(self._channel).result(timeout=timeout)
+        except grpc.FutureTimeoutError:
+            raise StorageError(f"storage {self.url}: no proxy answered in {timeout:g} s") from None
+
+    def call(self, name: str, **args: Any) -> Any:
+        """Run ``name`` on the proxy; retried while the proxy is unreachable."""
+
+        def attempt() -> Any:
+            try:
+                return self._call({"call": name, "args": args})["result"]
+            except grpc.RpcError as e:
+                code = e.code()
+                if code in (grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED):
+                    raise ProxyUnavailable(f"{self.url}: {e.details()}") from e
+                raise StorageError(f"storage {self.url}: {name}: {e.details()}") from e
+
+        return retrying(attempt, what=name, retry_if=lambda e: isinstance(e, ProxyUnavailable))
+
+    def trial_slots(self, study_id: int, *, retries: int) -> TrialSlots:
+        return RemoteTrialSlots(self, study_id, retries=retries)
+
+    def session(self) -> Any:
+        raise StorageError(f"storage {self.url}: a proxy runs whole calls, not sessions")
+
+    def set_budget(self, study_id: int, trials: int) -> None:
+        raise StorageError(f"storage {self.url}: launch studies on the database, not a proxy")
+
+    def budget(self, study_id: int) -> tuple[int, int]:
+        trials, used = self.call("budget", study_id=study_id)
+        return int(trials), int(used)
+
+    def claim_publication(self, study_id: int, *, now: float, every: float, lease: float) -> bool:
+        return bool(
+            self.call("claim_publication", study_id=study_id, now=now, every=every, lease=lease)
+        )
+
+    def end_publication(self, study_id: int, *, now: float) -> None:
+        self.call("end_publication", study_id=study_id, now=now)
+
+    def add_curves(
+        self, trial_id: int, steps: Sequence[dict[str, Any]], epochs: Sequence[dict[str, Any]]
+    ) -> None:
+        self.call("add_curves", trial_id=trial_id, steps=list(steps), epochs=list(epochs))
+
+    def add_reports(self, reports: Sequence[TrialReport]) -> set[int]:
+        return set(self.call("add_reports", reports=[list(r) for r in reports]))
+
+    def step_curve(self, trial_id: int) -> list[StepPoint]:
+        rows = self.call("step_curve", trial_id=trial_id)
+        return [
+            StepPoint(trial_id=trial_id, **dict(zip(_STEP_COLUMNS, r, strict=True))) for r in rows
+        ]
+
+    def epoch_curve(self, trial_id: int) -> list[EpochPoint]:
+        rows = self.call("epoch_curve", trial_id=trial_id)
+        return [
+            EpochPoint(trial_id=trial_id, **dict(zip(_EPOCH_COLUMNS, r, strict=True)))
+            for r in rows
+        ]
+
+
+class RemoteTrialSlots(TrialSlots):
+    """`TrialSlots` run by the proxy; the trials are stored as taken by this process."""
+
+    def __init__(self, db: RemoteDatabase, study_id: int, *, retries: int) -> None:
+        super().__init__(db, study_id, retries=retries)
+        self.remote = db
+
+    def _call(self, name: str, **args: Any) -> Any:
+        ours = {"study_id": self.study_id, "retries": self.retries, "worker": self.worker}
+        return self.remote.call(name, **ours, **args)
+
+    def claim(self, token: str | None = None) -> int | None:
+        # One token for every retry: the proxy finds the trial a lost answer took.
+        result = self._call("claim", token=token or uuid.uuid4().hex)
+        return None if result is None else int(result)
+
+    def hand_back(self, trial_id: int) -> bool:
+        return bool(self._call("hand_back", trial_id=trial_id))
+
+    def fail(self, trial_id: int, reason: str) -> Failure | None:
+        result = self._call("fail", trial_id=trial_id, reason=reason)
+        return None if result is None else Failure(*result)
+
+    def beat(self, trial_ids: Iterable[int]) -> None:
+        self._call("beat", trial_ids=list(trial_ids))
+
+    def reap_stale(self, grace_period: float) -> list[Failure]:
+        return [Failure(*f) for f in self._call("reap_stale", grace_period=grace_period)]
+
+    def counts(self) -> dict[TrialState, int]:
+        return {TrialState[name]: n for name, n in self._call("counts").items()}

@@ -1,0 +1,155 @@
+"""Workers behind `sweeps storage-proxy` (`storage.remote`), through the CLI, on SQLite and on
+the throwaway PostgreSQL: the same exact budget and curves as workers on the database."""
+
+from __future__ import annotations
+
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import optuna
+import pytest
+import sqlalchemy
+from optuna.trial import TrialState
+
+from storage import Database
+from storage.remote import RemoteDatabase, serve
+from storage.trial_slots import WORKER
+from sweeps.config import parse_config
+from sweeps.study import launch
+from sweeps_helpers import BASE, config, sweeps
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def start(*args: str, cwd: Path) -> subprocess.Popen[str]:
+    return subprocess.Popen(
+        [sys.executable, "-m", "sweeps", *args],
+        cwd=cwd,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+
+
+@pytest.mark.slow
+def test_workers_behind_a_proxy_finish_exactly_the_budget(
+    tmp_path: Path, storage_url: str
+) -> None:
+    """Three stacked workers start before the proxy (they wait for it), share one study
+    through it, and finish exactly the budget, each trial with its curves; the trials name
+    the workers that took them, not the proxy. SIGTERM stops the proxy cleanly."""
+    cfg = config(
+        tmp_path,
+        budget={"trials": 12, "epochs": 3},
+        pruner={"name": "median", "n_startup_trials": 2},
+        stack=2,
+    )
+    assert sweeps("launch", str(cfg), "--storage", storage_url, cwd=tmp_path).returncode == 0
+    address = f"grpc://127.0.0.1:{free_port()}"
+    worker_args = ("worker", "--study", "t", "--storage", address, "--artifacts", "shared")
+    workers = [start(*worker_args, cwd=tmp_path) for _ in range(3)]
+    time.sleep(1)
+    proxy = start(
+        "storage-proxy",
+        "--storage",
+        storage_url,
+        "--port",
+        address.rsplit(":", 1)[1],
+        cwd=tmp_path,
+    )
+    try:
+        for w in workers:
+            out, err = w.communicate(timeout=300)
+            assert w.returncode == 0, out + err
+            assert "Traceback" not in err
+    finally:
+        proxy.send_signal(signal.SIGTERM)
+        out, err = proxy.communicate(timeout=60)
+    assert proxy.returncode == 0, err
+    assert f"to workers at {address}" in out and "storage proxy stopped" in out
+
+    done = optuna.load_study(study_name="t", storage=storage_url).trials
+    assert len(done) == 12
+    assert {t.state for t in done} <= {TrialState.COMPLETE, TrialState.PRUNED}
+    pids = {str(w.pid) for w in workers}
+    assert {t.user_attrs[WORKER].rsplit(":", 1)[1] for t in done} <= pids
+    engine = sqlalchemy.create_engine(storage_url)
+    with engine.connect() as conn:
+        for t in done:
+            epochs = conn.execute(
+                sqlalchemy.text("SELECT count(*) FROM sweeps_curve_epochs WHERE trial_id = :t"),
+                {"t": t._trial_id},
+            ).scalar_one()
+            assert epochs == len(t.intermediate_values) > 0
+    engine.dispose()
+
+
+def test_a_claim_retried_after_a_lost_answer_takes_one_trial(
+    tmp_path: Path, storage_url: str
+) -> None:
+    """The client sends a claim's token with every retry: the proxy returns the trial the
+    first attempt took instead of taking another."""
+    db = Database(storage_url)
+    handle = launch(db, parse_config({**BASE, "budget": {"trials": 3, "epochs": 1}}))
+    port = free_port()
+    server = serve(db, "127.0.0.1", port)
+    try:
+        remote = RemoteDatabase(f"grpc://127.0.0.1:{port}")
+        remote.wait_ready(30)
+        slots = remote.trial_slots(handle.study_id, retries=0)
+        first = slots.claim(token="lost-answer")
+        again = slots.claim(token="lost-answer")
+        other = slots.claim()
+        assert first is not None and again == first and other not in (None, first)
+        assert slots.counts() == {TrialState.RUNNING: 2}
+        assert remote.budget(handle.study_id) == (3, 2)
+        failed = slots.fail(first, "ValueError: boom")
+        assert failed is not None and failed.retry is None  # retries=0
+        assert slots.counts() == {TrialState.RUNNING: 1, TrialState.FAIL: 1}
+    finally:
+        server.stop(grace=None)
+        db.engine.dispose()
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (("status", "--study", "t", "--storage", "grpc://127.0.0.1:13000"), "--storage: "),
+        (("worker", "--study", "t", "--storage", "grpc://127.0.0.1"), "grpc://HOST:PORT"),
+        (("worker", "--study", "t", "--storage", "grpc://u:pw@h:1"), "grpc://HOST:PORT"),
+        (("storage-proxy", "--storage", "grpc://127.0.0.1:13000"), "serves workers only"),
+        (("storage-proxy", "--port", "0"), "--port: must be an integer in [1, 65535]"),
+        (("storage-proxy", "--threads", "0"), "--threads: must be an integer >= 1"),
+    ],
+)
+def test_bad_proxy_arguments_are_one_line_errors(
+    tmp_path: Path, args: tuple[str, ...], message: str
+) -> None:
+    result = sweeps(*args, cwd=tmp_path)
+    assert result.returncode == 2, result.stderr
+    assert result.stderr.startswith("error: ") and result.stderr.count("\n") == 1
+    assert message in result.stderr and "Traceback" not in result.stderr
+    assert not list(tmp_path.iterdir())  # nothing written
+
+
+def test_a_worker_gives_up_on_a_proxy_that_never_answers(tmp_path: Path) -> None:
+    address = f"grpc://127.0.0.1:{free_port()}"
+    result = sweeps(
+        "worker",
+        "--study",
+        "t",
+        "--storage",
+        address,
+        cwd=tmp_path,
+        env={"SWEEPS_DB_RETRY_SECONDS": "1"},
+    )
+    assert result.returncode == 1
+    assert result.stderr == f"error: storage {address}: no proxy answered in 1 s\n"
