@@ -27,7 +27,7 @@ from optuna.trial import TrialState
 
 from storage._url import proxy_address
 from storage.database import Database, StorageError, TrialReport
-from storage.resilience import is_transient, retrying
+from storage.resilience import RetryingStorage, is_transient, retrying
 from storage.tables import EpochPoint, StepPoint
 from storage.trial_slots import Failure, TrialSlots
 
@@ -105,10 +105,6 @@ def _dumps(value: Any) -> bytes:
 # The worker's side -----------------------------------------------------------------------
 
 
-class ProxyUnavailable(ConnectionError):
-    """The proxy could not be reached, or its database was down for longer than it waits."""
-
-
 class RemoteDatabase(Database):
     """A `Database` whose calls the proxy at ``grpc://HOST:PORT`` runs (for workers only:
     launching a study, migrations and reports need the database itself)."""
@@ -118,7 +114,7 @@ class RemoteDatabase(Database):
         self.url = url
         with warnings.catch_warnings():  # experimental in Optuna; our tests cover our use
             warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
-            self.optuna = optuna.storages.GrpcStorageProxy(host=host, port=port)
+            self.optuna = RetryingStorage(optuna.storages.GrpcStorageProxy(host=host, port=port))
         self._channel = grpc.insecure_channel(f"{host}:{port}")
         self._call = self._channel.unary_unary(
             CALL, request_serializer=_dumps, response_deserializer=json.loads
@@ -138,12 +134,11 @@ class RemoteDatabase(Database):
             try:
                 return self._call({"call": name, "args": args})["result"]
             except grpc.RpcError as e:
-                code = e.code()
-                if code in (grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED):
-                    raise ProxyUnavailable(f"{self.url}: {e.details()}") from e
+                if is_transient(e):
+                    raise
                 raise StorageError(f"storage {self.url}: {name}: {e.details()}") from e
 
-        return retrying(attempt, what=name, retry_if=lambda e: isinstance(e, ProxyUnavailable))
+        return retrying(attempt, what=name)
 
     def trial_slots(self, study_id: int, *, retries: int) -> TrialSlots:
         return RemoteTrialSlots(self, study_id, retries=retries)

@@ -19,6 +19,7 @@ import functools
 import logging
 import os
 import random
+import sys
 import time
 from collections.abc import Callable
 from typing import Any, ParamSpec, TypeVar
@@ -57,9 +58,12 @@ def retry_seconds() -> float:
 
 def is_transient(error: BaseException) -> bool:
     """Whether ``error`` (or what caused it: Optuna wraps SQLAlchemy's errors) is a lost or
-    refused connection, a server shutting down, a lock timeout or a deadlock."""
+    refused connection, a server shutting down, a lock timeout or a deadlock; or, for a
+    worker behind a storage proxy (`storage.remote`), a proxy it cannot reach."""
     seen: BaseException | None = error
     while seen is not None:
+        if _proxy_unreachable(seen):
+            return True
         if isinstance(seen, sqlalchemy.exc.DBAPIError) and seen.connection_invalidated:
             return True
         if isinstance(seen, sqlalchemy.exc.OperationalError | sqlalchemy.exc.InterfaceError):
@@ -68,6 +72,15 @@ def is_transient(error: BaseException) -> bool:
             return True
         seen = seen.__cause__ or seen.__context__
     return False
+
+
+def _proxy_unreachable(error: BaseException) -> bool:
+    grpc = sys.modules.get("grpc")  # not imported: the error cannot be one of its own
+    return (
+        grpc is not None
+        and isinstance(error, grpc.RpcError)
+        and error.code() in (grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED)
+    )
 
 
 def never_connected(error: BaseException) -> bool:

@@ -39,45 +39,58 @@ def start(*args: str, cwd: Path) -> subprocess.Popen[str]:
     )
 
 
+def finished(url: str) -> int:
+    trials = optuna.load_study(study_name="t", storage=url).trials
+    return sum(t.state.is_finished() for t in trials)
+
+
 @pytest.mark.slow
 def test_workers_behind_a_proxy_finish_exactly_the_budget(
     tmp_path: Path, storage_url: str
 ) -> None:
     """Three stacked workers start before the proxy (they wait for it), share one study
-    through it, and finish exactly the budget, each trial with its curves; the trials name
-    the workers that took them, not the proxy. SIGTERM stops the proxy cleanly."""
+    through it, ride out a restart of the proxy mid-sweep, and finish exactly the budget,
+    each trial with its curves; the trials name the workers that took them, not the proxy.
+    SIGTERM stops the proxy cleanly."""
     cfg = config(
         tmp_path,
-        budget={"trials": 12, "epochs": 3},
+        budget={"trials": 24, "epochs": 4},
         pruner={"name": "median", "n_startup_trials": 2},
         stack=2,
     )
     assert sweeps("launch", str(cfg), "--storage", storage_url, cwd=tmp_path).returncode == 0
-    address = f"grpc://127.0.0.1:{free_port()}"
+    port = str(free_port())
+    address = f"grpc://127.0.0.1:{port}"
     worker_args = ("worker", "--study", "t", "--storage", address, "--artifacts", "shared")
     workers = [start(*worker_args, cwd=tmp_path) for _ in range(3)]
     time.sleep(1)
-    proxy = start(
-        "storage-proxy",
-        "--storage",
-        storage_url,
-        "--port",
-        address.rsplit(":", 1)[1],
-        cwd=tmp_path,
-    )
+    proxy_args = ("storage-proxy", "--storage", storage_url, "--port", port)
+    proxy = start(*proxy_args, cwd=tmp_path)
     try:
+        deadline = time.monotonic() + 120
+        while finished(storage_url) < 6 and time.monotonic() < deadline:
+            time.sleep(0.2)
+        proxy.send_signal(signal.SIGTERM)  # mid-sweep: the workers retry until it is back
+        out, err = proxy.communicate(timeout=60)
+        assert proxy.returncode == 0, err
+        assert f"to workers at {address}" in out and "storage proxy stopped" in out
+        assert 6 <= finished(storage_url) < 24
+        time.sleep(2)
+        proxy = start(*proxy_args, cwd=tmp_path)
+        errors = ""
         for w in workers:
             out, err = w.communicate(timeout=300)
             assert w.returncode == 0, out + err
             assert "Traceback" not in err
+            errors += err
+        assert "; retry 1" in errors  # the workers met the restart and waited it out
     finally:
-        proxy.send_signal(signal.SIGTERM)
-        out, err = proxy.communicate(timeout=60)
-    assert proxy.returncode == 0, err
-    assert f"to workers at {address}" in out and "storage proxy stopped" in out
+        for process in [proxy, *workers]:
+            process.kill()
+            process.communicate()
 
     done = optuna.load_study(study_name="t", storage=storage_url).trials
-    assert len(done) == 12
+    assert len(done) == 24
     assert {t.state for t in done} <= {TrialState.COMPLETE, TrialState.PRUNED}
     pids = {str(w.pid) for w in workers}
     assert {t.user_attrs[WORKER].rsplit(":", 1)[1] for t in done} <= pids
