@@ -1,6 +1,7 @@
 """What lr-sweeps' worker loop costs over bare Optuna, and how it scales with workers.
 
     .venv/bin/python bench/storage.py [--trials 200] [--workers 1,2,4,8,16,32]
+        [--proxy-workers 4,16] [--parts overhead,scaling,proxy]
 
 Each backend is a fresh SQLite file or a database on a throwaway PostgreSQL cluster
 (tests/pg_cluster.py, started from the installed binaries). Printed, `name: value`:
@@ -17,8 +18,12 @@ Each backend is a fresh SQLite file or a database on a throwaway PostgreSQL clus
 - connections_per_worker_<n>_workers_postgresql: the most connections the study's database
   had open while n workers ran, over n (pg_stat_activity, polled every 0.1 s).
 
-Not measured: the gRPC storage proxy (`grpc_proxy_vs_rdb`): `sweeps storage-proxy` is not
-built yet.
+- grpc_proxy_vs_rdb_<n>_workers: n `sweeps worker` processes with a trivial objective on a
+  study of 25n trials on PostgreSQL, through a `sweeps storage-proxy` (``grpc://``) and
+  straight to the database, one after the other: finished trials per second through the
+  proxy over straight (above 1: the proxy is faster). Beside it, throughput_<rdb|grpc>_...
+  and connections_<rdb|grpc>_<n>_workers: the most connections the database had open (for
+  the proxy, all of them are the proxy's).
 """
 
 from __future__ import annotations
@@ -27,6 +32,7 @@ import argparse
 import functools
 import os
 import shutil
+import socket
 import subprocess
 import sys
 import tempfile
@@ -126,6 +132,56 @@ def scaling_efficiency(
     return busy / (workers * span), peak
 
 
+def throughput(
+    url: str, workers: int, workdir: Path, connections: Callable[[], int], *, proxy: bool
+) -> tuple[float, int]:
+    """(finished trials per second, the most connections counted) for ``workers`` processes
+    with a trivial objective, straight on ``url`` or through a storage proxy in front of it."""
+    name = f"{'grpc' if proxy else 'rdb'}{workers}"
+    path = workdir / f"{name}.yaml"
+    path.write_text(yaml.safe_dump(config(name, "trivial", 25 * workers)))
+    sweeps = [sys.executable, "-m", "sweeps"]
+    launched = subprocess.run(
+        [*sweeps, "launch", str(path), "--storage", url], cwd=workdir, capture_output=True
+    )
+    assert launched.returncode == 0
+    server = None
+    worker_url = url
+    if proxy:
+        with socket.socket() as s:
+            s.bind(("127.0.0.1", 0))
+            port = s.getsockname()[1]
+        server = subprocess.Popen(
+            [*sweeps, "storage-proxy", "--storage", url, "--port", str(port)],
+            cwd=workdir,
+            stdout=subprocess.DEVNULL,
+        )
+        worker_url = f"grpc://127.0.0.1:{port}"
+    procs = [
+        subprocess.Popen(
+            [*sweeps, "worker", "--study", name, "--threads", "1", "--storage", worker_url],
+            env={**os.environ, "SWEEPS_WORKER_INDEX": str(i)},
+            cwd=workdir,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
+        for i in range(workers)
+    ]
+    peak = 0
+    while any(p.poll() is None for p in procs):
+        peak = max(peak, connections())
+        time.sleep(0.1)
+    if server is not None:
+        server.terminate()
+        server.wait()
+    assert all(p.returncode == 0 for p in procs)
+    done = optuna.load_study(study_name=name, storage=url).trials
+    span = (
+        max(t.datetime_complete for t in done) - min(t.datetime_start for t in done)
+    ).total_seconds()
+    return len(done) / span, peak
+
+
 def open_connections(cluster: PostgresCluster, database: str) -> int:
     import psycopg
 
@@ -142,6 +198,8 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--trials", type=int, default=200)
     parser.add_argument("--workers", default="1,2,4,8,16,32")
+    parser.add_argument("--proxy-workers", default="4,16")
+    parser.add_argument("--parts", default="overhead,scaling,proxy", help="what to measure")
     args = parser.parse_args()
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     bindir = find_bindir()
@@ -158,7 +216,8 @@ def main() -> None:
                 "sqlite": lambda label: f"sqlite:///{work / label}.db",
                 "postgresql": lambda label: cluster.create_database(label),
             }
-            for backend, fresh in backends.items():
+            parts = args.parts.split(",")
+            for backend, fresh in backends.items() if "overhead" in parts else ():
                 ours = seconds_per_trial_ours(fresh("ours"), args.trials, work / "artifacts")
                 ours_statements = STATEMENTS["sent"]
                 bare = seconds_per_trial_bare(fresh("bare"), args.trials)
@@ -167,7 +226,7 @@ def main() -> None:
                 print(f"overhead_vs_bare_optuna_{backend}: {ours / bare:.2f}")
                 for loop, sent in (("ours", ours_statements), ("bare_optuna", STATEMENTS["sent"])):
                     print(f"statements_per_trial_{loop}_{backend}: {sent / args.trials:.1f}")
-            for backend, fresh in backends.items():
+            for backend, fresh in backends.items() if "scaling" in parts else ():
                 for n in (int(w) for w in args.workers.split(",")):
                     label = f"scale{n}"
                     efficiency, peak = scaling_efficiency(
@@ -182,6 +241,24 @@ def main() -> None:
                     if backend == "postgresql":
                         print(f"connections_per_worker_{n}_workers_postgresql: {peak / n:.1f}")
                     sys.stdout.flush()
+            for n in (int(w) for w in args.proxy_workers.split(",")) if "proxy" in parts else ():
+                measured = {}
+                for proxy in (False, True):
+                    label = f"{'grpc' if proxy else 'rdb'}{n}"
+                    measured[proxy] = rate, peak = throughput(
+                        cluster.create_database(label),
+                        n,
+                        work,
+                        functools.partial(open_connections, cluster, label),
+                        proxy=proxy,
+                    )
+                    kind = "grpc" if proxy else "rdb"
+                    print(f"throughput_{kind}_{n}_workers_trials_per_s: {rate:.1f}")
+                    print(f"connections_{kind}_{n}_workers: {peak}")
+                print(
+                    f"grpc_proxy_vs_rdb_{n}_workers: {measured[True][0] / measured[False][0]:.2f}"
+                )
+                sys.stdout.flush()
     finally:
         cluster.destroy()
 
