@@ -9,6 +9,7 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+from typing import Any
 
 import optuna
 import pytest
@@ -166,3 +167,24 @@ def test_a_worker_gives_up_on_a_proxy_that_never_answers(tmp_path: Path) -> None
     )
     assert result.returncode == 1
     assert result.stderr == f"error: storage {address}: no proxy answered in 1 s\n"
+
+
+def test_the_proxy_never_shows_the_database_password(tmp_path: Path, postgres: Any) -> None:
+    url = postgres.create_database("proxy_masking").replace("postgres@", "postgres:s3cr3t@")
+    proxy = start("storage-proxy", "--storage", url, "--port", str(free_port()), cwd=tmp_path)
+    assert proxy.stdout is not None
+    first = proxy.stdout.readline()  # the proxy is serving
+    proxy.send_signal(signal.SIGTERM)
+    out, err = proxy.communicate(timeout=60)
+    assert proxy.returncode == 0 and "postgres:***@" in first
+    unreachable = sweeps(
+        "storage-proxy",
+        "--storage",
+        url.replace(str(postgres.port), "1"),
+        cwd=tmp_path,
+        env={"SWEEPS_DB_RETRY_SECONDS": "1"},
+    )
+    assert unreachable.returncode == 1  # after its retries (logged), one error line:
+    assert unreachable.stderr.splitlines()[-1].startswith("error: storage postgresql")
+    for text in (first + out + err, unreachable.stdout + unreachable.stderr):
+        assert "s3cr3t" not in text and "Traceback" not in text
