@@ -98,38 +98,11 @@ def scaling_efficiency(
     url: str, workers: int, workdir: Path, connections: Callable[[], int] | None = None
 ) -> tuple[float, int]:
     """(efficiency, the most connections ``connections()`` counted while workers ran)."""
-    name = f"scale{workers}"
-    path = workdir / f"{name}.yaml"
-    path.write_text(yaml.safe_dump(config(name, "sleepy", 8 * workers)))
-    env = {**os.environ, "SWEEPS_STORAGE": url}
-    launched = subprocess.run(
-        [sys.executable, "-m", "sweeps", "launch", str(path)],
-        env=env,
-        cwd=workdir,
-        capture_output=True,
-    )
-    assert launched.returncode == 0, launched.stderr
-    procs = [
-        subprocess.Popen(
-            [sys.executable, "-m", "sweeps", "worker", "--study", name, "--threads", "1"],
-            env={**env, "SWEEPS_WORKER_INDEX": str(i)},
-            cwd=workdir,
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.DEVNULL,
-        )
-        for i in range(workers)
-    ]
-    peak = 0
-    while any(p.poll() is None for p in procs):
-        peak = max(peak, connections() if connections else 0)
-        time.sleep(0.1)
-    assert all(p.returncode == 0 for p in procs)
+    name = launch_study(f"scale{workers}", "sleepy", 8 * workers, workdir, url)
+    peak = run_workers(name, workers, workdir, url, connections or (lambda: 0))
     done = optuna.load_study(study_name=name, storage=url).trials
     busy = sum((t.datetime_complete - t.datetime_start).total_seconds() for t in done)
-    span = (
-        max(t.datetime_complete for t in done) - min(t.datetime_start for t in done)
-    ).total_seconds()
-    return busy / (workers * span), peak
+    return busy / (workers * span(done)), peak
 
 
 def throughput(
@@ -137,14 +110,9 @@ def throughput(
 ) -> tuple[float, int]:
     """(finished trials per second, the most connections counted) for ``workers`` processes
     with a trivial objective, straight on ``url`` or through a storage proxy in front of it."""
-    name = f"{'grpc' if proxy else 'rdb'}{workers}"
-    path = workdir / f"{name}.yaml"
-    path.write_text(yaml.safe_dump(config(name, "trivial", 25 * workers)))
-    sweeps = [sys.executable, "-m", "sweeps"]
-    launched = subprocess.run(
-        [*sweeps, "launch", str(path), "--storage", url], cwd=workdir, capture_output=True
+    name = launch_study(
+        f"{'grpc' if proxy else 'rdb'}{workers}", "trivial", 25 * workers, workdir, url
     )
-    assert launched.returncode == 0
     server = None
     worker_url = url
     if proxy:
@@ -152,15 +120,57 @@ def throughput(
             s.bind(("127.0.0.1", 0))
             port = s.getsockname()[1]
         server = subprocess.Popen(
-            [*sweeps, "storage-proxy", "--storage", url, "--port", str(port)],
+            [
+                sys.executable,
+                "-m",
+                "sweeps",
+                "storage-proxy",
+                "--storage",
+                url,
+                "--port",
+                str(port),
+            ],
             cwd=workdir,
             stdout=subprocess.DEVNULL,
         )
         worker_url = f"grpc://127.0.0.1:{port}"
+    peak = run_workers(name, workers, workdir, worker_url, connections)
+    if server is not None:
+        server.terminate()
+        server.wait()
+    done = optuna.load_study(study_name=name, storage=url).trials
+    return len(done) / span(done), peak
+
+
+def launch_study(name: str, objective: str, trials: int, workdir: Path, url: str) -> str:
+    """Launch study ``name`` of ``trials`` trials of a `storage_objectives` objective."""
+    path = workdir / f"{name}.yaml"
+    path.write_text(yaml.safe_dump(config(name, objective, trials)))
+    launched = subprocess.run(
+        [sys.executable, "-m", "sweeps", "launch", str(path), "--storage", url],
+        cwd=workdir,
+        capture_output=True,
+    )
+    assert launched.returncode == 0, launched.stderr
+    return name
+
+
+def span(trials: list[optuna.trial.FrozenTrial]) -> float:
+    """Seconds from the first trial's start to the last one's end."""
+    start = min(t.datetime_start for t in trials if t.datetime_start)
+    end = max(t.datetime_complete for t in trials if t.datetime_complete)
+    return (end - start).total_seconds()
+
+
+def run_workers(
+    study: str, workers: int, workdir: Path, url: str, connections: Callable[[], int]
+) -> int:
+    """Run ``workers`` `sweeps worker` processes on ``url`` to the end of ``study``; the
+    most connections ``connections()`` counted meanwhile (polled every 0.1 s)."""
     procs = [
         subprocess.Popen(
-            [*sweeps, "worker", "--study", name, "--threads", "1", "--storage", worker_url],
-            env={**os.environ, "SWEEPS_WORKER_INDEX": str(i)},
+            [sys.executable, "-m", "sweeps", "worker", "--study", study, "--threads", "1"],
+            env={**os.environ, "SWEEPS_STORAGE": url, "SWEEPS_WORKER_INDEX": str(i)},
             cwd=workdir,
             stdout=subprocess.DEVNULL,
             stderr=subprocess.DEVNULL,
@@ -171,15 +181,8 @@ def throughput(
     while any(p.poll() is None for p in procs):
         peak = max(peak, connections())
         time.sleep(0.1)
-    if server is not None:
-        server.terminate()
-        server.wait()
     assert all(p.returncode == 0 for p in procs)
-    done = optuna.load_study(study_name=name, storage=url).trials
-    span = (
-        max(t.datetime_complete for t in done) - min(t.datetime_start for t in done)
-    ).total_seconds()
-    return len(done) / span, peak
+    return peak
 
 
 def open_connections(cluster: PostgresCluster, database: str) -> int:

@@ -9,7 +9,9 @@ import sys
 from pathlib import Path
 from typing import Any
 
+import sqlalchemy
 import yaml
+from optuna.trial import FrozenTrial
 
 BASE: dict[str, Any] = {
     "study": "t",
@@ -48,3 +50,16 @@ def sweeps(
         timeout=timeout,
         env={**os.environ, **(env or {})},
     )
+
+
+def assert_epoch_curves_stored(url: str, trials: list[FrozenTrial]) -> None:
+    """Each trial's stored epoch curve has a row per epoch it reported (at least one)."""
+    engine = sqlalchemy.create_engine(url)
+    with engine.connect() as conn:
+        for t in trials:
+            epochs = conn.execute(
+                sqlalchemy.text("SELECT count(*) FROM sweeps_curve_epochs WHERE trial_id = :t"),
+                {"t": t._trial_id},
+            ).scalar_one()
+            assert epochs == len(t.intermediate_values) > 0
+    engine.dispose()

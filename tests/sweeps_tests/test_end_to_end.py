@@ -18,7 +18,7 @@ import sqlalchemy
 from optuna.trial import TrialState
 from test_results import start_dashboard
 
-from sweeps_helpers import config, sweeps
+from sweeps_helpers import assert_epoch_curves_stored, config, sweeps
 
 pytestmark = pytest.mark.slow
 
@@ -425,15 +425,7 @@ def test_stacked_workers_finish_exactly_the_budget(tmp_path: Path, storage_url: 
     done = trials(storage_url)
     assert len(done) == 12
     assert {t.state for t in done} <= {TrialState.COMPLETE, TrialState.PRUNED}
-    engine = sqlalchemy.create_engine(storage_url)
-    with engine.connect() as conn:
-        for t in done:
-            epochs = conn.execute(
-                sqlalchemy.text("SELECT count(*) FROM sweeps_curve_epochs WHERE trial_id = :t"),
-                {"t": t._trial_id},
-            ).scalar_one()
-            assert epochs == len(t.intermediate_values) > 0
-    engine.dispose()
+    assert_epoch_curves_stored(storage_url, done)
 
 
 def test_a_stacked_worker_refills_the_slots_that_ended_trials_free(

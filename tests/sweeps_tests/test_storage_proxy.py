@@ -13,7 +13,6 @@ from typing import Any
 
 import optuna
 import pytest
-import sqlalchemy
 from optuna.trial import TrialState
 
 from storage import Database
@@ -21,7 +20,7 @@ from storage.remote import RemoteDatabase, serve
 from storage.trial_slots import WORKER
 from sweeps.config import parse_config
 from sweeps.study import launch
-from sweeps_helpers import BASE, config, sweeps
+from sweeps_helpers import BASE, assert_epoch_curves_stored, config, sweeps
 
 
 def free_port() -> int:
@@ -95,15 +94,7 @@ def test_workers_behind_a_proxy_finish_exactly_the_budget(
     assert {t.state for t in done} <= {TrialState.COMPLETE, TrialState.PRUNED}
     pids = {str(w.pid) for w in workers}
     assert {t.user_attrs[WORKER].rsplit(":", 1)[1] for t in done} <= pids
-    engine = sqlalchemy.create_engine(storage_url)
-    with engine.connect() as conn:
-        for t in done:
-            epochs = conn.execute(
-                sqlalchemy.text("SELECT count(*) FROM sweeps_curve_epochs WHERE trial_id = :t"),
-                {"t": t._trial_id},
-            ).scalar_one()
-            assert epochs == len(t.intermediate_values) > 0
-    engine.dispose()
+    assert_epoch_curves_stored(storage_url, done)
 
 
 def test_a_claim_retried_after_a_lost_answer_takes_one_trial(
