@@ -110,6 +110,8 @@ class Stack:
         self.rows: list[_Trial] = []
         self.model: BatchedModel | None = None
         self.optimizer: BatchedOptimizer | None = None
+        self.values: list[float] = []  # each row's metric after the epoch `train` trained
+        self.val_losses: list[float] = []
         self._ended: list[tuple[Run, Outcome]] = []
 
     def __len__(self) -> int:
@@ -167,8 +169,7 @@ class Stack:
         self._drop(leaving)
         if self.rows:
             self._train_steps()
-        self.values: list[float] = []
-        self.val_losses: list[float] = []
+        self.values, self.val_losses = [], []
         if self.rows:
             assert self.model is not None
             accuracies, self.val_losses = _evaluate(self.model, self.data)
