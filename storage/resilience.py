@@ -75,12 +75,17 @@ def is_transient(error: BaseException) -> bool:
 
 
 def _proxy_unreachable(error: BaseException) -> bool:
+    """A storage proxy down, restarting, or stopping (which cancels the calls it cannot
+    finish in its grace period): retried like a lost database connection."""
     grpc = sys.modules.get("grpc")  # not imported: the error cannot be one of its own
-    return (
-        grpc is not None
-        and isinstance(error, grpc.RpcError)
-        and error.code() in (grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED)
+    if grpc is None or not isinstance(error, grpc.RpcError):
+        return False
+    gone = (
+        grpc.StatusCode.UNAVAILABLE,
+        grpc.StatusCode.CANCELLED,
+        grpc.StatusCode.DEADLINE_EXCEEDED,
     )
+    return error.code() in gone
 
 
 def never_connected(error: BaseException) -> bool:

@@ -6,6 +6,7 @@ import argparse
 
 from sweeps.commands.common import add_storage_arguments
 
+GRACE_SECONDS = 10  # within Kubernetes' default 30 s between SIGTERM and SIGKILL
 HELP = (
     "serve the database to workers (--storage grpc://HOST:PORT): Optuna's gRPC storage "
     "proxy plus lr-sweeps' own calls, so workers hold no database connection"
@@ -55,6 +56,7 @@ def run(args: argparse.Namespace) -> int:
         flush=True,
     )
     stop.wait()
-    server.stop(grace=5).wait()
+    # Calls in flight may finish; the workers retry those it cancels after the grace period.
+    server.stop(grace=GRACE_SECONDS).wait()
     print("storage proxy stopped", flush=True)
     return 0

@@ -68,6 +68,26 @@ def test_transient_errors_are_told_apart() -> None:
     assert not is_transient(ValueError("bad value"))
 
 
+@pytest.mark.parametrize(
+    ("code", "transient"),
+    [
+        ("UNAVAILABLE", True),  # a storage proxy down or restarting
+        ("CANCELLED", True),  # a stopping proxy cancels what it cannot finish
+        ("INTERNAL", False),  # the proxy's database call failed for good: not retried
+        ("INVALID_ARGUMENT", False),
+    ],
+)
+def test_storage_proxy_errors_are_told_apart(code: str, transient: bool) -> None:
+    import grpc
+
+    class Failed(grpc.RpcError):
+        def code(self) -> grpc.StatusCode:
+            return grpc.StatusCode[code]
+
+    assert is_transient(Failed()) is transient
+    assert not never_connected(Failed())  # a proxy call may have been run
+
+
 def _raised(operation: Any) -> BaseException:
     try:
         operation()
