@@ -22,7 +22,10 @@ from typing import Any
 
 import grpc
 import optuna
-from optuna.storages._grpc.server import make_server
+from optuna.storages._grpc.auto_generated.api_pb2_grpc import (
+    add_StorageServiceServicer_to_server,
+)
+from optuna.storages._grpc.servicer import OptunaStorageProxyService
 from optuna.trial import TrialState
 
 from storage._url import proxy_address
@@ -87,7 +90,13 @@ def serve(db: Database, host: str, port: int, *, threads: int = 32) -> grpc.Serv
             code = grpc.StatusCode.UNAVAILABLE if is_transient(e) else grpc.StatusCode.INTERNAL
             context.abort(code, f"{type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}")
 
-    server = make_server(db.optuna, host, port, ThreadPoolExecutor(max_workers=threads))
+    # Optuna's `make_server`, but with the port ours alone: by default gRPC shares it, and a
+    # second proxy started on the same port would silently take half the calls.
+    server = grpc.server(
+        ThreadPoolExecutor(max_workers=threads), options=[("grpc.so_reuseport", 0)]
+    )
+    add_StorageServiceServicer_to_server(OptunaStorageProxyService(db.optuna), server)  # type: ignore[no-untyped-call]
+    server.add_insecure_port(f"{host}:{port}")
     method = grpc.unary_unary_rpc_method_handler(
         call, request_deserializer=json.loads, response_serializer=_dumps
     )

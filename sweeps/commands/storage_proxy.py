@@ -38,6 +38,11 @@ def run(args: argparse.Namespace) -> int:
     if args.threads < 1:
         raise UsageError(f"--threads: must be an integer >= 1, got {args.threads}")
 
+    import os
+
+    # gRPC's own log would add a second line to a bind error; GRPC_VERBOSITY overrides.
+    os.environ.setdefault("GRPC_VERBOSITY", "NONE")
+
     from storage import mask_url
     from storage.remote import serve
     from sweeps.commands.common import open_database
@@ -45,8 +50,11 @@ def run(args: argparse.Namespace) -> int:
     db = open_database(args, wait=True)
     try:
         server = serve(db, args.host, args.port, threads=args.threads)
-    except RuntimeError as e:  # grpc cannot bind the address
-        raise UsageError(f"--port: cannot listen on {args.host}:{args.port}: {e}") from None
+    except RuntimeError:  # grpc cannot bind: the port is taken, or the host is not ours
+        raise UsageError(
+            f"--host/--port: cannot listen on {args.host}:{args.port} (port in use, or not "
+            "an address of this machine)"
+        ) from None
     stop = threading.Event()
     for signum in (signal.SIGTERM, signal.SIGINT):
         signal.signal(signum, lambda *_: stop.set())

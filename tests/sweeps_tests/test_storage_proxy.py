@@ -179,3 +179,21 @@ def test_the_proxy_never_shows_the_database_password(tmp_path: Path, postgres: A
     assert unreachable.stderr.splitlines()[-1].startswith("error: storage postgresql")
     for text in (first + out + err, unreachable.stdout + unreachable.stderr):
         assert "s3cr3t" not in text and "Traceback" not in text
+
+
+def test_a_second_proxy_on_a_taken_port_is_refused(tmp_path: Path) -> None:
+    url = f"sqlite:///{tmp_path / 's.db'}"
+    assert sweeps("launch", str(config(tmp_path)), "--storage", url, cwd=tmp_path).returncode == 0
+    port = str(free_port())
+    first = start("storage-proxy", "--storage", url, "--port", port, cwd=tmp_path)
+    try:
+        assert first.stdout is not None and "serving" in first.stdout.readline()
+        second = sweeps("storage-proxy", "--storage", url, "--port", port, cwd=tmp_path)
+    finally:
+        first.terminate()
+        first.communicate(timeout=60)
+    assert second.returncode == 2
+    assert second.stderr == (
+        f"error: --host/--port: cannot listen on 127.0.0.1:{port} (port in use, or not an "
+        "address of this machine)\n"
+    )
