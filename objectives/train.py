@@ -186,13 +186,13 @@ class Stack:
         n = len(data.y_train)
         order = torch.stack([torch.randperm(n, generator=t.shuffle) for t in self.rows])
         order = order.to(self.device)
+        adaptive = any(not t.closed_form for t in self.rows)  # then each step needs norms
         for i in range(per_epoch):
             steps = [(t.epoch - 1) * per_epoch + i for t in self.rows]
             idx = order[:, i * batch : (i + 1) * batch]
             losses, grad = self.model.loss_and_grad(data.x_train[idx], data.y_train[idx])
             all_finite = bool(torch.isfinite(losses).all())
             logged = [pos for pos, t in enumerate(self.rows) if t.run.wants_step(steps[pos])]
-            adaptive = any(not t.closed_form for t in self.rows)
             norms = grad.pow(2).sum(dim=1).sqrt().tolist() if adaptive or logged else []
             lrs = [t.lr(step) for t, step in zip(self.rows, steps, strict=True)]
             if logged:
@@ -219,6 +219,7 @@ class Stack:
                 order = order[self._drop(diverged)]
                 if not self.rows:
                     return
+                adaptive = any(not t.closed_form for t in self.rows)
 
     def settle(self, ended: Mapping[int, Outcome], pruned: Container[int]) -> None:
         """End the epoch `train` trained, once it is reported: the trials ``ended`` (by
