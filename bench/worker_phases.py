@@ -9,7 +9,8 @@ not counted: `bench/stacked_study.py` measures the whole command). It prints the
 seconds, the epochs it trained, and per phase the seconds and calls: training steps,
 evaluation, the epoch's reports and pruning decisions, checkpoints, asking (claim + sample),
 joining a stack (models, checkpoints) and finishing (tell, artifacts). Then the ratio of
-each stack size's total and training time to K = 1's.
+each stack size's total and training time to K = 1's, and what no stack size changes: the
+seconds a fresh `sweeps worker` process spends importing its modules.
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ from __future__ import annotations
 import argparse
 import collections
 import functools
+import subprocess
 import sys
 import tempfile
 import time
@@ -114,6 +116,11 @@ def main() -> None:
             print(f"epochs_trained_stack{k}: {epochs}")
             for name, (seconds, calls) in phases.items():
                 print(f"seconds_{name}_stack{k}: {seconds:.2f} ({calls} calls)")
+    start = time.perf_counter()
+    subprocess.run(
+        [sys.executable, "-c", "import sweeps.commands.worker, sweeps.worker"], check=True
+    )
+    print(f"seconds_import_worker_process: {time.perf_counter() - start:.1f}")
     first = stacks[0]
     for k in stacks[1:]:
         print(f"worker_speedup_stack{k}: {results[first][0] / results[k][0]:.2f}")
