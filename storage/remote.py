@@ -195,13 +195,11 @@ class RemoteDatabase(Database):
 class RemoteTrialSlots(TrialSlots):
     """`TrialSlots` run by the proxy; the trials are stored as taken by this process."""
 
-    def __init__(self, db: RemoteDatabase, study_id: int, *, retries: int) -> None:
-        super().__init__(db, study_id, retries=retries)
-        self.remote = db
+    db: RemoteDatabase
 
     def _call(self, name: str, **args: Any) -> Any:
         ours = {"study_id": self.study_id, "retries": self.retries, "worker": self.worker}
-        return self.remote.call(name, **ours, **args)
+        return self.db.call(name, **ours, **args)
 
     def claim(self, token: str | None = None) -> int | None:
         # One token for every retry: the proxy finds the trial a lost answer took.
