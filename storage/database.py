@@ -66,9 +66,7 @@ class Database:
             # What workers and commands use: Optuna's storage, surviving outages. Inside,
             # the cache Optuna itself puts in front of an RDBStorage (finished trials are
             # read once), which a wrapper would otherwise lose.
-            self.optuna: optuna.storages.BaseStorage = RetryingStorage(
-                optuna.storages._CachedStorage(self.rdb)
-            )
+            self.optuna: optuna.storages.BaseStorage = RetryingStorage(_ClaimAwareCache(self.rdb))
         except sqlalchemy.exc.SQLAlchemyError as e:
             raise StorageError(
                 f"storage {mask_url(url)}: {type(e).__name__}: {_first_line(e)}"
@@ -225,6 +223,34 @@ class Database:
             ).all()
             s.expunge_all()
             return list(rows)
+
+
+class _ClaimAwareCache(optuna.storages._CachedStorage):
+    """Optuna's cache in front of an `RDBStorage`, which also learns of a trial created
+    outside Optuna's calls (a claim, `storage.trial_slots`) when a parameter is first
+    written to it: Optuna's cache writes a parameter only to a trial it has read (a storage
+    proxy restarted between a claim and the sampling has read none)."""
+
+    _backend: optuna.storages.RDBStorage
+
+    def set_trial_param(
+        self,
+        trial_id: int,
+        param_name: str,
+        param_value_internal: float,
+        distribution: optuna.distributions.BaseDistribution,
+    ) -> None:
+        if trial_id not in self._trial_id_to_study_id_and_number:
+            with self._backend.engine.connect() as conn:
+                study_id = conn.scalar(
+                    select(models.TrialModel.study_id).where(
+                        models.TrialModel.trial_id == trial_id
+                    )
+                )
+            if study_id is None:
+                raise KeyError(f"no trial with id {trial_id}")
+            self.get_all_trials(study_id, deepcopy=False)
+        super().set_trial_param(trial_id, param_name, param_value_internal, distribution)
 
 
 def used_slots(s: Session, study_id: int) -> int:

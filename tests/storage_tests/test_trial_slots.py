@@ -26,6 +26,23 @@ def slots_on(url: str, budget: int, retries: int = 1) -> tuple[optuna.Study, Tri
     return study, TrialSlots(db, study_id, retries=retries)
 
 
+def test_a_claimed_trial_takes_parameters_through_a_cache_that_never_read_it(
+    storage_url: str,
+) -> None:
+    """A storage proxy restarted between a claim and the sampling has a fresh Optuna cache
+    that never listed the claimed trial; its parameter writes still find it."""
+    _, slots = slots_on(storage_url, budget=2)
+    trial_id = slots.claim()
+    assert trial_id is not None
+    fresh = Database(storage_url)  # as the restarted proxy's
+    fresh.optuna.set_trial_param(trial_id, "lr", 0.1, optuna.distributions.FloatDistribution(0, 1))
+    assert fresh.optuna.get_trial(trial_id).params == {"lr": 0.1}
+    with pytest.raises(KeyError):
+        fresh.optuna.set_trial_param(
+            10_000, "lr", 0.1, optuna.distributions.FloatDistribution(0, 1)
+        )
+
+
 def states(study: optuna.Study) -> list[str]:
     return [t.state.name for t in study.get_trials()]
 
