@@ -28,8 +28,9 @@ import torch
 import objectives
 from storage import Database
 from sweeps.config import load_yaml, parse_config
+from sweeps.results.artifact_store import artifact_store
 from sweeps.results.curves import Curves
-from sweeps.results.dashboard import Publisher, artifact_store, publish_study
+from sweeps.results.dashboard import Publisher, publish_study
 from sweeps.study import launch
 from sweeps.trial_attrs import PARAMS
 

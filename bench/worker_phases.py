@@ -10,7 +10,8 @@ seconds, the epochs it trained, and per phase the seconds and calls: training st
 evaluation, the epoch's reports and pruning decisions, checkpoints, asking (claim + sample),
 joining a stack (models, checkpoints) and finishing (tell, artifacts). Then the ratio of
 each stack size's total and training time to K = 1's, and what no stack size changes: the
-seconds a fresh `sweeps worker` process spends importing its modules.
+seconds a fresh `sweeps worker` process spends importing its modules, and ending (with the
+interpreter's teardown, and without it as `sweeps` ends).
 """
 
 from __future__ import annotations
@@ -116,16 +117,43 @@ def main() -> None:
             print(f"epochs_trained_stack{k}: {epochs}")
             for name, (seconds, calls) in phases.items():
                 print(f"seconds_{name}_stack{k}: {seconds:.2f} ({calls} calls)")
-    start = time.perf_counter()
-    subprocess.run(
-        [sys.executable, "-c", "import sweeps.commands.worker, sweeps.worker"], check=True
-    )
-    print(f"seconds_import_worker_process: {time.perf_counter() - start:.1f}")
+    imports, teardown = process_start_and_end(fast=False)
+    print(f"seconds_import_worker_process: {imports:.1f}")
+    print(f"seconds_exit_with_teardown: {teardown:.2f}")
+    print(f"seconds_exit_without_teardown: {process_start_and_end(fast=True)[1]:.2f}")
     first = stacks[0]
     for k in stacks[1:]:
         print(f"worker_speedup_stack{k}: {results[first][0] / results[k][0]:.2f}")
         training = results[first][2]["train_steps"][0] / results[k][2]["train_steps"][0]
         print(f"training_speedup_stack{k}: {training:.2f}")
+
+
+# A worker process's own start and end: its imports (the first optimizer imports
+# torch._dynamo), then the time from its last line to its end, with the interpreter's
+# teardown or without it (os._exit, as `sweeps.cli.console` ends).
+PROCESS = """
+import os, sys, time
+start = time.time()
+import sweeps.commands.worker, sweeps.worker, torch
+torch.optim.SGD([torch.nn.Parameter(torch.zeros(1))], lr=0.1)
+print(time.time() - start, time.time(), flush=True)
+if sys.argv[1] == "fast":
+    os._exit(0)
+"""
+
+
+def process_start_and_end(*, fast: bool) -> tuple[float, float]:
+    """(seconds importing, seconds ending) of a fresh worker-like process."""
+    child = subprocess.Popen(
+        [sys.executable, "-c", PROCESS, "fast" if fast else "slow"],
+        stdout=subprocess.PIPE,
+        text=True,
+        cwd=HERE.parent,
+    )
+    assert child.stdout is not None
+    imports, last_line = map(float, child.stdout.readline().split())
+    child.wait()
+    return imports, time.time() - last_line
 
 
 if __name__ == "__main__":

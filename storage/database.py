@@ -72,6 +72,12 @@ class Database:
                 f"storage {mask_url(url)}: {type(e).__name__}: {_first_line(e)}"
             ) from e
 
+    def close(self) -> None:
+        """Close the pooled connections (the last one to an SQLite file folds its
+        write-ahead log back into the file). The Database stays usable: it reconnects."""
+        self.engine.dispose()
+        self.rdb.engine.dispose()
+
     def trial_slots(self, study_id: int, *, retries: int) -> TrialSlots:
         """The study's trial slots (`storage.trial_slots`), for a worker."""
         from storage.trial_slots import TrialSlots

@@ -136,6 +136,9 @@ class RemoteDatabase(Database):
         except grpc.FutureTimeoutError:
             raise StorageError(f"storage {self.url}: no proxy answered in {timeout:g} s") from None
 
+    def close(self) -> None:
+        self._channel.close()
+
     def call(self, name: str, **args: Any) -> Any:
         """Run ``name`` on the proxy; retried while the proxy is unreachable."""
 

@@ -1,3 +1,3 @@
-from sweeps.cli import main
+from sweeps.cli import console
 
-raise SystemExit(main())
+console()

@@ -50,10 +50,17 @@ def ask_batch(
     return trials
 
 
-def ramp_up(size: int, finished: int) -> int:
-    """How many trials a worker trains at once when ``finished`` trials of the study are
-    finished: at most that many (at least one). Trials started before any has finished are
-    all sampled blind and none can be pruned against a finished one, so a stack of 16 on a
-    fresh study would train 16 full runs; ramping up (1, 2, 3, ... trials) lets the sampler
-    and pruner learn from the first trials first."""
-    return min(size, max(1, finished))
+def room(size: int, training: int, *, finished: int, held: int, blind: float) -> int:
+    """How many more trials a worker training ``training`` of at most ``size`` may take, when
+    ``held`` trials of the study are started (running or finished) and ``finished`` of them
+    are finished.
+
+    A stack of 16 on a fresh study would train 16 runs that nothing learned from, so a
+    worker ramps up: it trains at most as many trials as are finished (at least one), and
+    the sampler and pruner learn from the first trials first. Except for the study's first
+    ``blind`` trials (`sweeps.samplers.blind_trials`): the sampler draws them at random and
+    the pruner spares them whatever ran before, so they all start at once.
+    """
+    learned = min(size, max(1, finished)) - training
+    unlearned = min(size - training, blind - held)
+    return int(max(learned, unlearned))

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import os
 import sys
 from collections.abc import Sequence
 
@@ -59,6 +60,21 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         return 130
+
+
+def console() -> None:
+    """The `sweeps` program: `main`, then end the process without the interpreter's
+    teardown. Freeing torch's and Optuna's modules takes over a second (`bench/worker_phases.py`
+    prints seconds_exit_with_teardown), which every worker pays when a study ends. Nothing is
+    left to write by then: output is flushed and databases closed (SQLite folds its
+    write-ahead log into the file)."""
+    code = main()
+    from sweeps.commands.common import close_databases
+
+    close_databases()
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(code)
 
 
 def _quiet_optuna() -> None:

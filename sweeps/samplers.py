@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import warnings
 from collections.abc import Callable
 from typing import Any
@@ -58,6 +59,20 @@ PRUNERS: dict[type, Callable[[Any, int], optuna.pruners.BasePruner]] = {
     ),
     c.Wilcoxon: lambda p, epochs: optuna.pruners.WilcoxonPruner(**_options(p)),
 }
+
+
+def blind_trials(config: c.SweepConfig) -> int | float:
+    """How many of the study's first trials learn nothing from each other: the sampler draws
+    them at random (its startup trials; random, QMC and grid sampling never learn) and the
+    pruner prunes none of them (a median or percentile pruner's startup trials; no pruner
+    never prunes). Other pruners may prune from the first trials on: 0."""
+    sampler = getattr(config.sampler, "n_startup_trials", math.inf)
+    pruner = config.pruner
+    if isinstance(pruner, c.NoPruner):
+        return sampler
+    if isinstance(pruner, c.Median):  # a Percentile is a Median with a percentile
+        return min(sampler, pruner.n_startup_trials)
+    return 0
 
 
 def _options(model: Any) -> dict[str, Any]:

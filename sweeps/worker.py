@@ -31,9 +31,11 @@ from optuna.trial import TrialState
 import objectives
 from storage import CheckpointStore, Database
 from storage.trial_slots import Failure, Heartbeat, first_attempt
-from sweeps.batch_ask import ask_batch, ramp_up
+from sweeps.batch_ask import ask_batch, room
+from sweeps.results.artifact_store import ArtifactStore, artifact_store
 from sweeps.results.curves import Curves
-from sweeps.results.dashboard import ArtifactStore, Publisher, artifact_store
+from sweeps.results.dashboard import Publisher
+from sweeps.samplers import blind_trials
 from sweeps.study import StudyHandle, load
 from sweeps.summary import describe
 from sweeps.trial_attrs import PARAMS, REASON
@@ -75,6 +77,7 @@ class Worker:
         self.log = log
         self._stopping = threading.Event()
         self.stack = stack or self.config.stack
+        self.blind = blind_trials(self.config)
         # The trials in training, for a task that stacks; others train one at a time.
         self.pool: objectives.Pool | None = None
         if isinstance(self.objective, objectives.ClassifierTask):
@@ -130,11 +133,17 @@ class Worker:
                 return 1
             finished = sum(counts.get(s, 0) for s in FINISHED)
             held = finished + counts.get(TrialState.RUNNING, 0)
-            room = ramp_up(self.stack, finished) - len(self.pool or ())
+            free = room(
+                self.stack,
+                len(self.pool or ()),
+                finished=finished,
+                held=held,
+                blind=self.blind,
+            )
             batch: list[optuna.Trial] = []
-            if room > 0 and held < self.config.budget.trials:  # else no claim can succeed
+            if free > 0 and held < self.config.budget.trials:  # else no claim can succeed
                 batch = ask_batch(
-                    self.handle.study, room, claim=self._claim, sample=self.handle.space.sample
+                    self.handle.study, free, claim=self._claim, sample=self.handle.space.sample
                 )
             if batch or self.pool:
                 self.train(batch)

@@ -11,7 +11,7 @@ from sweeps.errors import RunFailed, UsageError
 if TYPE_CHECKING:
     from storage import Database
     from sweeps.config import SweepConfig
-    from sweeps.results.dashboard import ArtifactStore
+    from sweeps.results.artifact_store import ArtifactStore
 
 
 def add_storage_arguments(
@@ -47,6 +47,10 @@ def add_storage_arguments(
         )
 
 
+# Every database a command opened, for `close_databases` when the process ends.
+_OPENED: list[Database] = []
+
+
 def open_database(
     args: argparse.Namespace, *, create: bool = False, wait: bool = False
 ) -> Database:
@@ -69,6 +73,7 @@ def open_database(
         from storage.remote import RemoteDatabase
 
         db = RemoteDatabase(url)
+        _OPENED.append(db)
         try:
             if wait:
                 db.wait_ready(retry_seconds())
@@ -80,10 +85,19 @@ def open_database(
         raise UsageError(f"--storage: no database at {path}; create one with 'sweeps launch'")
     try:
         if wait:
-            return retrying(lambda: storage.Database(url), what="open the database")
-        return storage.Database(url)
+            opened = retrying(lambda: storage.Database(url), what="open the database")
+        else:
+            opened = storage.Database(url)
     except storage.StorageError as e:
         raise RunFailed(str(e)) from None
+    _OPENED.append(opened)
+    return opened
+
+
+def close_databases() -> None:
+    """Close every database `open_database` opened."""
+    while _OPENED:
+        _OPENED.pop().close()
 
 
 def storage_url(args: argparse.Namespace) -> str:
@@ -121,7 +135,7 @@ def artifacts_root(args: argparse.Namespace) -> Path:
 
 def dashboard_store(args: argparse.Namespace) -> ArtifactStore:
     """The dashboard's artifact store named by ``--artifact-store`` or the environment."""
-    from sweeps.results.dashboard import StoreError, artifact_store
+    from sweeps.results.artifact_store import StoreError, artifact_store
 
     try:
         return artifact_store(artifacts_root(args), args.artifact_store)
@@ -133,7 +147,7 @@ def check_artifact_store(args: argparse.Namespace) -> None:
     """`dashboard_store`'s checks, without creating anything (before a study is written)."""
     import os
 
-    from sweeps.results.dashboard import STORE_ENV, StoreError, object_store
+    from sweeps.results.artifact_store import STORE_ENV, StoreError, object_store
 
     url = args.artifact_store or os.environ.get(STORE_ENV)
     if url:

@@ -26,7 +26,7 @@ def run(args: argparse.Namespace) -> int:
 
     from storage import mask_url
     from sweeps.commands.common import artifacts_root, dashboard_store, open_database
-    from sweeps.results.dashboard import store_location
+    from sweeps.results.artifact_store import store_location
 
     if not 1 <= args.port <= 65535:
         raise UsageError(f"--port: must be an integer in [1, 65535], got {args.port}")

@@ -29,10 +29,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    import contextlib
     import os
     import subprocess
     import sys
-    import time
 
     from sweeps.commands.common import (
         artifacts_root,
@@ -95,9 +95,10 @@ def run(args: argparse.Namespace) -> int:
 
     progress = Progress(lambda: summarize(db, handle))
     try:
-        while any(p.poll() is None for p in procs):
+        while running := [p for p in procs if p.poll() is None]:
             progress.update()
-            time.sleep(POLL_SECONDS)
+            with contextlib.suppress(subprocess.TimeoutExpired):
+                running[0].wait(POLL_SECONDS)  # back as soon as the last worker ends
     except KeyboardInterrupt:  # the workers hand their trials back (`sweeps worker`)
         progress.close()
         print(

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable
 from typing import Any
 
@@ -12,7 +13,9 @@ from optuna.trial import FrozenTrial, TrialState
 
 from storage import Database
 from storage.trial_slots import TrialSlots
-from sweeps.batch_ask import ask_batch, ramp_up
+from sweeps.batch_ask import ask_batch, room
+from sweeps.config import parse_config
+from sweeps.samplers import blind_trials
 
 
 class SeeingSampler(optuna.samplers.RandomSampler):
@@ -112,12 +115,63 @@ def test_ask_batch_takes_each_queued_trial_once(storage_url: str, size: int) -> 
 
 
 @pytest.mark.parametrize(
-    ("size", "finished", "asked"), [(16, 0, 1), (16, 1, 1), (16, 5, 5), (16, 40, 16), (1, 9, 1)]
+    ("size", "training", "finished", "held", "free"),
+    [
+        (16, 0, 0, 0, 1),
+        (16, 1, 1, 2, 0),
+        (16, 2, 5, 7, 3),
+        (16, 10, 40, 50, 6),
+        (1, 0, 9, 9, 1),
+        (1, 1, 9, 10, 0),
+    ],
 )
-def test_ramp_up_asks_no_more_than_the_finished_trials(
-    size: int, finished: int, asked: int
+def test_a_worker_ramps_up_to_as_many_trials_as_are_finished(
+    size: int, training: int, finished: int, held: int, free: int
 ) -> None:
-    assert ramp_up(size, finished) == asked
+    assert room(size, training, finished=finished, held=held, blind=0) == free
+
+
+@pytest.mark.parametrize(
+    ("size", "training", "held", "blind", "free"),
+    [
+        (16, 0, 0, 8, 8),  # the study's first worker starts all its blind trials
+        (16, 0, 8, 8, 1),  # the next one ramps up as without
+        (16, 0, 3, 8, 5),
+        (4, 0, 0, 8, 4),  # no more than a stack
+        (16, 2, 2, math.inf, 14),  # nothing learns: a full stack at once
+    ],
+)
+def test_a_worker_starts_the_trials_nothing_learns_from_at_once(
+    size: int, training: int, held: int, blind: float, free: int
+) -> None:
+    assert room(size, training, finished=0, held=held, blind=blind) == free
+
+
+@pytest.mark.parametrize(
+    ("sampler", "pruner", "blind"),
+    [
+        ({"name": "tpe", "n_startup_trials": 10}, {"name": "median", "n_startup_trials": 8}, 8),
+        ({"name": "tpe", "n_startup_trials": 3}, {"name": "median", "n_startup_trials": 8}, 3),
+        ({"name": "random"}, {"name": "percentile", "percentile": 25.0}, 5),
+        ({"name": "random"}, {"name": "none"}, math.inf),
+        ({"name": "gp"}, {"name": "none"}, 10),
+        ({"name": "tpe"}, {"name": "hyperband"}, 0),
+    ],
+)
+def test_blind_trials_are_those_sampler_and_pruner_learn_nothing_from(
+    sampler: dict[str, Any], pruner: dict[str, Any], blind: float
+) -> None:
+    config = parse_config(
+        {
+            "study": "s",
+            "objective": "digits_mlp",
+            "budget": {"trials": 4, "epochs": 2},
+            "sampler": sampler,
+            "pruner": pruner,
+            "space": {"lr": {"low": 0.01, "high": 0.1}, "schedule": {"constant": {}}},
+        }
+    )
+    assert blind_trials(config) == blind
 
 
 def test_a_batch_of_trials_created_outside_optuna_is_sampled_through_its_cache(

@@ -116,6 +116,22 @@ def test_same_seed_and_params_give_the_same_curve(tmp_path: Path) -> None:
     assert len(a.intermediate_values) == 3
 
 
+def test_a_finished_run_leaves_an_sqlite_file_complete_by_itself(tmp_path: Path) -> None:
+    """Processes end without the interpreter's teardown (`sweeps.cli.console`), but close
+    their databases first: SQLite folds its write-ahead log back into the file, so the file
+    alone (copied, mailed) holds every trial."""
+    url = f"sqlite:///{tmp_path / 's.db'}"
+    cfg = config(tmp_path, budget={"trials": 4, "epochs": 2})
+    assert (
+        sweeps("run", str(cfg), "--workers", "2", "--storage", url, cwd=tmp_path).returncode == 0
+    )
+    assert not (tmp_path / "s.db-wal").exists()
+    alone = tmp_path / "copy"
+    alone.mkdir()
+    (alone / "s.db").write_bytes((tmp_path / "s.db").read_bytes())
+    assert states(f"sqlite:///{alone / 's.db'}") == {"COMPLETE": 4}
+
+
 def test_diverging_trials_are_pruned_with_the_reason_and_the_sweep_goes_on(
     tmp_path: Path,
 ) -> None:
