@@ -281,15 +281,15 @@ def _rows(saved: dict[str, list[Any]] | list[dict[str, Any]]) -> list[dict[str, 
 def report_all(
     runs: Sequence[Run],
     values: Sequence[float],
-    epochs: int | Sequence[int],
+    epochs: Sequence[int],
     *,
     val_losses: Sequence[float | None],
 ) -> dict[int, Diverged | Lost]:
-    """``run.report(value, epoch, val_loss=..., prune=False)`` for many runs (each at its own
-    epoch, or all at ``epochs``), with one write per report sink: a worker's reports after an
-    epoch are one database transaction, not two per trial. Decide pruning afterwards from
-    storage (`objectives.pruning.should_prune_all`; ``trial.should_prune`` would not see
-    these reports).
+    """``run.report(value, epoch, val_loss=..., prune=False)`` for many runs, each at its own
+    epoch, with one write per report sink: a worker's reports after an epoch are one
+    database transaction, not two per trial. Decide pruning afterwards from storage
+    (`objectives.pruning.should_prune_all`; ``trial.should_prune`` would not see these
+    reports).
 
     Returns:
         The runs (by index) that end here: `Diverged` (the value is not finite) or `Lost`
@@ -297,8 +297,6 @@ def report_all(
     """
     ended: dict[int, Diverged | Lost] = {}
     batches: dict[ReportSink, list[tuple[int, TrialReport]]] = {}
-    if isinstance(epochs, int):
-        epochs = [epochs] * len(runs)
     rows = zip(runs, values, epochs, val_losses, strict=True)
     for i, (run, value, epoch, val_loss) in enumerate(rows):
         try:

@@ -72,7 +72,7 @@ def test_report_all_writes_a_stack_once_and_leaves_out_diverged_runs(storage_url
     for run in runs:
         run.log_step(0, lr=0.1, loss=2.0)
 
-    diverged = report_all(runs, [0.5, math.nan, 0.7], 1, val_losses=[1.0, None, 0.9])
+    diverged = report_all(runs, [0.5, math.nan, 0.7], [1, 1, 1], val_losses=[1.0, None, 0.9])
 
     assert writes == [2]
     assert list(diverged) == [1] and isinstance(diverged[1], Diverged)
@@ -88,7 +88,7 @@ def test_report_all_ends_runs_whose_trial_another_worker_finished(storage_url: s
     study.tell(trials[1], state=optuna.trial.TrialState.FAIL)  # failed as stale elsewhere
     runs = [Run(t, {}, seed=0, epochs=2, reports=db.add_reports) for t in trials]
 
-    ended = report_all(runs, [0.5, 0.6], 1, val_losses=[None, None])
+    ended = report_all(runs, [0.5, 0.6], [1, 1], val_losses=[None, None])
 
     assert list(ended) == [1] and isinstance(ended[1], Lost)
     assert [t.intermediate_values for t in study.trials] == [{1: 0.5}, {}]
