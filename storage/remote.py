@@ -123,7 +123,8 @@ class RemoteDatabase(Database):
         self.url = url
         with warnings.catch_warnings():  # experimental in Optuna; our tests cover our use
             warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
-            self.optuna = RetryingStorage(optuna.storages.GrpcStorageProxy(host=host, port=port))
+            self._optuna_proxy = optuna.storages.GrpcStorageProxy(host=host, port=port)
+        self.optuna = RetryingStorage(self._optuna_proxy)
         self._channel = grpc.insecure_channel(f"{host}:{port}")
         self._call = self._channel.unary_unary(
             CALL, request_serializer=_dumps, response_deserializer=json.loads
@@ -137,7 +138,9 @@ class RemoteDatabase(Database):
             raise StorageError(f"storage {self.url}: no proxy answered in {timeout:g} s") from None
 
     def close(self) -> None:
+        """Close the channels to the proxy (ours and Optuna's); for the end of a process."""
         self._channel.close()
+        self._optuna_proxy.close()
 
     def call(self, name: str, **args: Any) -> Any:
         """Run ``name`` on the proxy; retried while the proxy is unreachable."""
@@ -204,9 +207,9 @@ class RemoteTrialSlots(TrialSlots):
         ours = {"study_id": self.study_id, "retries": self.retries, "worker": self.worker}
         return self.db.call(name, **ours, **args)
 
-    def claim(self, token: str | None = None) -> int | None:
+    def claim(self, token: str | None = None, *, below: int | None = None) -> int | None:
         # One token for every retry: the proxy finds the trial a lost answer took.
-        result = self._call("claim", token=token or uuid.uuid4().hex)
+        result = self._call("claim", token=token or uuid.uuid4().hex, below=below)
         return None if result is None else int(result)
 
     def hand_back(self, trial_id: int) -> bool:

@@ -34,7 +34,7 @@ from sqlalchemy import delete, func, select, update
 from sqlalchemy.orm import Session
 
 from storage.database import Database, StorageError, used_slots
-from storage.resilience import retrying
+from storage.resilience import retried, retrying
 from storage.tables import Budget
 
 # Trial user attrs (plain Optuna and optuna-dashboard show them).
@@ -67,9 +67,11 @@ class TrialSlots:
 
     # Taking and giving back ------------------------------------------------------------
 
-    def claim(self, token: str | None = None) -> int | None:
+    def claim(self, token: str | None = None, *, below: int | None = None) -> int | None:
         """Take a slot: the oldest WAITING trial, else a new one, now RUNNING with a fresh
-        heartbeat. None when the budget is full (finished and running trials fill it).
+        heartbeat. None when the budget is full (finished and running trials fill it), or
+        when the study holds ``below`` slots already (`sweeps.batch_ask.room`: a stacked
+        worker starting the study's blind trials, counted across all workers).
 
         Retried through outages; a retry first looks for the trial an earlier attempt may
         have taken before its acknowledgement was lost (by the claim's token). A caller that
@@ -87,7 +89,7 @@ class TrialSlots:
                 if looks and (taken := self._claimed_with(s, token)) is not None:
                     return taken
                 budget = self._lock_budget(s)  # first: the count must see every claim
-                if used_slots(s, self.study_id) >= budget:
+                if used_slots(s, self.study_id) >= min(budget, budget if below is None else below):
                     return None
                 waiting = s.scalars(
                     select(models.TrialModel)
@@ -197,6 +199,7 @@ class TrialSlots:
                 .values(heartbeat=func.current_timestamp())
             )
 
+    @retried  # a retry after a lost answer finds the trials failed, and fails no more
     def reap_stale(self, grace_period: float) -> list[Failure]:
         """Fail every RUNNING trial silent for over ``grace_period`` seconds and re-queue it.
 
@@ -230,6 +233,7 @@ class TrialSlots:
 
     # Reading -----------------------------------------------------------------------------
 
+    @retried
     def counts(self) -> dict[TrialState, int]:
         """Trials by state."""
         with self.db.session() as s:

@@ -50,17 +50,23 @@ def ask_batch(
     return trials
 
 
-def room(size: int, training: int, *, finished: int, held: int, blind: float) -> int:
+def room(
+    size: int, training: int, *, finished: int, held: int, blind: int | None
+) -> tuple[int, int]:
     """How many more trials a worker training ``training`` of at most ``size`` may take, when
     ``held`` trials of the study are started (running or finished) and ``finished`` of them
-    are finished.
+    finished: ``(learned, blind)``.
 
-    A stack of 16 on a fresh study would train 16 runs that nothing learned from, so a
-    worker ramps up: it trains at most as many trials as are finished (at least one), and
-    the sampler and pruner learn from the first trials first. Except for the study's first
-    ``blind`` trials (`sweeps.samplers.blind_trials`): the sampler draws them at random and
-    the pruner spares them whatever ran before, so they all start at once.
+    ``learned``: a worker trains at most as many trials as are finished (at least one). A
+    stack of 16 on a fresh study would train 16 runs that nothing learned from; ramping up,
+    the sampler and the pruner learn from the first trials first.
+
+    ``blind``: more of the study's first ``blind`` trials (`sweeps.samplers.blind_trials`;
+    None: every trial), which the sampler draws at random and the pruner cannot prune before
+    that many finish: they all start at once. Claimed with ``TrialSlots.claim(below=blind)``,
+    so racing workers together start no more than ``blind``.
     """
-    learned = min(size, max(1, finished)) - training
-    unlearned = min(size - training, blind - held)
-    return int(max(learned, unlearned))
+    free = size - training
+    learned = max(0, min(free, max(1, finished) - training))
+    unlearned = free if blind is None else min(free, blind - held)
+    return learned, max(0, unlearned - learned)

@@ -7,9 +7,12 @@ Exit codes: 0 ok, 1 run failed, 2 bad input (``error:`` lines naming the field, 
 from __future__ import annotations
 
 import argparse
+import atexit
+import contextlib
 import importlib
 import os
 import sys
+import threading
 from collections.abc import Sequence
 
 from sweeps.errors import RunFailed, UsageError
@@ -48,6 +51,8 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     _quiet_optuna()
+    from sweeps.commands.common import close_databases
+
     try:
         code: int = _command(args.command).run(args)
         return code
@@ -60,20 +65,31 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         return 130
+    except BrokenPipeError:  # the reader went away (`sweeps schedules | head`): say nothing
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 1
+    finally:
+        close_databases()
 
 
 def console() -> None:
     """The `sweeps` program: `main`, then end the process without the interpreter's
-    teardown. Freeing torch's and Optuna's modules takes over a second (`bench/worker_phases.py`
-    prints seconds_exit_with_teardown), which every worker pays when a study ends. Nothing is
-    left to write by then: output is flushed and databases closed (SQLite folds its
-    write-ahead log into the file)."""
+    teardown, which takes over a second (freeing torch's, Optuna's and scikit-learn's
+    modules: `bench/worker_phases.py` prints seconds_exit_with_teardown) and which every
+    worker pays when a study ends. What matters of an ending still runs: the exit functions
+    that libraries and user objectives registered (logging's flush among them), and the
+    output streams are flushed; `main` has closed the databases (SQLite folds its write-ahead
+    log into the file). A profiler or coverage tool, or a thread still running (a user
+    objective's), gets the usual exit.
+    """
     code = main()
-    from sweeps.commands.common import close_databases
-
-    close_databases()
-    sys.stdout.flush()
-    sys.stderr.flush()
+    others = [t for t in threading.enumerate() if t is not threading.main_thread()]
+    if sys.getprofile() or sys.gettrace() or any(not t.daemon for t in others):
+        sys.exit(code)
+    atexit._run_exitfuncs()
+    for stream in (sys.stdout, sys.stderr):
+        with contextlib.suppress(OSError, ValueError, AttributeError):  # closed or no reader
+            stream.flush()
     os._exit(code)
 
 

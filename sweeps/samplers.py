@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import math
 import warnings
 from collections.abc import Callable
 from typing import Any
@@ -61,18 +60,23 @@ PRUNERS: dict[type, Callable[[Any, int], optuna.pruners.BasePruner]] = {
 }
 
 
-def blind_trials(config: c.SweepConfig) -> int | float:
-    """How many of the study's first trials learn nothing from each other: the sampler draws
-    them at random (its startup trials; random, QMC and grid sampling never learn) and the
-    pruner prunes none of them (a median or percentile pruner's startup trials; no pruner
-    never prunes). Other pruners may prune from the first trials on: 0."""
-    sampler = getattr(config.sampler, "n_startup_trials", math.inf)
-    pruner = config.pruner
+def blind_trials(config: c.SweepConfig) -> int | None:
+    """How many of the study's first trials learn nothing from each other, or None for all:
+    the sampler draws them at random (TPE's, GP's and CMA-ES's startup trials; random, QMC
+    and grid sampling never learn) and the pruner prunes none of them (a median or
+    percentile pruner waits for that many finished trials; no pruner never prunes). Other
+    pruners (successive halving, hyperband, Wilcoxon) may prune the first trials: 0."""
+    sampler, pruner = config.sampler, config.pruner
+    learns_after = (
+        sampler.n_startup_trials if isinstance(sampler, c.TPE | c.GP | c.CmaEs) else None
+    )
+    spares: int | None = 0
     if isinstance(pruner, c.NoPruner):
-        return sampler
-    if isinstance(pruner, c.Median):  # a Percentile is a Median with a percentile
-        return min(sampler, pruner.n_startup_trials)
-    return 0
+        spares = None
+    elif isinstance(pruner, c.Median):  # a Percentile is a Median with a percentile
+        spares = max(pruner.n_startup_trials, pruner.n_min_trials)
+    known = [n for n in (learns_after, spares) if n is not None]
+    return min(known) if known else None
 
 
 def _options(model: Any) -> dict[str, Any]:

@@ -17,6 +17,7 @@ WAITING and exits 0.
 
 from __future__ import annotations
 
+import functools
 import math
 import sys
 import threading
@@ -133,17 +134,17 @@ class Worker:
                 return 1
             finished = sum(counts.get(s, 0) for s in FINISHED)
             held = finished + counts.get(TrialState.RUNNING, 0)
-            free = room(
-                self.stack,
-                len(self.pool or ()),
-                finished=finished,
-                held=held,
-                blind=self.blind,
+            learned, blind = room(
+                self.stack, len(self.pool or ()), finished=finished, held=held, blind=self.blind
             )
+            caps = [None] * learned + [self.blind] * blind  # each claim's `below`, in order
             batch: list[optuna.Trial] = []
-            if free > 0 and held < self.config.budget.trials:  # else no claim can succeed
+            if caps and held < self.config.budget.trials:  # else no claim can succeed
                 batch = ask_batch(
-                    self.handle.study, free, claim=self._claim, sample=self.handle.space.sample
+                    self.handle.study,
+                    len(caps),
+                    claim=functools.partial(self._claim, caps),
+                    sample=self.handle.space.sample,
                 )
             if batch or self.pool:
                 self.train(batch)
@@ -160,10 +161,11 @@ class Worker:
                 waiting_said = True
             self._stopping.wait(min(beat.interval, WAIT_SECONDS))
 
-    def _claim(self) -> int | None:
+    def _claim(self, caps: list[int | None]) -> int | None:
+        """Take a trial, its claim capped by the first of ``caps`` (`TrialSlots.claim`)."""
         if self._stopping.is_set():
             return None
-        trial_id = self.slots.claim()
+        trial_id = self.slots.claim(below=caps.pop(0))
         if trial_id is not None:
             self.heartbeat.watch(trial_id)
         return trial_id

@@ -74,7 +74,8 @@ def run(args: argparse.Namespace) -> int:
     finally:
         if progress:
             progress.close()
-    print(f"worker done: {'budget met' if code == 0 else 'stopped'}", file=sys.stderr)
+    ended = "stopped" if code or worker.stopping else "budget met"
+    print(f"worker done: {ended}", file=sys.stderr)
     return code
 
 

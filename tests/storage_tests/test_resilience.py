@@ -51,6 +51,8 @@ def test_storage_calls_and_claims_ride_out_a_postgresql_restart(
             trial.report(0.5, 1)
             study.tell(trial, 1.0)
             db.add_curves(trial_id, [{"step": 0, "lr": 0.1}], [])
+            assert slots.reap_stale(60.0) == []  # a worker's loop: look for lost trials
+            assert slots.counts()[optuna.trial.TrialState.COMPLETE] == len(taken)
             time.sleep(0.05)
     finally:
         outage.join()

@@ -61,6 +61,17 @@ def test_claims_stop_at_the_budget_and_failures_give_slots_back(storage_url: str
     assert slots.db.budget(slots.study_id) == (2, 2)
 
 
+def test_a_capped_claim_counts_every_workers_slots(storage_url: str) -> None:
+    """A stacked worker starts a study's blind trials with ``below``: racing workers
+    together take no more than that, and uncapped claims go on to the budget."""
+    study, first = slots_on(storage_url, budget=6)
+    second = TrialSlots(first.db, first.study_id, retries=1)
+    taken = [slots.claim(below=3) for slots in (first, second, first, second)]
+    assert taken[3] is None and None not in taken[:3]
+    assert second.claim() is not None  # the budget, not the cap, bounds plain claims
+    assert states(study).count("RUNNING") == 4
+
+
 @pytest.mark.filterwarnings("ignore::optuna.exceptions.ExperimentalWarning")
 def test_a_failed_trial_is_requeued_with_its_params_while_retries_last(
     storage_url: str,

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import math
 from collections.abc import Callable
 from typing import Any
 
@@ -115,7 +114,7 @@ def test_ask_batch_takes_each_queued_trial_once(storage_url: str, size: int) -> 
 
 
 @pytest.mark.parametrize(
-    ("size", "training", "finished", "held", "free"),
+    ("size", "training", "finished", "held", "learned"),
     [
         (16, 0, 0, 0, 1),
         (16, 1, 1, 2, 0),
@@ -123,26 +122,27 @@ def test_ask_batch_takes_each_queued_trial_once(storage_url: str, size: int) -> 
         (16, 10, 40, 50, 6),
         (1, 0, 9, 9, 1),
         (1, 1, 9, 10, 0),
+        (4, 6, 20, 30, 0),  # more in training than a stack (a smaller --stack on resume)
     ],
 )
 def test_a_worker_ramps_up_to_as_many_trials_as_are_finished(
-    size: int, training: int, finished: int, held: int, free: int
+    size: int, training: int, finished: int, held: int, learned: int
 ) -> None:
-    assert room(size, training, finished=finished, held=held, blind=0) == free
+    assert room(size, training, finished=finished, held=held, blind=0) == (learned, 0)
 
 
 @pytest.mark.parametrize(
     ("size", "training", "held", "blind", "free"),
     [
-        (16, 0, 0, 8, 8),  # the study's first worker starts all its blind trials
-        (16, 0, 8, 8, 1),  # the next one ramps up as without
-        (16, 0, 3, 8, 5),
-        (4, 0, 0, 8, 4),  # no more than a stack
-        (16, 2, 2, math.inf, 14),  # nothing learns: a full stack at once
+        (16, 0, 0, 8, (1, 7)),  # the study's first worker starts all its blind trials
+        (16, 0, 8, 8, (1, 0)),  # the next one ramps up as without
+        (16, 0, 3, 8, (1, 4)),
+        (4, 0, 0, 8, (1, 3)),  # no more than a stack
+        (16, 2, 2, None, (0, 14)),  # nothing learns: a full stack at once
     ],
 )
 def test_a_worker_starts_the_trials_nothing_learns_from_at_once(
-    size: int, training: int, held: int, blind: float, free: int
+    size: int, training: int, held: int, blind: int | None, free: tuple[int, int]
 ) -> None:
     assert room(size, training, finished=0, held=held, blind=blind) == free
 
@@ -152,14 +152,18 @@ def test_a_worker_starts_the_trials_nothing_learns_from_at_once(
     [
         ({"name": "tpe", "n_startup_trials": 10}, {"name": "median", "n_startup_trials": 8}, 8),
         ({"name": "tpe", "n_startup_trials": 3}, {"name": "median", "n_startup_trials": 8}, 3),
+        ({"name": "tpe"}, {"name": "median", "n_startup_trials": 2, "n_min_trials": 6}, 6),
         ({"name": "random"}, {"name": "percentile", "percentile": 25.0}, 5),
-        ({"name": "random"}, {"name": "none"}, math.inf),
+        ({"name": "random"}, {"name": "none"}, None),
+        ({"name": "qmc"}, {"name": "none"}, None),
         ({"name": "gp"}, {"name": "none"}, 10),
+        ({"name": "cmaes"}, {"name": "none"}, 1),
         ({"name": "tpe"}, {"name": "hyperband"}, 0),
+        ({"name": "random"}, {"name": "wilcoxon"}, 0),
     ],
 )
 def test_blind_trials_are_those_sampler_and_pruner_learn_nothing_from(
-    sampler: dict[str, Any], pruner: dict[str, Any], blind: float
+    sampler: dict[str, Any], pruner: dict[str, Any], blind: int | None
 ) -> None:
     config = parse_config(
         {

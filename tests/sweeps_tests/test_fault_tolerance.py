@@ -157,7 +157,7 @@ def test_ctrl_c_on_sweeps_run_hands_trials_back_and_resume_finishes(tmp_path: Pa
     cfg = config(
         tmp_path,
         objective_args=ARGS,
-        budget={"trials": 3, "epochs": 20},
+        budget={"trials": 3, "epochs": 60},  # long enough to be running when Ctrl-C lands
         space=SPACE,
         heartbeat=HEARTBEAT,
     )
