@@ -2,9 +2,11 @@
 
     .venv/bin/python bench/storage.py [--trials 200] [--workers 1,2,4,8,16,32]
         [--proxy-workers 4,16] [--parts overhead,scaling,proxy]
+        [--backends sqlite,postgresql,redis]
 
-Each backend is a fresh SQLite file or a database on a throwaway PostgreSQL cluster
-(tests/pg_cluster.py, started from the installed binaries). Printed, `name: value`:
+Each backend is a fresh SQLite file, a database on a throwaway PostgreSQL cluster
+(tests/pg_cluster.py) or a logical database of a throwaway Redis server
+(tests/redis_server.py), both started from the installed binaries. Printed, `name: value`:
 
 - overhead_vs_bare_optuna_<backend>: seconds per trial of our worker loop (trial claim with
   heartbeat, sampling, objective, reports, tell, publication lease) over `study.optimize`
@@ -14,7 +16,7 @@ Each backend is a fresh SQLite file or a database on a throwaway PostgreSQL clus
   the first trial's start to the last one's end (1.0 = no worker ever waits on storage;
   process start-up is outside the span).
 - statements_per_trial_<ours|bare_optuna>_<backend>: SQL statements sent per trial in the
-  two loops above (steadier than seconds on a shared machine).
+  two loops above (steadier than seconds on a shared machine; SQL backends only).
 - connections_per_worker_<n>_workers_postgresql: the most connections the study's database
   had open while n workers ran, over n (pg_stat_activity, polled every 0.1 s).
 
@@ -50,7 +52,8 @@ sys.path[:] = [p for p in sys.path if Path(p or ".").resolve() != HERE]
 sys.path.insert(0, str(HERE.parent / "tests"))  # the throwaway PostgreSQL cluster
 
 from pg_cluster import PostgresCluster, find_bindir  # noqa: E402
-from storage import Database  # noqa: E402
+from redis_server import RedisServer, find_redis_server  # noqa: E402
+from storage import open_database  # noqa: E402
 from sweeps.config import parse_config  # noqa: E402
 from sweeps.study import launch  # noqa: E402
 from sweeps.worker import Worker  # noqa: E402
@@ -76,8 +79,13 @@ def count_statements(*_: object) -> None:
     STATEMENTS["sent"] += 1
 
 
+def optuna_storage(url: str) -> object:
+    """What plain Optuna opens ``url`` with: the URL, or for Redis the study's journal."""
+    return open_database(url).optuna if url.startswith("redis") else url
+
+
 def seconds_per_trial_ours(url: str, trials: int, artifacts: Path) -> float:
-    db = Database(url)
+    db = open_database(url)
     launch(db, parse_config(config("ours", "trivial", trials)))
     worker = Worker(db, "ours", artifacts=artifacts, log=lambda line: None)
     start, STATEMENTS["sent"] = time.perf_counter(), 0
@@ -87,7 +95,9 @@ def seconds_per_trial_ours(url: str, trials: int, artifacts: Path) -> float:
 
 def seconds_per_trial_bare(url: str, trials: int) -> float:
     study = optuna.create_study(
-        storage=url, study_name="bare", sampler=optuna.samplers.RandomSampler(seed=0)
+        storage=optuna_storage(url),  # type: ignore[arg-type]
+        study_name="bare",
+        sampler=optuna.samplers.RandomSampler(seed=0),
     )
     start, STATEMENTS["sent"] = time.perf_counter(), 0
     study.optimize(lambda t: t.suggest_float("lr", 1e-3, 1.0, log=True), n_trials=trials)
@@ -100,7 +110,7 @@ def scaling_efficiency(
     """(efficiency, the most connections ``connections()`` counted while workers ran)."""
     name = launch_study(f"scale{workers}", "sleepy", 8 * workers, workdir, url)
     peak = run_workers(name, workers, workdir, url, connections or (lambda: 0))
-    done = optuna.load_study(study_name=name, storage=url).trials
+    done = optuna.load_study(study_name=name, storage=optuna_storage(url)).trials  # type: ignore[arg-type]
     busy = sum((t.datetime_complete - t.datetime_start).total_seconds() for t in done)
     return busy / (workers * span(done)), peak
 
@@ -203,22 +213,29 @@ def main() -> None:
     parser.add_argument("--workers", default="1,2,4,8,16,32")
     parser.add_argument("--proxy-workers", default="4,16")
     parser.add_argument("--parts", default="overhead,scaling,proxy", help="what to measure")
+    parser.add_argument("--backends", default="sqlite,postgresql,redis")
     args = parser.parse_args()
     optuna.logging.set_verbosity(optuna.logging.WARNING)
-    bindir = find_bindir()
+    bindir, redis_binary = find_bindir(), find_redis_server()
     assert bindir is not None, "PostgreSQL binaries (initdb, pg_ctl) not found"
+    assert redis_binary is not None, "redis-server not found"
     cluster = PostgresCluster(bindir)
     cluster.start()
+    redis = RedisServer(redis_binary)
+    redis.start()
+    redis_dbs: dict[str, int] = {}  # label -> logical database (16 by default)
     try:
         with tempfile.TemporaryDirectory() as tmp:
             work = Path(tmp)
             # Objectives are imported from the working directory, as a user's are.
             shutil.copy(HERE / "storage_objectives.py", work)
             os.chdir(work)
-            backends: dict[str, Callable[[str], str]] = {
+            every: dict[str, Callable[[str], str]] = {
                 "sqlite": lambda label: f"sqlite:///{work / label}.db",
                 "postgresql": lambda label: cluster.create_database(label),
+                "redis": lambda label: redis.url(redis_dbs.setdefault(label, len(redis_dbs))),
             }
+            backends = {name: every[name] for name in args.backends.split(",")}
             parts = args.parts.split(",")
             for backend, fresh in backends.items() if "overhead" in parts else ():
                 ours = seconds_per_trial_ours(fresh("ours"), args.trials, work / "artifacts")
@@ -228,7 +245,8 @@ def main() -> None:
                 print(f"seconds_per_trial_bare_optuna_{backend}: {bare:.4f}")
                 print(f"overhead_vs_bare_optuna_{backend}: {ours / bare:.2f}")
                 for loop, sent in (("ours", ours_statements), ("bare_optuna", STATEMENTS["sent"])):
-                    print(f"statements_per_trial_{loop}_{backend}: {sent / args.trials:.1f}")
+                    if backend != "redis":
+                        print(f"statements_per_trial_{loop}_{backend}: {sent / args.trials:.1f}")
             for backend, fresh in backends.items() if "scaling" in parts else ():
                 for n in (int(w) for w in args.workers.split(",")):
                     label = f"scale{n}"
@@ -264,6 +282,7 @@ def main() -> None:
                 sys.stdout.flush()
     finally:
         cluster.destroy()
+        redis.destroy()
 
 
 if __name__ == "__main__":

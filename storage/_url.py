@@ -9,7 +9,7 @@ from sqlalchemy.exc import ArgumentError
 
 DEFAULT_URL = "sqlite:///sweeps.db"
 ENV_VAR = "SWEEPS_STORAGE"
-SUPPORTED = ("sqlite", "postgresql")
+SUPPORTED = ("sqlite", "postgresql", "redis", "rediss")  # redis: `storage.redis_journal`
 
 
 class StorageURLError(ValueError):
@@ -21,7 +21,8 @@ PROXY_SCHEME = "grpc://"  # a `sweeps storage-proxy`, for workers (`storage.remo
 
 def resolve_url(given: str | None = None, *, proxy: bool = False) -> str:
     """The storage URL to use: ``given`` (``--storage``), else ``$SWEEPS_STORAGE``, else the
-    embedded SQLite default. Plain ``postgresql://`` means the psycopg 3 driver. With
+    embedded SQLite default. Plain ``postgresql://`` means the psycopg 3 driver;
+    ``redis://`` (``rediss://`` with TLS) keeps the study in Redis. With
     ``proxy`` (a worker), ``grpc://HOST:PORT`` names a storage proxy.
 
     Raises:
@@ -40,11 +41,17 @@ def resolve_url(given: str | None = None, *, proxy: bool = False) -> str:
     if parsed.get_backend_name() not in SUPPORTED:
         raise StorageURLError(
             f"storage: unsupported database {parsed.get_backend_name()!r} in "
-            f"{mask_url(url)}; use sqlite:///FILE or postgresql+psycopg://USER@HOST/DB"
+            f"{mask_url(url)}; use sqlite:///FILE, postgresql+psycopg://USER@HOST/DB or "
+            "redis://HOST:PORT/DB"
         )
     if parsed.drivername == "postgresql":
         parsed = parsed.set(drivername="postgresql+psycopg")
     return parsed.render_as_string(hide_password=False)
+
+
+def is_redis(url: str) -> bool:
+    """Whether ``url`` names a Redis server (`storage.redis_journal`)."""
+    return url.startswith(("redis://", "rediss://"))
 
 
 def proxy_address(url: str) -> tuple[str, int]:

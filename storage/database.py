@@ -78,11 +78,11 @@ class Database:
         self.engine.dispose()
         self.rdb.engine.dispose()
 
-    def trial_slots(self, study_id: int, *, retries: int) -> TrialSlots:
+    def trial_slots(self, study_id: int, *, retries: int, worker: str | None = None) -> TrialSlots:
         """The study's trial slots (`storage.trial_slots`), for a worker."""
         from storage.trial_slots import TrialSlots
 
-        return TrialSlots(self, study_id, retries=retries)
+        return TrialSlots(self, study_id, retries=retries, worker=worker)
 
     @contextmanager
     def session(self) -> Iterator[Session]:

@@ -47,8 +47,8 @@ _Handler = Callable[[Database, dict[str, Any]], Any]
 
 
 def _slots(db: Database, args: dict[str, Any]) -> TrialSlots:
-    return TrialSlots(
-        db, args.pop("study_id"), retries=args.pop("retries"), worker=args.pop("worker")
+    return db.trial_slots(
+        args.pop("study_id"), retries=args.pop("retries"), worker=args.pop("worker")
     )
 
 
@@ -155,8 +155,8 @@ class RemoteDatabase(Database):
 
         return retrying(attempt, what=name)
 
-    def trial_slots(self, study_id: int, *, retries: int) -> TrialSlots:
-        return RemoteTrialSlots(self, study_id, retries=retries)
+    def trial_slots(self, study_id: int, *, retries: int, worker: str | None = None) -> TrialSlots:
+        return RemoteTrialSlots(self, study_id, retries=retries, worker=worker)
 
     def session(self) -> Any:
         raise StorageError(f"storage {self.url}: a proxy runs whole calls, not sessions")

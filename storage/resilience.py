@@ -59,10 +59,11 @@ def retry_seconds() -> float:
 def is_transient(error: BaseException) -> bool:
     """Whether ``error`` (or what caused it: Optuna wraps SQLAlchemy's errors) is a lost or
     refused connection, a server shutting down, a lock timeout or a deadlock; or, for a
-    worker behind a storage proxy (`storage.remote`), a proxy it cannot reach."""
+    worker behind a storage proxy (`storage.remote`), a proxy it cannot reach; or Redis
+    unreachable or loading (`storage.redis_journal`)."""
     seen: BaseException | None = error
     while seen is not None:
-        if _proxy_unreachable(seen):
+        if _proxy_unreachable(seen) or _redis_unreachable(seen):
             return True
         if isinstance(seen, sqlalchemy.exc.DBAPIError) and seen.connection_invalidated:
             return True
@@ -86,6 +87,15 @@ def _proxy_unreachable(error: BaseException) -> bool:
         grpc.StatusCode.DEADLINE_EXCEEDED,
     )
     return error.code() in gone
+
+
+def _redis_unreachable(error: BaseException) -> bool:
+    """Redis down, restarting or still loading its data (`storage.redis_journal`)."""
+    redis = sys.modules.get("redis")  # not imported: the error cannot be one of its own
+    if redis is None:
+        return False
+    gone = (redis.ConnectionError, redis.TimeoutError, redis.exceptions.BusyLoadingError)
+    return isinstance(error, gone)
 
 
 def never_connected(error: BaseException) -> bool:

@@ -166,22 +166,9 @@ class TrialSlots:
         trial.datetime_complete = datetime.datetime.now()
         s.flush()
         failed = self._rdb._build_frozen_trial_from_trial_model(trial)
-        attempt = int(failed.user_attrs.get(ATTEMPT, 1))
-        if attempt > self.retries:
+        copy = retry_of(failed, self.retries)
+        if copy is None:
             return Failure(failed.number, None)
-        first = int(failed.user_attrs.get(RETRY_OF, failed.number))
-        history = [*failed.system_attrs.get("retry_history", []), failed.number]
-        copy = optuna.trial.create_trial(
-            state=TrialState.WAITING,
-            params=failed.params,
-            distributions=failed.distributions,
-            user_attrs={
-                **{k: v for k, v in failed.user_attrs.items() if k not in (REASON, WORKER)},
-                ATTEMPT: attempt + 1,
-                RETRY_OF: first,
-            },
-            system_attrs={"failed_trial": first, "retry_history": history},
-        )
         retry = self._rdb._get_prepared_new_trial(self.study_id, copy, s)
         return Failure(failed.number, int(retry.number))
 
@@ -286,6 +273,27 @@ class TrialSlots:
             )
         )
         return None if trial_id is None else int(trial_id)
+
+
+def retry_of(failed: FrozenTrial, retries: int) -> FrozenTrial | None:
+    """The WAITING copy that retries ``failed`` with its parameters (its attempt, first
+    attempt and history in its attributes), or None when its ``retries`` are spent."""
+    attempt = int(failed.user_attrs.get(ATTEMPT, 1))
+    if attempt > retries:
+        return None
+    first = int(failed.user_attrs.get(RETRY_OF, failed.number))
+    history = [*failed.system_attrs.get("retry_history", []), failed.number]
+    return optuna.trial.create_trial(
+        state=TrialState.WAITING,
+        params=failed.params,
+        distributions=failed.distributions,
+        user_attrs={
+            **{k: v for k, v in failed.user_attrs.items() if k not in (REASON, WORKER)},
+            ATTEMPT: attempt + 1,
+            RETRY_OF: first,
+        },
+        system_attrs={"failed_trial": first, "retry_history": history},
+    )
 
 
 def _naive(moment: datetime.datetime) -> datetime.datetime:

@@ -11,6 +11,7 @@ from pathlib import Path
 import pytest
 
 from pg_cluster import PostgresCluster, find_bindir
+from redis_server import RedisServer, find_redis_server
 
 # Keras is a test-only reference for schedule formulas; it must run on torch, not TensorFlow.
 os.environ.setdefault("KERAS_BACKEND", "torch")
@@ -46,3 +47,33 @@ def storage_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
         return f"sqlite:///{tmp_path / 'sweeps.db'}"
     cluster: PostgresCluster = request.getfixturevalue("postgres")
     return cluster.create_database(f"test_{os.getpid()}_{next(_database_ids)}")
+
+
+@pytest.fixture(scope="session")
+def redis_server() -> Iterator[RedisServer]:
+    """A throwaway Redis server for the whole session (tests may stop and restart it).
+
+    Skips with the reason when ``redis-server`` is not installed, unless
+    SWEEPS_REQUIRE_REDIS is set (as in CI), where a missing Redis is a failure.
+    """
+    binary = find_redis_server()
+    if binary is None:
+        reason = "redis-server not found"
+        if os.environ.get("SWEEPS_REQUIRE_REDIS"):
+            pytest.fail(f"{reason}, and SWEEPS_REQUIRE_REDIS is set")
+        pytest.skip(reason)
+    server = RedisServer(binary)
+    server.start()
+    try:
+        yield server
+    finally:
+        server.destroy()
+
+
+@pytest.fixture
+def redis_url(redis_server: RedisServer) -> str:
+    """An empty Redis for this test (the server's data is flushed first)."""
+    import redis
+
+    redis.Redis.from_url(redis_server.url()).flushall()
+    return redis_server.url()

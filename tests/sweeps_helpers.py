@@ -9,6 +9,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
+import optuna
 import sqlalchemy
 import yaml
 from optuna.trial import FrozenTrial
@@ -63,3 +64,17 @@ def assert_epoch_curves_stored(url: str, trials: list[FrozenTrial]) -> None:
             ).scalar_one()
             assert epochs == len(t.intermediate_values) > 0
     engine.dispose()
+
+
+def optuna_storage(url: str) -> Any:
+    """What plain Optuna opens the study at ``url`` with: the URL itself, or for Redis its
+    journal (plain Optuna reads a study lr-sweeps wrote, on every backend)."""
+    if not url.startswith("redis"):
+        return url
+    import warnings
+
+    from optuna.storages.journal import JournalRedisBackend, JournalStorage
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+        return JournalStorage(JournalRedisBackend(url))

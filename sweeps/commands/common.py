@@ -85,9 +85,9 @@ def open_database(
         raise UsageError(f"--storage: no database at {path}; create one with 'sweeps launch'")
     try:
         if wait:
-            opened = retrying(lambda: storage.Database(url), what="open the database")
+            opened = retrying(lambda: storage.open_database(url), what="open the database")
         else:
-            opened = storage.Database(url)
+            opened = storage.open_database(url)
     except storage.StorageError as e:
         raise RunFailed(str(e)) from None
     _OPENED.append(opened)

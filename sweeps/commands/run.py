@@ -34,6 +34,7 @@ def run(args: argparse.Namespace) -> int:
     import subprocess
     import sys
 
+    from storage import is_redis
     from sweeps.commands.common import (
         artifacts_root,
         check_artifact_store,
@@ -127,7 +128,12 @@ def run(args: argparse.Namespace) -> int:
         progress.close()
     summary = summarize(db, handle)
     print(f"\n{format_table(summary)}\n")
-    print(f"data: {summary['storage']} (curves in tables sweeps_curve_steps, sweeps_curve_epochs)")
+    curves = (
+        "keys sweeps:trial:<id>:steps and :epochs"
+        if is_redis(db.url)
+        else "tables sweeps_curve_steps, sweeps_curve_epochs"
+    )
+    print(f"data: {summary['storage']} (curves in {curves})")
     where = f" --artifacts {args.artifacts}" if args.artifacts else ""
     where += f" --artifact-store {args.artifact_store}" if args.artifact_store else ""
     print(f"browse: sweeps dashboard --storage {summary['storage']}{where}")

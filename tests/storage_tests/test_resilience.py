@@ -1,5 +1,5 @@
 """Surviving outages (`storage.resilience`): the retrying Optuna storage passes Optuna's own
-storage test suite on SQLite and PostgreSQL, and workers' storage calls ride out a
+storage test suite on SQLite, PostgreSQL and Redis, and workers' storage calls ride out a
 PostgreSQL restart."""
 
 from __future__ import annotations
@@ -14,7 +14,7 @@ from optuna.storages import BaseStorage
 from optuna.testing.pytest_storages import StorageTestCase
 
 from pg_cluster import PostgresCluster
-from storage import Database
+from storage import Database, open_database
 from storage.resilience import RetryingStorage, is_transient, never_connected, retrying
 from storage.trial_slots import TrialSlots
 
@@ -28,6 +28,17 @@ def storage(storage_url: str) -> BaseStorage:
 
 class TestRetryingStorageIsAnOptunaStorage(StorageTestCase):
     """Every test of Optuna's suite, run on the storage workers use (the fixture above)."""
+
+
+class TestTheRedisStorageIsAnOptunaStorage(StorageTestCase):
+    """The same suite on what workers use for a ``redis://`` study: Optuna's journal on
+    Redis, retried (`storage.redis_journal`)."""
+
+    @pytest.fixture
+    def storage(self, redis_url: str) -> BaseStorage:
+        storage = open_database(redis_url).optuna
+        assert isinstance(storage, RetryingStorage)
+        return storage
 
 
 def test_storage_calls_and_claims_ride_out_a_postgresql_restart(

@@ -18,7 +18,8 @@ import sqlalchemy
 from optuna.trial import TrialState
 from test_results import start_dashboard
 
-from sweeps_helpers import assert_epoch_curves_stored, config, sweeps
+from storage import open_database
+from sweeps_helpers import assert_epoch_curves_stored, config, optuna_storage, sweeps
 
 pytestmark = pytest.mark.slow
 
@@ -64,6 +65,39 @@ def test_run_with_three_workers_finishes_exactly_the_budget(
     study_id = studies["study_summaries"][0]["study_id"]
     detail = wsgi_get(app, f"/api/studies/{study_id}")
     assert len(detail["trials"]) == 10
+
+
+def test_a_study_in_redis_runs_end_to_end(tmp_path: Path, redis_url: str) -> None:
+    """``--storage redis://``: stacked workers finish exactly the budget, every curve is
+    stored, the commands read it back, and Optuna and optuna-dashboard read the journal."""
+    cfg = config(tmp_path, budget={"trials": 8, "epochs": 3}, stack=2)
+    result = sweeps("run", str(cfg), "--workers", "2", "--storage", redis_url, cwd=tmp_path)
+    assert result.returncode == 0, result.stderr + result.stdout
+    assert "finished 8 of 8 trials" in result.stdout
+    assert "curves in keys sweeps:trial:<id>:steps" in result.stdout
+
+    journal = optuna_storage(redis_url)
+    trials = optuna.load_study(study_name="t", storage=journal).trials
+    assert [t.state for t in trials] == [TrialState.COMPLETE] * 8
+    db = open_database(redis_url)
+    for t in trials:
+        assert [p.epoch for p in db.epoch_curve(t._trial_id)] == [1, 2, 3]
+        assert db.step_curve(t._trial_id)
+
+    exported = sweeps(
+        "export", "--study", "t", "--out", "t.csv", "--storage", redis_url, cwd=tmp_path
+    )
+    assert exported.returncode == 0, exported.stderr
+    rows = list(csv.DictReader((tmp_path / "t.csv").open()))
+    assert len(rows) == 8 and all(row["lr_curve"] for row in rows)
+    status = sweeps("status", "--study", "t", "--storage", redis_url, cwd=tmp_path)
+    assert status.returncode == 0 and "finished 8 of 8 trials" in status.stdout
+
+    app = optuna_dashboard.wsgi(journal)
+    studies = wsgi_get(app, "/api/studies")
+    assert [s["study_name"] for s in studies["study_summaries"]] == ["t"]
+    detail = wsgi_get(app, f"/api/studies/{studies['study_summaries'][0]['study_id']}")
+    assert len(detail["trials"]) == 8
 
 
 def test_curves_are_stored_per_trial_and_bounded(tmp_path: Path, storage_url: str) -> None:

@@ -21,10 +21,11 @@ from optuna.trial import FrozenTrial, TrialState
 
 from objectives import BUILTIN, Diverged, Run
 from pg_cluster import PostgresCluster, find_bindir
+from redis_server import RedisServer
 from storage.trial_slots import ATTEMPT, REASON, RETRY_OF, WORKER, first_attempt
 from sweeps.trial_attrs import params_of
 from sweeps.worker import trial_seed
-from sweeps_helpers import BASE, config, sweeps
+from sweeps_helpers import BASE, config, optuna_storage, sweeps
 
 # Long enough trials (about 0.1 s an epoch on one thread) to be caught mid-run.
 SPACE = {**BASE["space"], "batch_size": 16}
@@ -60,7 +61,7 @@ def start_worker(tmp_path: Path, url: str, name: str, stack: int = 1) -> subproc
 
 
 def study_trials(url: str) -> list[FrozenTrial]:
-    return optuna.load_study(study_name="t", storage=url).get_trials()
+    return optuna.load_study(study_name="t", storage=optuna_storage(url)).get_trials()
 
 
 def wait_until(condition: Callable[[], bool], timeout: float = 120) -> None:
@@ -259,6 +260,44 @@ def _chaos(tmp_path: Path, url: str, cluster: PostgresCluster) -> None:
     retries = [t for t in trials if RETRY_OF in t.user_attrs and t.state in FINISHED]
     assert retries and "resumes from the checkpoint" in logs
     for retry in retries:  # every resumed trial: all its epochs, as if never interrupted
+        assert retry.intermediate_values == uninterrupted(retry, epochs), retry.number
+
+
+@pytest.mark.slow
+def test_redis_killed_workers_and_a_redis_restart(
+    tmp_path: Path, redis_server: RedisServer
+) -> None:
+    """The same guarantees with the study in Redis (`storage.redis_journal`): a worker is
+    SIGKILLed mid-trial and Redis restarts mid-sweep; exactly the budget finishes, nothing
+    is left RUNNING or WAITING, and the killed trial's retry equals an uninterrupted run."""
+    import redis
+
+    url = redis_server.url(2)
+    redis.Redis.from_url(url).flushdb()
+    budget, epochs = 10, 12
+    heartbeat = {"interval": 0.5, "grace_period": 6.0}  # longer than the outage
+    launch(tmp_path, url, trials=budget, epochs=epochs, heartbeat=heartbeat)
+    victim = start_worker(tmp_path, url, "w1")
+    workers = [start_worker(tmp_path, url, "w2", stack=3)]
+    wait_until(lambda: running_with_epochs(url, 2))
+    victim.kill()  # SIGKILL mid-trial
+    victim.wait()
+    redis_server.stop()  # then Redis goes away for a while
+    time.sleep(3)
+    redis_server.start()
+    workers.append(start_worker(tmp_path, url, "w3", stack=2))
+    codes = [w.wait(timeout=600) for w in workers]
+    logs = "\n".join(p.read_text() for p in sorted(tmp_path.glob("w*.log")))
+    assert codes == [0, 0], logs[-4000:]
+
+    trials = study_trials(url)
+    by_state = {s: sum(t.state == s for t in trials) for s in TrialState}
+    assert by_state[TrialState.COMPLETE] + by_state[TrialState.PRUNED] == budget
+    assert by_state[TrialState.RUNNING] == by_state[TrialState.WAITING] == 0
+    assert any(t.user_attrs.get(REASON, "").startswith("stale") for t in trials)
+    retries = [t for t in trials if RETRY_OF in t.user_attrs and t.state in FINISHED]
+    assert retries and "resumes from the checkpoint" in logs
+    for retry in retries:
         assert retry.intermediate_values == uninterrupted(retry, epochs), retry.number
 
 

@@ -1,0 +1,303 @@
+"""Studies in Redis (``redis://``): Optuna's journal storage plus lr-sweeps' own records.
+
+Optuna's `JournalStorage` on a `JournalRedisBackend` holds the study, as plain Optuna and
+optuna-dashboard read it: every change is one log entry that each process replays.
+What a database URL keeps in lr-sweeps' tables lives in Redis keys beside the log
+(``sweeps:<study id>:...``): the budget, heartbeats (Redis's clock, never a worker's), the
+dashboard lease, and the curves (``sweeps:trial:<trial id>:...``).
+
+What one SQL transaction makes atomic on a database (a claim: the budget count, taking or
+creating the trial, its claim token and heartbeat) happens here under one lock per study
+(redis-py's `Lock`, expiring if its holder dies; each process replays the log before it
+takes the lock, so the lock covers milliseconds), and a claim is a single log entry: the
+trial is created RUNNING with its token. Failing a trial and queueing its retry are two
+entries, FAIL first: a worker killed between them loses the retry, never adds a trial.
+Keep Redis persistent (``appendonly yes``): the journal is the study.
+"""
+
+from __future__ import annotations
+
+import collections
+import json
+import uuid
+import warnings
+from collections.abc import Iterable, Iterator, Sequence
+from contextlib import contextmanager
+from typing import Any
+
+import optuna
+import redis
+from optuna.storages.journal import JournalRedisBackend, JournalStorage
+from optuna.trial import FrozenTrial, TrialState
+
+from storage._url import mask_url
+from storage.database import HOLDING, Database, StorageError, TrialReport
+from storage.resilience import RetryingStorage, retried, retrying
+from storage.tables import EpochPoint, StepPoint
+from storage.trial_slots import CLAIM, REASON, WORKER, Failure, TrialSlots, retry_of
+
+LOCK_SECONDS = 10  # a claim takes milliseconds; a dead holder's lock frees itself after this
+
+# Take the right to refresh the dashboard pages (`Database.claim_publication`): KEYS[1] the
+# study's publication hash; ARGV now, every, lease. One script: atomic in Redis.
+_CLAIM_PUBLICATION = """
+local held = tonumber(redis.call('hget', KEYS[1], 'until'))
+local last = tonumber(redis.call('hget', KEYS[1], 'last'))
+local now = tonumber(ARGV[1])
+if (held and held >= now) or (last and last > now - tonumber(ARGV[2])) then return 0 end
+redis.call('hset', KEYS[1], 'until', now + tonumber(ARGV[3]))
+return 1
+"""
+
+
+class RedisDatabase(Database):
+    """A `Database` on Redis: the same calls, the same guarantees (`storage.trial_slots`)."""
+
+    def __init__(self, url: str) -> None:  # no SQL engine: the journal and keys are the store
+        self.url = url
+        self.redis = redis.Redis.from_url(url)
+        try:
+            self.redis.ping()
+        except redis.RedisError as e:
+            raise StorageError(f"storage {mask_url(url)}: {type(e).__name__}: {e}") from e
+        with warnings.catch_warnings():  # experimental in Optuna; our tests cover our use
+            warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+            self.journal = JournalStorage(JournalRedisBackend(url))
+        self.optuna = RetryingStorage(self.journal)
+        self._claim_publication = self.redis.register_script(_CLAIM_PUBLICATION)
+
+    def close(self) -> None:
+        self.redis.close()
+
+    def trial_slots(self, study_id: int, *, retries: int, worker: str | None = None) -> TrialSlots:
+        return RedisTrialSlots(self, study_id, retries=retries, worker=worker)
+
+    def session(self) -> Any:
+        raise StorageError(f"storage {mask_url(self.url)}: Redis holds no SQL tables")
+
+    @contextmanager
+    def locked(self, study_id: int) -> Iterator[None]:
+        """The study's lock: claims, failures and reaping happen one at a time."""
+        lock = self.redis.lock(f"sweeps:{study_id}:lock", timeout=LOCK_SECONDS)
+        lock.acquire()
+        try:
+            yield
+        finally:
+            try:
+                lock.release()
+            except redis.exceptions.LockError:  # it expired: the holder stalled for long
+                pass
+
+    def now(self) -> float:
+        """Redis's clock, in seconds."""
+        seconds, micros = self.redis.time()
+        return float(seconds) + micros / 1e6
+
+    # Budget ------------------------------------------------------------------------------
+
+    @retried
+    def set_budget(self, study_id: int, trials: int) -> None:
+        self.redis.set(f"sweeps:{study_id}:budget", trials)
+
+    @retried
+    def budget(self, study_id: int) -> tuple[int, int]:
+        used = _used(self.journal.get_all_trials(study_id, deepcopy=False))
+        return self.budget_trials(study_id), used
+
+    def budget_trials(self, study_id: int) -> int:
+        trials = self.redis.get(f"sweeps:{study_id}:budget")
+        if trials is None:
+            raise StorageError(f"study {study_id} has no budget; was it launched by sweeps?")
+        return int(trials)
+
+    # Dashboard pages ---------------------------------------------------------------------
+
+    @retried
+    def claim_publication(self, study_id: int, *, now: float, every: float, lease: float) -> bool:
+        return bool(self._claim_publication([_publication(study_id)], [now, every, lease]))
+
+    @retried
+    def end_publication(self, study_id: int, *, now: float) -> None:
+        key = _publication(study_id)
+        with self.redis.pipeline() as p:
+            p.hset(key, "last", now)
+            p.hdel(key, "until")
+            p.execute()
+
+    # Curves ------------------------------------------------------------------------------
+
+    @retried
+    def add_curves(
+        self, trial_id: int, steps: Sequence[dict[str, Any]], epochs: Sequence[dict[str, Any]]
+    ) -> None:
+        with self.redis.pipeline() as p:
+            self._queue_curves(p, trial_id, steps, epochs)
+            p.execute()
+
+    @retried
+    def add_reports(self, reports: Sequence[TrialReport]) -> set[int]:
+        """Each trial's intermediate value (a journal entry, which replay ignores for a
+        finished trial) and its curve points; points already stored are kept."""
+        finished: set[int] = set()
+        with self.redis.pipeline() as p:
+            for r in reports:
+                try:
+                    self.journal.set_trial_intermediate_value(r.trial_id, r.epoch, r.value)
+                except optuna.exceptions.UpdateFinishedTrialError:
+                    finished.add(r.trial_id)
+                    continue
+                epoch = {"epoch": r.epoch, "value": r.value, "val_loss": r.val_loss}
+                self._queue_curves(p, r.trial_id, r.steps, [epoch])
+            p.execute()
+        return finished
+
+    @retried
+    def step_curve(self, trial_id: int) -> list[StepPoint]:
+        rows = self.redis.hgetall(_curve(trial_id, "steps")).values()
+        points = [StepPoint(trial_id=trial_id, **json.loads(row)) for row in rows]
+        return sorted(points, key=lambda p: p.step)
+
+    @retried
+    def epoch_curve(self, trial_id: int) -> list[EpochPoint]:
+        rows = self.redis.hgetall(_curve(trial_id, "epochs")).values()
+        points = [EpochPoint(trial_id=trial_id, **json.loads(row)) for row in rows]
+        return sorted(points, key=lambda p: p.epoch)
+
+    def _queue_curves(
+        self,
+        p: redis.client.Pipeline,
+        trial_id: int,
+        steps: Sequence[dict[str, Any]],
+        epochs: Sequence[dict[str, Any]],
+    ) -> None:
+        for kind, key, points in (("steps", "step", steps), ("epochs", "epoch", epochs)):
+            for point in points:  # HSETNX: a retried write keeps what is stored
+                p.hsetnx(_curve(trial_id, kind), str(point[key]), json.dumps(point))
+
+
+class RedisTrialSlots(TrialSlots):
+    """`TrialSlots` on a `RedisDatabase`: each change under the study's lock."""
+
+    db: RedisDatabase
+
+    def claim(self, token: str | None = None, *, below: int | None = None) -> int | None:
+        retried_by_caller = token is not None
+        token = token or uuid.uuid4().hex
+        attempts = 0
+
+        def attempt() -> int | None:
+            nonlocal attempts
+            attempts += 1
+            journal = self.db.journal
+            # Replay the log first: under the lock, only what others wrote since is read.
+            journal.get_all_trials(self.study_id, deepcopy=False)
+            with self.db.locked(self.study_id):
+                trials = journal.get_all_trials(self.study_id, deepcopy=False)
+                if retried_by_caller or attempts > 1:  # did a lost answer take one?
+                    taken = [t for t in trials if t.system_attrs.get(CLAIM) == token]
+                    if taken:
+                        return taken[0]._trial_id
+                budget = self.db.budget_trials(self.study_id)
+                if _used(trials) >= min(budget, budget if below is None else below):
+                    return None
+                waiting = [t for t in trials if t.state == TrialState.WAITING]
+                if waiting:
+                    trial_id = min(waiting, key=lambda t: t.number)._trial_id
+                    journal.set_trial_state_values(trial_id, TrialState.RUNNING)
+                    journal.set_trial_user_attr(trial_id, WORKER, self.worker)
+                    journal.set_trial_system_attr(trial_id, CLAIM, token)
+                else:  # one log entry: the trial exists RUNNING with its token, or not at all
+                    trial_id = journal.create_new_trial(
+                        self.study_id,
+                        _template(
+                            TrialState.RUNNING, user_attrs={WORKER: self.worker}, claim=token
+                        ),
+                    )
+                self.beat([trial_id])
+                return trial_id
+
+        return retrying(attempt, what="claim a trial")
+
+    def hand_back(self, trial_id: int) -> bool:
+        def attempt() -> bool:
+            with self.db.locked(self.study_id):
+                if self.db.journal.get_trial(trial_id).state != TrialState.RUNNING:
+                    return False
+                self.db.journal.set_trial_state_values(trial_id, TrialState.WAITING)
+                self.db.redis.hdel(_beats(self.study_id), str(trial_id))
+                return True
+
+        return retrying(attempt, what="hand back a trial")
+
+    def fail(self, trial_id: int, reason: str) -> Failure | None:
+        def attempt() -> Failure | None:
+            with self.db.locked(self.study_id):
+                return self._fail_locked(trial_id, reason)
+
+        return retrying(attempt, what="fail a trial")
+
+    def _fail_locked(self, trial_id: int, reason: str) -> Failure | None:
+        journal = self.db.journal
+        if journal.get_trial(trial_id).state != TrialState.RUNNING:
+            return None
+        journal.set_trial_user_attr(trial_id, REASON, reason[:2000])
+        journal.set_trial_state_values(trial_id, TrialState.FAIL)
+        self.db.redis.hdel(_beats(self.study_id), str(trial_id))
+        failed = journal.get_trial(trial_id)
+        copy = retry_of(failed, self.retries)
+        if copy is None:
+            return Failure(failed.number, None)
+        retry = journal.get_trial(journal.create_new_trial(self.study_id, copy))
+        return Failure(failed.number, retry.number)
+
+    def beat(self, trial_ids: Iterable[int]) -> None:
+        ids = list(trial_ids)
+        if ids:
+            now = self.db.now()
+            self.db.redis.hset(_beats(self.study_id), mapping={str(i): now for i in ids})
+
+    @retried
+    def reap_stale(self, grace_period: float) -> list[Failure]:
+        with self.db.locked(self.study_id):
+            running = self.db.journal.get_all_trials(
+                self.study_id, deepcopy=False, states=(TrialState.RUNNING,)
+            )
+            beats = {
+                int(k): float(v) for k, v in self.db.redis.hgetall(_beats(self.study_id)).items()
+            }
+            now = self.db.now()
+            self.beat([t._trial_id for t in running if t._trial_id not in beats])
+            reason = f"stale: no heartbeat for over {grace_period:g} s (its worker was lost)"
+            failed = (
+                self._fail_locked(t._trial_id, reason)
+                for t in running
+                if t._trial_id in beats and now - beats[t._trial_id] > grace_period
+            )
+            return [f for f in failed if f is not None]
+
+    @retried
+    def counts(self) -> dict[TrialState, int]:
+        trials = self.db.journal.get_all_trials(self.study_id, deepcopy=False)
+        return dict(collections.Counter(t.state for t in trials))
+
+
+def _template(state: TrialState, *, user_attrs: dict[str, Any], claim: str) -> FrozenTrial:
+    return optuna.trial.create_trial(
+        state=state, user_attrs=user_attrs, system_attrs={CLAIM: claim}
+    )
+
+
+def _used(trials: Iterable[FrozenTrial]) -> int:
+    return sum(t.state in HOLDING for t in trials)
+
+
+def _beats(study_id: int) -> str:
+    return f"sweeps:{study_id}:beats"
+
+
+def _publication(study_id: int) -> str:
+    return f"sweeps:{study_id}:publication"
+
+
+def _curve(trial_id: int, kind: str) -> str:
+    return f"sweeps:trial:{trial_id}:{kind}"
