@@ -33,7 +33,8 @@ def resolve_url(given: str | None = None, *, proxy: bool = False) -> str:
         if not proxy:
             raise StorageURLError(
                 f"storage: {url} is a storage proxy, which serves workers only; give this "
-                "command the database URL (sqlite:///FILE or postgresql+psycopg://...)"
+                "command the database URL (sqlite:///FILE, postgresql+psycopg://... or "
+                "redis://...)"
             )
         proxy_address(url)
         return url
@@ -43,6 +44,10 @@ def resolve_url(given: str | None = None, *, proxy: bool = False) -> str:
             f"storage: unsupported database {parsed.get_backend_name()!r} in "
             f"{mask_url(url)}; use sqlite:///FILE, postgresql+psycopg://USER@HOST/DB or "
             "redis://HOST:PORT/DB"
+        )
+    if parsed.get_backend_name() in ("redis", "rediss") and not is_redis(url):
+        raise StorageURLError(
+            f"storage: {mask_url(url)}: use redis://HOST:PORT/DB (or rediss:// with TLS)"
         )
     if parsed.drivername == "postgresql":
         parsed = parsed.set(drivername="postgresql+psycopg")
@@ -86,5 +91,6 @@ def _parse(url: str) -> URL:
         return make_url(url)
     except ArgumentError:
         raise StorageURLError(
-            "storage: not a database URL; use sqlite:///FILE or postgresql+psycopg://USER@HOST/DB"
+            "storage: not a database URL; use sqlite:///FILE, "
+            "postgresql+psycopg://USER@HOST/DB or redis://HOST:PORT/DB"
         ) from None

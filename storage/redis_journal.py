@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import collections
 import json
+import threading
 import uuid
 import warnings
 from collections.abc import Iterable, Iterator, Sequence
@@ -50,6 +51,57 @@ return 1
 """
 
 
+# Append one journal entry, only while KEYS[1] (the study's lock) holds ARGV[1] (our token),
+# if a lock is held at all: a holder whose lock expired (stalled past LOCK_SECONDS) cannot
+# write what it decided on a stale read. As Optuna's own append: INCR, then SET the entry.
+_FENCED_APPEND = """
+if KEYS[1] ~= '' and redis.call('get', KEYS[1]) ~= ARGV[1] then
+  return redis.error_reply('LOCKLOST the study lock expired before this write')
+end
+local i = redis.call('incr', KEYS[2])
+redis.call('set', KEYS[3] .. i, ARGV[2])
+return i
+"""
+
+
+class LockLost(redis.exceptions.LockError):
+    """The study's lock expired while its holder worked: its write was refused (retried)."""
+
+
+class _FencedJournal(JournalRedisBackend):
+    """Optuna's Redis journal backend whose appends check the study lock this thread holds
+    (`RedisDatabase.locked`), so that lock is a fence, not only a courtesy."""
+
+    def __init__(self, url: str) -> None:
+        super().__init__(url)
+        self._connect_script()
+
+    def _connect_script(self) -> None:
+        self.fence = threading.local()  # .lock: (key, token) while this thread holds one
+        self._append = self._redis.register_script(_FENCED_APPEND)
+
+    def __getstate__(self) -> dict[Any, Any]:  # Optuna storages are picklable
+        state = super().__getstate__()
+        del state["fence"], state["_append"]
+        return state
+
+    def __setstate__(self, state: dict[Any, Any]) -> None:
+        super().__setstate__(state)
+        self._connect_script()
+
+    def append_logs(self, logs: list[dict[str, Any]]) -> None:
+        key, token = getattr(self.fence, "lock", ("", b""))
+        self._redis.setnx(f"{self._prefix}:log_number", -1)
+        for log in logs:
+            keys = [key, f"{self._prefix}:log_number", f"{self._prefix}:log:"]
+            try:
+                self._append(keys=keys, args=[token, json.dumps(log)])
+            except redis.exceptions.ResponseError as e:
+                if "LOCKLOST" in str(e):
+                    raise LockLost(str(e)) from None
+                raise
+
+
 class RedisDatabase(Database):
     """A `Database` on Redis: the same calls, the same guarantees (`storage.trial_slots`)."""
 
@@ -62,12 +114,14 @@ class RedisDatabase(Database):
             raise StorageError(f"storage {mask_url(url)}: {type(e).__name__}: {e}") from e
         with warnings.catch_warnings():  # experimental in Optuna; our tests cover our use
             warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
-            self.journal = JournalStorage(JournalRedisBackend(url))
+            self.backend = _FencedJournal(url)
+            self.journal = JournalStorage(self.backend)
         self.optuna = RetryingStorage(self.journal)
         self._claim_publication = self.redis.register_script(_CLAIM_PUBLICATION)
 
     def close(self) -> None:
         self.redis.close()
+        self.backend._redis.close()
 
     def trial_slots(self, study_id: int, *, retries: int, worker: str | None = None) -> TrialSlots:
         return RedisTrialSlots(self, study_id, retries=retries, worker=worker)
@@ -77,15 +131,19 @@ class RedisDatabase(Database):
 
     @contextmanager
     def locked(self, study_id: int) -> Iterator[None]:
-        """The study's lock: claims, failures and reaping happen one at a time."""
-        lock = self.redis.lock(f"sweeps:{study_id}:lock", timeout=LOCK_SECONDS)
+        """The study's lock: claims, failures and reaping happen one at a time. Journal
+        entries written under it are refused once it expired (`LockLost`, retried)."""
+        key = f"sweeps:{study_id}:lock"
+        lock = self.redis.lock(key, timeout=LOCK_SECONDS)
         lock.acquire()
+        self.backend.fence.lock = (key, lock.local.token)
         try:
             yield
         finally:
+            del self.backend.fence.lock
             try:
                 lock.release()
-            except redis.exceptions.LockError:  # it expired: the holder stalled for long
+            except redis.exceptions.LockNotOwnedError:  # expired: its writes were refused
                 pass
 
     def now(self) -> float:
@@ -194,19 +252,18 @@ class RedisTrialSlots(TrialSlots):
             with self.db.locked(self.study_id):
                 trials = journal.get_all_trials(self.study_id, deepcopy=False)
                 if retried_by_caller or attempts > 1:  # did a lost answer take one?
-                    taken = [t for t in trials if t.system_attrs.get(CLAIM) == token]
+                    taken = [
+                        t
+                        for t in trials
+                        if t.system_attrs.get(CLAIM) == token and t.state == TrialState.RUNNING
+                    ]
                     if taken:
                         return taken[0]._trial_id
                 budget = self.db.budget_trials(self.study_id)
                 if _used(trials) >= min(budget, budget if below is None else below):
                     return None
-                waiting = [t for t in trials if t.state == TrialState.WAITING]
-                if waiting:
-                    trial_id = min(waiting, key=lambda t: t.number)._trial_id
-                    journal.set_trial_state_values(trial_id, TrialState.RUNNING)
-                    journal.set_trial_user_attr(trial_id, WORKER, self.worker)
-                    journal.set_trial_system_attr(trial_id, CLAIM, token)
-                else:  # one log entry: the trial exists RUNNING with its token, or not at all
+                trial_id = self._take_waiting(trials, token)
+                if trial_id is None:  # one entry: the trial exists RUNNING with its token, or not
                     trial_id = journal.create_new_trial(
                         self.study_id,
                         _template(
@@ -217,6 +274,21 @@ class RedisTrialSlots(TrialSlots):
                 return trial_id
 
         return retrying(attempt, what="claim a trial")
+
+    def _take_waiting(self, trials: list[FrozenTrial], token: str) -> int | None:
+        """The oldest WAITING trial, now RUNNING for this claim; None if there is none. Its
+        token and worker are written first and its state last, so a claim cut off midway
+        leaves a WAITING trial (which the retry takes), never a RUNNING one nobody runs.
+        A trial another process took first (plain Optuna's ``ask``) is passed over."""
+        journal = self.db.journal
+        for trial in sorted(trials, key=lambda t: t.number):
+            if trial.state != TrialState.WAITING:
+                continue
+            journal.set_trial_system_attr(trial._trial_id, CLAIM, token)
+            journal.set_trial_user_attr(trial._trial_id, WORKER, self.worker)
+            if journal.set_trial_state_values(trial._trial_id, TrialState.RUNNING):
+                return trial._trial_id
+        return None
 
     def hand_back(self, trial_id: int) -> bool:
         def attempt() -> bool:
@@ -240,15 +312,36 @@ class RedisTrialSlots(TrialSlots):
         journal = self.db.journal
         if journal.get_trial(trial_id).state != TrialState.RUNNING:
             return None
-        journal.set_trial_user_attr(trial_id, REASON, reason[:2000])
-        journal.set_trial_state_values(trial_id, TrialState.FAIL)
+        try:
+            journal.set_trial_user_attr(trial_id, REASON, reason[:2000])
+            journal.set_trial_state_values(trial_id, TrialState.FAIL)
+        except optuna.exceptions.UpdateFinishedTrialError:  # its worker told it meanwhile
+            return None
         self.db.redis.hdel(_beats(self.study_id), str(trial_id))
-        failed = journal.get_trial(trial_id)
+        return self._requeue(journal.get_trial(trial_id))
+
+    def _requeue(self, failed: FrozenTrial) -> Failure:
+        """Queue ``failed``'s retry while its retries last (a separate journal entry)."""
         copy = retry_of(failed, self.retries)
         if copy is None:
             return Failure(failed.number, None)
-        retry = journal.get_trial(journal.create_new_trial(self.study_id, copy))
-        return Failure(failed.number, retry.number)
+        retry = self.db.journal.create_new_trial(self.study_id, copy)
+        return Failure(failed.number, self.db.journal.get_trial(retry).number)
+
+    def _requeue_orphans(self, trials: list[FrozenTrial]) -> list[Failure]:
+        """Queue the retry of every trial we failed whose retry was never queued: its worker
+        was cut off between the two entries. (On a database, one transaction writes both.)"""
+        requeued = {
+            t.system_attrs["retry_history"][-1]
+            for t in trials
+            if "retry_history" in t.system_attrs
+        }
+        orphans = [
+            t
+            for t in trials
+            if t.state == TrialState.FAIL and REASON in t.user_attrs and t.number not in requeued
+        ]
+        return [f for f in map(self._requeue, orphans) if f.retry is not None]
 
     def beat(self, trial_ids: Iterable[int]) -> None:
         ids = list(trial_ids)
@@ -258,10 +351,12 @@ class RedisTrialSlots(TrialSlots):
 
     @retried
     def reap_stale(self, grace_period: float) -> list[Failure]:
+        """`TrialSlots.reap_stale`, and the retries a cut-off `fail` left unqueued."""
+        self.db.journal.get_all_trials(self.study_id, deepcopy=False)  # replay outside the lock
         with self.db.locked(self.study_id):
-            running = self.db.journal.get_all_trials(
-                self.study_id, deepcopy=False, states=(TrialState.RUNNING,)
-            )
+            trials = self.db.journal.get_all_trials(self.study_id, deepcopy=False)
+            repaired = self._requeue_orphans(trials)
+            running = [t for t in trials if t.state == TrialState.RUNNING]
             beats = {
                 int(k): float(v) for k, v in self.db.redis.hgetall(_beats(self.study_id)).items()
             }
@@ -273,7 +368,7 @@ class RedisTrialSlots(TrialSlots):
                 for t in running
                 if t._trial_id in beats and now - beats[t._trial_id] > grace_period
             )
-            return [f for f in failed if f is not None]
+            return repaired + [f for f in failed if f is not None]
 
     @retried
     def counts(self) -> dict[TrialState, int]:

@@ -90,11 +90,17 @@ def _proxy_unreachable(error: BaseException) -> bool:
 
 
 def _redis_unreachable(error: BaseException) -> bool:
-    """Redis down, restarting or still loading its data (`storage.redis_journal`)."""
+    """Redis down, restarting or still loading its data, or a study lock lost
+    (`storage.redis_journal`)."""
     redis = sys.modules.get("redis")  # not imported: the error cannot be one of its own
     if redis is None:
         return False
-    gone = (redis.ConnectionError, redis.TimeoutError, redis.exceptions.BusyLoadingError)
+    gone = (
+        redis.ConnectionError,
+        redis.TimeoutError,
+        redis.exceptions.BusyLoadingError,
+        redis.exceptions.LockError,  # a study lock that expired mid-operation: start again
+    )
     return isinstance(error, gone)
 
 

@@ -50,6 +50,12 @@ def test_plain_postgresql_url_selects_psycopg3() -> None:
     )
 
 
+def test_redis_urls_name_a_study_in_redis() -> None:
+    assert storage.resolve_url("redis://:pw@h:6379/2") == "redis://:pw@h:6379/2"
+    assert storage.is_redis("rediss://h/0") and not storage.is_redis("sqlite:///x.db")
+    assert storage.mask_url("redis://:s3cr3t@h:6379/0") == "redis://:***@h:6379/0"
+
+
 def test_mask_url_hides_the_password() -> None:
     masked = storage.mask_url("postgresql+psycopg://sweeper:s3cr3t@db:5432/studies")
     assert masked == "postgresql+psycopg://sweeper:***@db:5432/studies"
@@ -60,6 +66,7 @@ def test_mask_url_hides_the_password() -> None:
     [
         ("mysql://root:s3cr3t@localhost/db", "unsupported database 'mysql'"),
         ("not a url s3cr3t", "not a database URL"),
+        ("redis+sentinel://:s3cr3t@h:26379/0", "use redis://HOST:PORT/DB"),
     ],
 )
 def test_bad_storage_url_is_refused_without_leaking_the_password(url: str, message: str) -> None:

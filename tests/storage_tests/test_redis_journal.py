@@ -10,6 +10,7 @@ from typing import Any
 
 import optuna
 import pytest
+import redis
 from optuna.trial import TrialState
 
 from redis_server import RedisServer
@@ -82,28 +83,29 @@ def test_silent_trials_are_failed_and_requeued_beaten_ones_are_not(redis_url: st
     assert slots.reap_stale(1.0) == []  # failed once only
 
 
-def _claim_until_full(url: str, study_id: int, out: Any) -> None:
+def _claim_until_full(url: str, study_id: int, start: Any, out: Any) -> None:
     slots = open_database(url).trial_slots(study_id, retries=0)
+    start.wait()  # every process ready: they claim at the same time
     while (trial_id := slots.claim()) is not None:
         out.put(trial_id)
 
 
 def test_racing_processes_claim_exactly_the_budget(redis_url: str) -> None:
-    _, slots = slots_on(redis_url, budget=30)
-    out: Any = multiprocessing.get_context("spawn").Queue()
+    _, slots = slots_on(redis_url, budget=60)
+    spawn = multiprocessing.get_context("spawn")
+    out: Any = spawn.Queue()
+    start: Any = spawn.Barrier(4)
     procs = [
-        multiprocessing.get_context("spawn").Process(
-            target=_claim_until_full, args=(redis_url, slots.study_id, out)
-        )
+        spawn.Process(target=_claim_until_full, args=(redis_url, slots.study_id, start, out))
         for _ in range(4)
     ]
     for p in procs:
         p.start()
+    taken = [out.get(timeout=120) for _ in range(60)]
     for p in procs:
         p.join(timeout=120)
-    taken = [out.get(timeout=5) for _ in range(30)]
     assert sorted(taken) == sorted(set(taken))
-    assert slots.counts() == {TrialState.RUNNING: 30}
+    assert slots.counts() == {TrialState.RUNNING: 60}
 
 
 def test_reports_and_curves_are_stored_once_and_finished_trials_refused(
@@ -136,8 +138,6 @@ def test_one_process_at_a_time_refreshes_the_dashboard(redis_url: str) -> None:
 
 def test_claims_and_writes_ride_out_a_redis_restart(redis_server: RedisServer) -> None:
     url = redis_server.url(1)
-    import redis
-
     redis.Redis.from_url(url).flushdb()
     study, slots = slots_on(url, budget=1000)
     outage = threading.Thread(
@@ -176,3 +176,93 @@ def test_plain_optuna_reads_the_study(redis_url: str) -> None:
         study_name="t", storage=JournalStorage(JournalRedisBackend(redis_url))
     )
     assert [t.value for t in plain.trials] == [0.75]
+
+
+def test_a_holder_whose_lock_expired_cannot_claim_past_the_budget(
+    redis_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A claim that stalls past the lock's expiry (a paused VM, a stalled socket) decided on
+    a stale count; its write is refused (`LockLost`) and its retry sees the budget full."""
+    import storage.redis_journal as redis_journal
+
+    monkeypatch.setattr(redis_journal, "LOCK_SECONDS", 1)
+    study, slow = slots_on(redis_url, budget=1)
+    fast = slow.db.trial_slots(slow.study_id, retries=1)
+    read_budget = slow.db.budget_trials
+    stalled = threading.Event()
+
+    def stalling(study_id: int) -> int:
+        if not stalled.is_set():
+            stalled.set()
+            time.sleep(1.5)  # the lock expires meanwhile, and `fast` takes it
+        return read_budget(study_id)
+
+    monkeypatch.setattr(slow.db, "budget_trials", stalling)
+    taken: list[int | None] = []
+    thread = threading.Thread(target=lambda: taken.append(slow.claim()))
+    thread.start()
+    stalled.wait()
+    time.sleep(1.1)
+    assert fast.claim() is not None
+    thread.join()
+    assert taken == [None]
+    assert slow.counts() == {TrialState.RUNNING: 1}
+
+
+def test_a_claim_cut_off_midway_leaves_the_waiting_trial_to_its_retry(
+    redis_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    study, slots = slots_on(redis_url, budget=3)
+    study.enqueue_trial({})
+    journal = slots.db.journal
+    write_worker = journal.set_trial_user_attr
+    cut = {"done": False}
+
+    def cut_once(*args: Any) -> None:
+        if not cut["done"]:
+            cut["done"] = True
+            raise redis.ConnectionError("cut off")  # after the token, before RUNNING
+        write_worker(*args)
+
+    monkeypatch.setattr(journal, "set_trial_user_attr", cut_once)
+    trial_id = slots.claim()  # retried: takes the same queued trial
+    assert trial_id == study.trials[0]._trial_id
+    assert states(study) == ["RUNNING"]
+
+
+def test_a_reaper_racing_the_owners_tell_leaves_the_trial_complete(
+    redis_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    study, slots = slots_on(redis_url, budget=2)
+    trial_id = slots.claim()
+    assert trial_id is not None
+    journal = slots.db.journal
+    write_reason = journal.set_trial_user_attr
+
+    def told_meanwhile(*args: Any) -> None:
+        study.tell(optuna.Trial(study, trial_id), 1.0)  # the owner finishes in between
+        write_reason(*args)
+
+    monkeypatch.setattr(journal, "set_trial_user_attr", told_meanwhile)
+    assert slots.fail(trial_id, "stale") is None
+    assert states(study) == ["COMPLETE"]
+
+
+def test_a_retry_a_cut_off_failure_left_unqueued_is_queued_by_the_next_reaping(
+    redis_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    study, slots = slots_on(redis_url, budget=2, retries=1)
+    trial_id = slots.claim()
+    assert trial_id is not None
+    journal = slots.db.journal
+    monkeypatch.setattr(
+        journal, "create_new_trial", lambda *a: (_ for _ in ()).throw(KeyboardInterrupt())
+    )
+    with pytest.raises(KeyboardInterrupt):  # the worker dies between FAIL and its retry
+        slots.fail(trial_id, "boom")
+    monkeypatch.undo()
+    assert states(study) == ["FAIL"]
+    (requeued,) = slots.reap_stale(60.0)
+    assert requeued == (0, 1)
+    assert states(study) == ["FAIL", "WAITING"]
+    assert slots.reap_stale(60.0) == []  # queued once

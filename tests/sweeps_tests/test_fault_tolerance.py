@@ -279,7 +279,16 @@ def test_redis_killed_workers_and_a_redis_restart(
     launch(tmp_path, url, trials=budget, epochs=epochs, heartbeat=heartbeat)
     victim = start_worker(tmp_path, url, "w1")
     workers = [start_worker(tmp_path, url, "w2", stack=3)]
-    wait_until(lambda: running_with_epochs(url, 2))
+
+    def victim_mid_trial() -> bool:
+        return any(
+            t.state == TrialState.RUNNING
+            and len(t.intermediate_values) >= 2
+            and t.user_attrs.get(WORKER, "").endswith(f":{victim.pid}")
+            for t in study_trials(url)
+        )
+
+    wait_until(victim_mid_trial)
     victim.kill()  # SIGKILL mid-trial
     victim.wait()
     redis_server.stop()  # then Redis goes away for a while
