@@ -7,6 +7,7 @@ import itertools
 import os
 from collections.abc import Iterator
 from pathlib import Path
+from typing import NoReturn
 
 import pytest
 
@@ -28,10 +29,7 @@ def postgres() -> Iterator[PostgresCluster]:
     """
     bindir = find_bindir()
     if bindir is None:
-        reason = "PostgreSQL binaries (initdb, pg_ctl) not found"
-        if os.environ.get("SWEEPS_REQUIRE_POSTGRES"):
-            pytest.fail(f"{reason}, and SWEEPS_REQUIRE_POSTGRES is set")
-        pytest.skip(reason)
+        _missing("PostgreSQL binaries (initdb, pg_ctl) not found", "SWEEPS_REQUIRE_POSTGRES")
     cluster = PostgresCluster(bindir)
     cluster.start()
     try:
@@ -58,10 +56,7 @@ def redis_server() -> Iterator[RedisServer]:
     """
     binary = find_redis_server()
     if binary is None:
-        reason = "redis-server not found"
-        if os.environ.get("SWEEPS_REQUIRE_REDIS"):
-            pytest.fail(f"{reason}, and SWEEPS_REQUIRE_REDIS is set")
-        pytest.skip(reason)
+        _missing("redis-server not found", "SWEEPS_REQUIRE_REDIS")
     server = RedisServer(binary)
     server.start()
     try:
@@ -77,3 +72,11 @@ def redis_url(redis_server: RedisServer) -> str:
 
     redis.Redis.from_url(redis_server.url()).flushall()
     return redis_server.url()
+
+
+def _missing(reason: str, required_by: str) -> NoReturn:
+    """Skip for a server that is not installed, or fail where ``$required_by`` says it must
+    be (CI)."""
+    if os.environ.get(required_by):
+        pytest.fail(f"{reason}, and {required_by} is set")
+    pytest.skip(reason)
