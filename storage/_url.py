@@ -45,13 +45,24 @@ def resolve_url(given: str | None = None, *, proxy: bool = False) -> str:
             f"{mask_url(url)}; use sqlite:///FILE, postgresql+psycopg://USER@HOST/DB or "
             "redis://HOST:PORT/DB"
         )
-    if parsed.get_backend_name() in ("redis", "rediss") and not is_redis(url):
-        raise StorageURLError(
-            f"storage: {mask_url(url)}: use redis://HOST:PORT/DB (or rediss:// with TLS)"
-        )
+    if parsed.get_backend_name() in ("redis", "rediss"):
+        _check_redis(url, parsed)
     if parsed.drivername == "postgresql":
         parsed = parsed.set(drivername="postgresql+psycopg")
     return parsed.render_as_string(hide_password=False)
+
+
+def _check_redis(url: str, parsed: URL) -> None:
+    """Refuse what redis-py would reject with a traceback, or read as another database."""
+    from redis.connection import parse_url  # imported for Redis URLs only
+
+    use = "use redis://HOST:PORT/DB (or rediss:// with TLS; DB a number)"
+    if not is_redis(url) or not (parsed.database or "0").isdigit():
+        raise StorageURLError(f"storage: {mask_url(url)}: {use}")
+    try:
+        parse_url(url)
+    except ValueError as e:
+        raise StorageURLError(f"storage: {mask_url(url)}: {e}; {use}") from None
 
 
 def is_redis(url: str) -> bool:

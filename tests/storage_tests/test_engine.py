@@ -67,6 +67,9 @@ def test_mask_url_hides_the_password() -> None:
         ("mysql://root:s3cr3t@localhost/db", "unsupported database 'mysql'"),
         ("not a url s3cr3t", "not a database URL"),
         ("redis+sentinel://:s3cr3t@h:26379/0", "use redis://HOST:PORT/DB"),
+        ("redis://:s3cr3t@h:6379/studies", "DB a number"),
+        ("redis://:s3cr3t@h:99999/0", "Port out of range"),
+        ("redis://:s3cr3t@h:6379/0?socket_timeout=soon", "Invalid value for 'socket_timeout'"),
     ],
 )
 def test_bad_storage_url_is_refused_without_leaking_the_password(url: str, message: str) -> None:
