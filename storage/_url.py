@@ -60,7 +60,7 @@ def _check_redis(url: str, parsed: URL) -> None:
     if not is_redis(url) or not (parsed.database or "0").isdigit():
         raise StorageURLError(f"storage: {mask_url(url)}: {use}")
     try:
-        parse_url(url)
+        parse_url(url)  # type: ignore[no-untyped-call]
     except ValueError as e:
         raise StorageURLError(f"storage: {mask_url(url)}: {e}; {use}") from None
 

@@ -20,7 +20,6 @@ from __future__ import annotations
 import collections
 import json
 import threading
-import uuid
 import warnings
 from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager
@@ -33,9 +32,9 @@ from optuna.trial import FrozenTrial, TrialState
 
 from storage._url import mask_url
 from storage.database import HOLDING, Database, StorageError, TrialReport
-from storage.resilience import RetryingStorage, retried, retrying
+from storage.resilience import RetryingStorage, retried
 from storage.tables import EpochPoint, StepPoint
-from storage.trial_slots import CLAIM, REASON, WORKER, Failure, TrialSlots, retry_of
+from storage.trial_slots import CLAIM, REASON, WORKER, Failure, TrialSlots, full, retry_of
 
 LOCK_SECONDS = 10  # a claim takes milliseconds; a dead holder's lock frees itself after this
 
@@ -238,42 +237,28 @@ class RedisTrialSlots(TrialSlots):
 
     db: RedisDatabase
 
-    def claim(self, token: str | None = None, *, below: int | None = None) -> int | None:
-        retried_by_caller = token is not None
-        token = token or uuid.uuid4().hex
-        attempts = 0
-
-        def attempt() -> int | None:
-            nonlocal attempts
-            attempts += 1
-            journal = self.db.journal
-            # Replay the log first: under the lock, only what others wrote since is read.
-            journal.get_all_trials(self.study_id, deepcopy=False)
-            with self.db.locked(self.study_id):
-                trials = journal.get_all_trials(self.study_id, deepcopy=False)
-                if retried_by_caller or attempts > 1:  # did a lost answer take one?
-                    taken = [
-                        t
-                        for t in trials
-                        if t.system_attrs.get(CLAIM) == token and t.state == TrialState.RUNNING
-                    ]
-                    if taken:
-                        return taken[0]._trial_id
-                budget = self.db.budget_trials(self.study_id)
-                if _used(trials) >= min(budget, budget if below is None else below):
-                    return None
-                trial_id = self._take_waiting(trials, token)
-                if trial_id is None:  # one entry: the trial exists RUNNING with its token, or not
-                    trial_id = journal.create_new_trial(
-                        self.study_id,
-                        _template(
-                            TrialState.RUNNING, user_attrs={WORKER: self.worker}, claim=token
-                        ),
-                    )
-                self.beat([trial_id])
-                return trial_id
-
-        return retrying(attempt, what="claim a trial")
+    def _take(self, token: str, *, looks: bool, below: int | None) -> int | None:
+        journal = self.db.journal
+        # Replay the log first: under the lock, only what others wrote since is read.
+        journal.get_all_trials(self.study_id, deepcopy=False)
+        with self.db.locked(self.study_id):
+            trials = journal.get_all_trials(self.study_id, deepcopy=False)
+            if looks:  # did a lost answer take one?
+                for t in trials:
+                    if t.system_attrs.get(CLAIM) == token and t.state == TrialState.RUNNING:
+                        return t._trial_id
+            if full(_used(trials), self.db.budget_trials(self.study_id), below):
+                return None
+            trial_id = self._take_waiting(trials, token)
+            if trial_id is None:  # one entry: the trial exists RUNNING with its token, or not
+                running = optuna.trial.create_trial(
+                    state=TrialState.RUNNING,
+                    user_attrs={WORKER: self.worker},
+                    system_attrs={CLAIM: token},
+                )
+                trial_id = journal.create_new_trial(self.study_id, running)
+            self.beat([trial_id])
+            return trial_id
 
     def _take_waiting(self, trials: list[FrozenTrial], token: str) -> int | None:
         """The oldest WAITING trial, now RUNNING for this claim; None if there is none. Its
@@ -290,23 +275,17 @@ class RedisTrialSlots(TrialSlots):
                 return trial._trial_id
         return None
 
-    def hand_back(self, trial_id: int) -> bool:
-        def attempt() -> bool:
-            with self.db.locked(self.study_id):
-                if self.db.journal.get_trial(trial_id).state != TrialState.RUNNING:
-                    return False
-                self.db.journal.set_trial_state_values(trial_id, TrialState.WAITING)
-                self.db.redis.hdel(_beats(self.study_id), str(trial_id))
-                return True
+    def _hand_back(self, trial_id: int) -> bool:
+        with self.db.locked(self.study_id):
+            if self.db.journal.get_trial(trial_id).state != TrialState.RUNNING:
+                return False
+            self.db.journal.set_trial_state_values(trial_id, TrialState.WAITING)
+            self.db.redis.hdel(_beats(self.study_id), str(trial_id))
+            return True
 
-        return retrying(attempt, what="hand back a trial")
-
-    def fail(self, trial_id: int, reason: str) -> Failure | None:
-        def attempt() -> Failure | None:
-            with self.db.locked(self.study_id):
-                return self._fail_locked(trial_id, reason)
-
-        return retrying(attempt, what="fail a trial")
+    def _fail_once(self, trial_id: int, reason: str) -> Failure | None:
+        with self.db.locked(self.study_id):
+            return self._fail_locked(trial_id, reason)
 
     def _fail_locked(self, trial_id: int, reason: str) -> Failure | None:
         journal = self.db.journal
@@ -374,12 +353,6 @@ class RedisTrialSlots(TrialSlots):
     def counts(self) -> dict[TrialState, int]:
         trials = self.db.journal.get_all_trials(self.study_id, deepcopy=False)
         return dict(collections.Counter(t.state for t in trials))
-
-
-def _template(state: TrialState, *, user_attrs: dict[str, Any], claim: str) -> FrozenTrial:
-    return optuna.trial.create_trial(
-        state=state, user_attrs=user_attrs, system_attrs={CLAIM: claim}
-    )
 
 
 def _used(trials: Iterable[FrozenTrial]) -> int:

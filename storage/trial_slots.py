@@ -84,76 +84,78 @@ class TrialSlots:
         def attempt() -> int | None:
             nonlocal attempts
             attempts += 1
-            with self.db.session() as s:
-                looks = retried or attempts > 1
-                if looks and (taken := self._claimed_with(s, token)) is not None:
-                    return taken
-                budget = self._lock_budget(s)  # first: the count must see every claim
-                if used_slots(s, self.study_id) >= min(budget, budget if below is None else below):
-                    return None
-                waiting = s.scalars(
-                    select(models.TrialModel)
-                    .where(
-                        models.TrialModel.study_id == self.study_id,
-                        models.TrialModel.state == TrialState.WAITING,
-                    )
-                    .order_by(models.TrialModel.number)
-                    .limit(1)
-                    .with_for_update()
-                ).first()
-                if waiting is not None:
-                    waiting.state = TrialState.RUNNING
-                    waiting.datetime_start = datetime.datetime.now()
-                    trial_id = int(waiting.trial_id)
-                    self._forget_claim(s, trial_id)  # a handed-back trial's earlier one
-                else:
-                    new = self._rdb._get_prepared_new_trial(self.study_id, None, s)
-                    trial_id = int(new.trial_id)
-                s.add(
-                    models.TrialSystemAttributeModel(
-                        trial_id=trial_id, key=CLAIM, value_json=json.dumps(token)
-                    )
-                )
-                s.add(
-                    models.TrialUserAttributeModel(
-                        trial_id=trial_id, key=WORKER, value_json=json.dumps(self.worker)
-                    )
-                )
-                s.add(models.TrialHeartbeatModel(trial_id=trial_id))
-                return trial_id
+            return self._take(token, looks=retried or attempts > 1, below=below)
 
         return retrying(attempt, what="claim a trial")
+
+    def _take(self, token: str, *, looks: bool, below: int | None) -> int | None:
+        """One attempt of `claim`, in one transaction; ``looks``: first look for the trial
+        an earlier attempt with ``token`` took."""
+        with self.db.session() as s:
+            if looks and (taken := self._claimed_with(s, token)) is not None:
+                return taken
+            budget = self._lock_budget(s)  # first: the count must see every claim
+            if full(used_slots(s, self.study_id), budget, below):
+                return None
+            waiting = s.scalars(
+                select(models.TrialModel)
+                .where(
+                    models.TrialModel.study_id == self.study_id,
+                    models.TrialModel.state == TrialState.WAITING,
+                )
+                .order_by(models.TrialModel.number)
+                .limit(1)
+                .with_for_update()
+            ).first()
+            if waiting is not None:
+                waiting.state = TrialState.RUNNING
+                waiting.datetime_start = datetime.datetime.now()
+                trial_id = int(waiting.trial_id)
+                self._forget_claim(s, trial_id)  # a handed-back trial's earlier one
+            else:
+                new = self._rdb._get_prepared_new_trial(self.study_id, None, s)
+                trial_id = int(new.trial_id)
+            s.add(
+                models.TrialSystemAttributeModel(
+                    trial_id=trial_id, key=CLAIM, value_json=json.dumps(token)
+                )
+            )
+            s.add(
+                models.TrialUserAttributeModel(
+                    trial_id=trial_id, key=WORKER, value_json=json.dumps(self.worker)
+                )
+            )
+            s.add(models.TrialHeartbeatModel(trial_id=trial_id))
+            return trial_id
 
     def hand_back(self, trial_id: int) -> bool:
         """RUNNING -> WAITING, for another worker to resume from its checkpoint (a worker
         told to stop). False if the trial is no longer RUNNING. (Its heartbeat row stays
         until a claim takes it again: only RUNNING trials are judged stale.)"""
+        return retrying(lambda: self._hand_back(trial_id), what="hand back a trial")
 
-        def attempt() -> bool:
-            with self.db.session() as s:
-                changed = s.execute(
-                    update(models.TrialModel)
-                    .where(
-                        models.TrialModel.trial_id == trial_id,
-                        models.TrialModel.state == TrialState.RUNNING,
-                    )
-                    .values(state=TrialState.WAITING)
+    def _hand_back(self, trial_id: int) -> bool:
+        with self.db.session() as s:
+            changed = s.execute(
+                update(models.TrialModel)
+                .where(
+                    models.TrialModel.trial_id == trial_id,
+                    models.TrialModel.state == TrialState.RUNNING,
                 )
-                return bool(changed.rowcount == 1)  # type: ignore[attr-defined]
-
-        return retrying(attempt, what="hand back a trial")
+                .values(state=TrialState.WAITING)
+            )
+            return bool(changed.rowcount == 1)  # type: ignore[attr-defined]
 
     def fail(self, trial_id: int, reason: str) -> Failure | None:
         """RUNNING -> FAIL with ``reason``, and a WAITING copy of it queued while retries
         last. None if the trial is no longer RUNNING (another worker failed it first, or it
         finished): nothing changes."""
+        return retrying(lambda: self._fail_once(trial_id, reason), what="fail a trial")
 
-        def attempt() -> Failure | None:
-            with self.db.session() as s:
-                self._lock_budget(s)
-                return self._fail(s, trial_id, reason)
-
-        return retrying(attempt, what="fail a trial")
+    def _fail_once(self, trial_id: int, reason: str) -> Failure | None:
+        with self.db.session() as s:
+            self._lock_budget(s)
+            return self._fail(s, trial_id, reason)
 
     def _fail(self, s: Session, trial_id: int, reason: str) -> Failure | None:
         trial = s.get(models.TrialModel, trial_id, with_for_update=True)
@@ -273,6 +275,11 @@ class TrialSlots:
             )
         )
         return None if trial_id is None else int(trial_id)
+
+
+def full(used: int, budget: int, below: int | None) -> bool:
+    """Whether a claim must take nothing: ``used`` slots fill the budget, or ``below``."""
+    return used >= (budget if below is None else min(budget, below))
 
 
 def retry_of(failed: FrozenTrial, retries: int) -> FrozenTrial | None:
