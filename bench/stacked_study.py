@@ -3,7 +3,8 @@
     .venv/bin/python bench/stacked_study.py [CONFIG] [--workers 2] [--stack 16] [--repeat 1]
 
 Runs the config twice on fresh SQLite files (one at a time, so they don't share the cores)
-and prints the wall time of each, their ratio, and the best value and finished count of each,
+and prints the wall time of each (and where it went: before the first trial, the trials'
+span, after the last trial), their ratio, and the best value and finished count of each,
 so speed and result quality are read together. ``--repeat N`` runs N such pairs back to back
 (on a shared machine, other load shifts single runs) and also prints the median ratio.
 """
@@ -21,7 +22,9 @@ from pathlib import Path
 import optuna
 
 
-def run(config: Path, workers: int, stack: int, workdir: Path) -> tuple[float, optuna.Study]:
+def run(
+    config: Path, workers: int, stack: int, workdir: Path
+) -> tuple[float, optuna.Study, float]:
     url = f"sqlite:///{workdir / f'stack{stack}.db'}"
     cmd = [
         sys.executable,
@@ -36,11 +39,24 @@ def run(config: Path, workers: int, stack: int, workdir: Path) -> tuple[float, o
         "--storage",
         url,
     ]
-    start = time.perf_counter()
+    start, wall = time.perf_counter(), time.time()
     subprocess.run(cmd, check=True, capture_output=True, cwd=workdir)
     seconds = time.perf_counter() - start
     name = optuna.get_all_study_names(storage=url)[0]
-    return seconds, optuna.load_study(study_name=name, storage=url)
+    return seconds, optuna.load_study(study_name=name, storage=url), wall
+
+
+def timeline(study: optuna.Study, wall: float, seconds: float) -> dict[str, float]:
+    """Where the command's seconds went: before the first trial started (the launch, the
+    workers' start), the trials' span, and after the last one ended (the workers' end, the
+    summary)."""
+    first = min(t.datetime_start.timestamp() for t in study.trials if t.datetime_start)
+    last = max(t.datetime_complete.timestamp() for t in study.trials if t.datetime_complete)
+    return {
+        "to_first_trial": first - wall,
+        "trials_span": last - first,
+        "after_last_trial": wall + seconds - last,
+    }
 
 
 def main() -> None:
@@ -56,10 +72,12 @@ def main() -> None:
         with tempfile.TemporaryDirectory() as tmp:
             results = {k: run(config, args.workers, k, Path(tmp)) for k in (1, args.stack)}
         suffix = f"_run{pair}" if args.repeat > 1 else ""
-        for k, (seconds, study) in results.items():
+        for k, (seconds, study, wall) in results.items():
             finished = [t for t in study.trials if t.state.is_finished()]
             epochs = sum(len(t.intermediate_values) for t in finished)
             print(f"seconds_stack{k}{suffix}: {seconds:.1f}")
+            for part, part_seconds in timeline(study, wall, seconds).items():
+                print(f"seconds_{part}_stack{k}{suffix}: {part_seconds:.1f}")
             print(f"best_value_stack{k}{suffix}: {study.best_value:.4f}")
             print(f"finished_trials_stack{k}{suffix}: {len(finished)}")
             print(f"epochs_trained_stack{k}{suffix}: {epochs}")
