@@ -57,6 +57,7 @@ from storage import open_database  # noqa: E402
 from sweeps.config import parse_config  # noqa: E402
 from sweeps.study import launch  # noqa: E402
 from sweeps.worker import Worker  # noqa: E402
+from sweeps_helpers import optuna_storage  # noqa: E402
 
 
 def config(name: str, objective: str, trials: int) -> dict[str, object]:
@@ -79,11 +80,6 @@ def count_statements(*_: object) -> None:
     STATEMENTS["sent"] += 1
 
 
-def optuna_storage(url: str) -> object:
-    """What plain Optuna opens ``url`` with: the URL, or for Redis the study's journal."""
-    return open_database(url).optuna if url.startswith("redis") else url
-
-
 def seconds_per_trial_ours(url: str, trials: int, artifacts: Path) -> float:
     db = open_database(url)
     launch(db, parse_config(config("ours", "trivial", trials)))
@@ -95,7 +91,7 @@ def seconds_per_trial_ours(url: str, trials: int, artifacts: Path) -> float:
 
 def seconds_per_trial_bare(url: str, trials: int) -> float:
     study = optuna.create_study(
-        storage=optuna_storage(url),  # type: ignore[arg-type]
+        storage=optuna_storage(url),
         study_name="bare",
         sampler=optuna.samplers.RandomSampler(seed=0),
     )
@@ -110,7 +106,7 @@ def scaling_efficiency(
     """(efficiency, the most connections ``connections()`` counted while workers ran)."""
     name = launch_study(f"scale{workers}", "sleepy", 8 * workers, workdir, url)
     peak = run_workers(name, workers, workdir, url, connections or (lambda: 0))
-    done = optuna.load_study(study_name=name, storage=optuna_storage(url)).trials  # type: ignore[arg-type]
+    done = optuna.load_study(study_name=name, storage=optuna_storage(url)).trials
     busy = sum((t.datetime_complete - t.datetime_start).total_seconds() for t in done)
     return busy / (workers * span(done)), peak
 
@@ -216,10 +212,11 @@ def main() -> None:
     parser.add_argument("--backends", default="sqlite,postgresql,redis")
     args = parser.parse_args()
     optuna.logging.set_verbosity(optuna.logging.WARNING)
+    parts, names = args.parts.split(","), args.backends.split(",")
     bindir, redis_binary = find_bindir(), find_redis_server()
     assert bindir is not None, "PostgreSQL binaries (initdb, pg_ctl) not found"
     assert redis_binary is not None, "redis-server not found"
-    cluster = PostgresCluster(bindir)
+    cluster = PostgresCluster(bindir)  # both servers start whatever is measured: seconds
     cluster.start()
     redis = RedisServer(redis_binary)
     redis.start()
@@ -235,8 +232,7 @@ def main() -> None:
                 "postgresql": lambda label: cluster.create_database(label),
                 "redis": lambda label: redis.url(redis_dbs.setdefault(label, len(redis_dbs))),
             }
-            backends = {name: every[name] for name in args.backends.split(",")}
-            parts = args.parts.split(",")
+            backends = {name: every[name] for name in names}
             for backend, fresh in backends.items() if "overhead" in parts else ():
                 ours = seconds_per_trial_ours(fresh("ours"), args.trials, work / "artifacts")
                 ours_statements = STATEMENTS["sent"]
