@@ -1,4 +1,4 @@
-"""Objectives for bench/storage.py: no training, so what is measured is bookkeeping."""
+"""Objectives for bench/storage_backends.py: no training, so what is measured is bookkeeping."""
 
 from __future__ import annotations
 

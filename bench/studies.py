@@ -12,7 +12,6 @@ from __future__ import annotations
 import argparse
 import math
 import statistics
-import sys
 import tempfile
 import time
 from collections.abc import Sequence
@@ -25,10 +24,7 @@ from typing import Any
 import optuna
 import yaml
 
-# bench/storage.py would shadow the `storage` package: the repository comes first.
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-
-from objectives import BUILTIN  # noqa: E402
+from objectives import BUILTIN
 
 # The search space of each schedule family, per task, as the benchmarks tune it. Every
 # family may warm up (so the comparison is of what follows warmup); `total_steps` is

@@ -30,15 +30,13 @@ from typing import Any
 import optuna
 import torch
 
-HERE = Path(__file__).resolve().parent
-# bench/storage.py would shadow the `storage` package: import from the repository instead.
-sys.path[:] = [p for p in sys.path if Path(p or ".").resolve() != HERE]
+import objectives.train
+import sweeps.worker
+from storage import CheckpointStore, Database
+from sweeps.config import load_yaml, parse_config
+from sweeps.study import launch
 
-import objectives.train  # noqa: E402
-import sweeps.worker  # noqa: E402
-from storage import CheckpointStore, Database  # noqa: E402
-from sweeps.config import load_yaml, parse_config  # noqa: E402
-from sweeps.study import launch  # noqa: E402
+HERE = Path(__file__).resolve().parent
 
 PHASES: dict[str, tuple[Any, str]] = {
     "train_steps": (objectives.train.Stack, "_train_steps"),

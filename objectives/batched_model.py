@@ -2,9 +2,10 @@
 forward pass for ``nn.Sequential`` models built from the layers below.
 
 Each layer maps to one batched kernel (``baddbmm`` for Linear, a grouped convolution for
-Conv2d, ...). A trial's slice of those kernels computes exactly what they compute for a stack
-of one, and every optimizer update is elementwise on the flat tensor, so a trial trains
-bitwise the same in a stack as alone. Measured faster than ``torch.func.vmap`` over
+Conv2d, ...). A trial's slice of those kernels computes what they compute for a stack of one,
+up to rounding: a CPU may pick another blocking of the sums for K copies than for one, so
+float32 results can differ in the last bit (float64 ones near 1e-16), and every optimizer
+update is elementwise on the flat tensor. Measured faster than ``torch.func.vmap`` over
 ``functional_call`` for these models (BENCHMARKS.md).
 """
 

@@ -4,11 +4,11 @@ Parameters and gradients are flat ``[K, P]`` tensors (`objectives.batched_model`
 rates a list of K floats. The arithmetic is torch's single-tensor implementation
 (``torch.optim.SGD`` and ``torch.optim.AdamW`` with ``foreach=False``) applied row-wise:
 scalars that torch computes in Python (double precision) are computed here in float64, and
-tensor expressions keep torch's order. Updates match ``torch.optim`` to float32 rounding and
-are bitwise the same for a trial whatever the stack around it. A trial's state is one row
-of each state tensor (`row`); a stack is built from rows (trials join a running stack with
-theirs), and `to_torch_state` and `row_from_torch` convert a row to and from the
-``torch.optim`` format.
+tensor expressions keep torch's order. Updates are elementwise, so a trial's update does
+not depend on the stack around it, and they match ``torch.optim`` to rounding. A trial's
+state is one row of each state tensor (`row`); a stack is built from rows (trials join a
+running stack with theirs), and `to_torch_state` and `row_from_torch` convert a row to and
+from the ``torch.optim`` format.
 """
 
 from __future__ import annotations

@@ -15,6 +15,15 @@ class Split:
     x_val: torch.Tensor
     y_val: torch.Tensor
 
+    def to(self, device: torch.device, dtype: torch.dtype) -> Split:
+        """On ``device``, with float tensors (inputs) in ``dtype``; ids and labels kept."""
+        return Split(
+            *(
+                t.to(device, dtype) if t.is_floating_point() else t.to(device)
+                for t in (self.x_train, self.y_train, self.x_val, self.y_val)
+            )
+        )
+
 
 @cache
 def _digits_cpu() -> Split:

@@ -9,7 +9,8 @@ divergence and checkpoints. A trial that is pruned or diverges leaves the stack 
 a new trial (or a retry, from its checkpoint) can take its place at the next epoch: a
 worker's `Pool` keeps its stacks full.
 
-One loop serves both paths, so a trial's curve in a stack of K equals its curve alone.
+One loop serves both paths, so a trial's curve in a stack of K equals its curve alone, up to
+the kernels' rounding (`objectives.batched_model`; the tests check it in float64).
 Per-epoch checkpoints hold each trial's model, torch.optim state, scheduler state and
 generator, so a retry resumes wherever it runs.
 """
@@ -104,7 +105,9 @@ class Stack:
     def __init__(self, task: ClassifierTask, device: torch.device, batch_size: int) -> None:
         self.task = task
         self.device = device
-        self.data = task.data(device)
+        # Inputs in the dtype the models are built in (torch's default: float32, unless a
+        # caller trains in float64, as the equivalence tests do).
+        self.data = task.data(device).to(device, torch.get_default_dtype())
         self.batch_size = batch_size
         self.steps_per_epoch = math.ceil(len(self.data.y_train) / batch_size)
         self.rows: list[_Trial] = []

@@ -1,4 +1,5 @@
-"""Helpers for tests that drive the `sweeps` CLI as a user would: config files, subprocesses."""
+"""Helpers for tests that drive the `sweeps` CLI as a user would: config files, subprocesses;
+and for tests that wait for an event (never for a fixed time: machines are shared and slow)."""
 
 from __future__ import annotations
 
@@ -6,6 +7,9 @@ import copy
 import os
 import subprocess
 import sys
+import threading
+import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -78,3 +82,47 @@ def optuna_storage(url: str) -> Any:
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
         return JournalStorage(JournalRedisBackend(url))
+
+
+def wait_until(condition: Callable[[], object], timeout: float = 120) -> None:
+    """Poll ``condition`` until it is true; ``timeout`` only guards against a hang."""
+    deadline = time.monotonic() + timeout
+    while not condition():
+        assert time.monotonic() < deadline, "timed out"
+        time.sleep(0.1)
+
+
+def rounds_around_an_outage(
+    one_round: Callable[[], None],
+    *,
+    stop: Callable[[], None],
+    start: Callable[[], None],
+    rounds: int = 3,
+    timeout: float = 120,
+) -> int:
+    """``one_round`` ``rounds`` times with a server up, once begun while it is down (its
+    calls retry until the server is back), then ``rounds`` times after. Each phase waits for
+    its event, not for a clock. Returns how many rounds ran."""
+    for _ in range(rounds):
+        one_round()
+    down, trying = threading.Event(), threading.Event()
+
+    def outage() -> None:
+        stop()
+        down.set()
+        trying.wait(timeout)
+        time.sleep(1)  # a while of failed attempts before the server is back
+        start()
+
+    thread = threading.Thread(target=outage)
+    thread.start()
+    try:
+        assert down.wait(timeout), "the server did not stop"
+        trying.set()
+        one_round()
+    finally:
+        trying.set()
+        thread.join()
+    for _ in range(rounds):
+        one_round()
+    return 2 * rounds + 1

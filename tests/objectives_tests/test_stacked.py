@@ -1,17 +1,26 @@
 """Stacked training equals one-at-a-time training: every family, both optimizers, both tasks;
-pruning and divergence per trial; checkpoints interchangeable between the two paths."""
+pruning and divergence per trial; checkpoints interchangeable between the two paths.
+
+The equivalence is checked in float64 (`conftest.py`, `equivalence.py`), where it holds to
+1e-9 on every CPU; the end of this file shows that a stack that mixes its trials up fails it,
+and what float32 itself promises: one step of a stack computes each model's own loss and
+gradient to float32 rounding.
+"""
 
 from __future__ import annotations
 
-import math
 from typing import Any
 
 import optuna
 import pytest
+import torch
+import torch.nn.functional as F
 
 import schedules
-from objectives import Diverged, Pool, Run, train_stack
-from objectives.builtin import ClassifierTask, digits_cnn, digits_mlp
+from equivalence import REL, Recorder, alone, assert_same_curves, stacked_and_alone
+from objectives import Diverged, Pool, batched_optim, train, train_stack
+from objectives.batched_model import BatchedModel
+from objectives.builtin import ClassifierTask, digits_cnn, digits_mlp, tiny_lm
 
 FAMILY_PARAMS: dict[str, dict[str, Any]] = {
     "constant": {},
@@ -48,33 +57,6 @@ def test_every_family_is_covered() -> None:
     assert set(FAMILY_PARAMS) == set(schedules.SCHEDULES)
 
 
-class Recorder:
-    """A trial as the worker would make it, with its curves kept in memory."""
-
-    def __init__(
-        self,
-        params: dict[str, Any],
-        seed: int,
-        epochs: int,
-        pruner: optuna.pruners.BasePruner | None = None,
-    ) -> None:
-        study = optuna.create_study(direction="maximize", pruner=pruner)
-        self.steps: list[dict[str, Any]] = []
-        self.epochs: list[dict[str, Any]] = []
-        self.saved: dict[str, Any] | None = None
-        self.run = Run(
-            study.ask(),
-            params,
-            seed=seed,
-            epochs=epochs,
-            curves=lambda s, e: (self.steps.extend(s), self.epochs.extend(e)),
-            checkpoint=(self._save, lambda: self.saved),
-        )
-
-    def _save(self, state: dict[str, Any]) -> None:
-        self.saved = state
-
-
 def trials(batch_size: int = 64) -> list[dict[str, Any]]:
     return [
         {**OPTIMIZERS[opt], "batch_size": batch_size, "schedule": family, **extra}
@@ -83,48 +65,29 @@ def trials(batch_size: int = 64) -> list[dict[str, Any]]:
     ]
 
 
-def alone(task: ClassifierTask, params: dict[str, Any], seed: int, epochs: int) -> Recorder:
-    rec = Recorder(params, seed, epochs)
-    try:
-        task(rec.run)
-    except (optuna.TrialPruned, Diverged):
-        pass
-    rec.run.flush()
-    return rec
+# The CNN's own layers (convolutions, pooling) under both optimizers, an adaptive schedule
+# among them; the MLP covers every family with both.
+CNN_TRIALS = [trials()[i] for i in (3, 4, 11 + 6, 11 + 10)]
 
 
-def assert_same_curves(stacked: Recorder, single: Recorder) -> None:
-    assert len(stacked.steps) == len(single.steps) > 0
-    for a, b in zip(stacked.steps, single.steps, strict=True):
-        assert a["step"] == b["step"] and a["lr"] == pytest.approx(b["lr"], rel=1e-6)
-        assert a["train_loss"] == pytest.approx(b["train_loss"], rel=1e-4)
-    assert [e["epoch"] for e in stacked.epochs] == [e["epoch"] for e in single.epochs]
-    for a, b in zip(stacked.epochs, single.epochs, strict=True):
-        # Equal, or one validation sample apart (360 samples).
-        assert abs(a["value"] - b["value"]) <= 1 / 360 + 1e-9
-
-
+@pytest.mark.usefixtures("float64")
 @pytest.mark.parametrize(
-    ("task", "epochs"), [(digits_mlp, 3), (digits_cnn, 2)], ids=["digits_mlp", "digits_cnn"]
+    ("task", "settings", "epochs"),
+    [(digits_mlp, trials(), 3), (digits_cnn, CNN_TRIALS, 2)],
+    ids=["digits_mlp", "digits_cnn"],
 )
 def test_each_trial_in_a_stack_equals_the_trial_trained_alone(
-    task: ClassifierTask, epochs: int
+    task: ClassifierTask, settings: list[dict[str, Any]], epochs: int
 ) -> None:
-    settings = trials()
-    stacked = [Recorder(p, seed=i, epochs=epochs) for i, p in enumerate(settings)]
-    outcomes = train_stack(task, [r.run for r in stacked])
-    for rec in stacked:
-        rec.run.flush()
-    for i, params in enumerate(settings):
-        single = alone(task, params, seed=i, epochs=epochs)
-        assert_same_curves(stacked[i], single)
-        assert isinstance(outcomes[i], float), (params["schedule"], outcomes[i])
-        assert abs(outcomes[i] - single.epochs[-1]["value"]) <= 1 / 360 + 1e-9
+    for stacked, single, outcome in stacked_and_alone(task, settings, epochs):
+        assert_same_curves(stacked, single)
+        assert outcome == pytest.approx(single.epochs[-1]["value"], rel=REL)
 
 
+@pytest.mark.usefixtures("float64")
 def test_a_diverging_trial_leaves_the_stack_and_the_others_are_unaffected() -> None:
     good = {**OPTIMIZERS["sgd"], "batch_size": 64, "schedule": "cosine"}
-    bad = {**good, "lr": 1e3, "weight_decay": 1.0}
+    bad = {**good, "lr": 1e12, "weight_decay": 1.0}  # overflows float64 too
     stacked = [Recorder(p, seed=i, epochs=2) for i, p in enumerate([good, bad, good])]
     outcomes = train_stack(digits_mlp, [r.run for r in stacked])
     assert isinstance(outcomes[1], Diverged)
@@ -141,6 +104,7 @@ class PruneTrialOne(optuna.pruners.BasePruner):
         return trial.last_step == 1
 
 
+@pytest.mark.usefixtures("float64")
 def test_a_pruned_trial_leaves_the_stack_and_the_others_are_unaffected() -> None:
     params = {**OPTIMIZERS["adamw"], "batch_size": 64, "schedule": "linear"}
     stacked = [Recorder(params, seed=i, epochs=3) for i in range(3)]
@@ -155,43 +119,53 @@ def test_a_pruned_trial_leaves_the_stack_and_the_others_are_unaffected() -> None
         assert_same_curves(rec, alone(digits_mlp, params, seed=i, epochs=3))
 
 
+class Preempted(Exception):
+    """The machine went away after a checkpoint."""
+
+
+def preempt_after(recorders: list[Recorder], epoch: int) -> None:
+    """`Preempted` is raised once every one of ``recorders`` has saved its checkpoint of
+    ``epoch`` (all of them: a stack saves its rows one after another)."""
+    saved: set[int] = set()
+    for rec in recorders:
+        inner = rec.run.save_checkpoint
+
+        def save(state: dict[str, Any], inner: Any = inner, rec: Recorder = rec) -> None:
+            inner(state)
+            if state["epoch"] == epoch:
+                saved.add(id(rec))
+                if len(saved) == len(recorders):
+                    raise Preempted
+
+        rec.run.save_checkpoint = save  # type: ignore[method-assign]
+
+
+@pytest.mark.usefixtures("float64")
 def test_a_stacked_checkpoint_resumes_alone_exactly() -> None:
     settings = [
         {**OPTIMIZERS[o], "batch_size": 64, "schedule": "grad_norm", **FAMILY_PARAMS["grad_norm"]}
         for o in OPTIMIZERS
     ]
     full = [alone(digits_mlp, p, seed=i, epochs=3) for i, p in enumerate(settings)]
-
-    class Preempted(Exception):
-        pass
-
     # Train both in a stack, stopping after epoch 2 (after its checkpoint is written).
     stacked = [Recorder(p, seed=i, epochs=3) for i, p in enumerate(settings)]
-    for rec in stacked:
-        inner = rec.run.save_checkpoint
-
-        def save(state: dict[str, Any], inner: Any = inner) -> None:
-            inner(state)
-            if state["epoch"] == 2:
-                raise Preempted
-
-        rec.run.save_checkpoint = save  # type: ignore[method-assign]
+    preempt_after(stacked, epoch=2)
     with pytest.raises(Preempted):
         train_stack(digits_mlp, [r.run for r in stacked])
 
     for i, params in enumerate(settings):
         resumed = Recorder(params, seed=i, epochs=3)
         resumed.saved = stacked[i].saved
+        assert resumed.saved is not None
         value = digits_mlp(resumed.run)  # alone, from the stacked trial's checkpoint
         expected = full[i].epochs[-1]["value"]
-        assert math.isclose(value, expected, abs_tol=1 / 360 + 1e-9)
+        assert value == pytest.approx(expected, rel=REL)
         assert [e["epoch"] for e in resumed.epochs] == [1, 2, 3]
         resumed.run.flush()
         assert_same_curves(resumed, full[i])  # the checkpoint's step curve is replayed too
-        for a, b in zip(resumed.epochs, full[i].epochs, strict=True):
-            assert abs(a["value"] - b["value"]) <= 1 / 360 + 1e-9
 
 
+@pytest.mark.usefixtures("float64")
 def test_trials_joining_a_running_pool_train_as_they_would_alone() -> None:
     """A worker's pool takes new trials between epochs: fresh ones of either optimizer (the
     rows are reordered by kind), one resuming from another run's checkpoint at another
@@ -206,17 +180,8 @@ def test_trials_joining_a_running_pool_train_as_they_would_alone() -> None:
     }
     small_batches = {**sgd, "batch_size": 32}
 
-    class Preempted(Exception):
-        pass
-
     earlier = Recorder(adamw, seed=4, epochs=3)  # stopped after its first epoch elsewhere
-    inner = earlier.run.save_checkpoint
-
-    def save(state: dict[str, Any]) -> None:
-        inner(state)
-        raise Preempted
-
-    earlier.run.save_checkpoint = save  # type: ignore[method-assign]
+    preempt_after([earlier], epoch=1)
     with pytest.raises(Preempted):
         train_stack(digits_mlp, [earlier.run])
 
@@ -250,3 +215,159 @@ def test_trials_joining_a_running_pool_train_as_they_would_alone() -> None:
     settings.append((small_batches, 5, 2))
     for rec, (params, seed, epochs) in zip(first + later, settings, strict=True):
         assert_same_curves(rec, alone(digits_mlp, params, seed=seed, epochs=epochs))
+
+
+# A stack that mixes its trials up fails the check: each breakage below acts only where
+# trials share a stack (rolling the rows of a stack of one changes nothing), or only on a
+# resume. Without them the same checks pass (`test_the_check_passes_an_unbroken_stack`).
+MIXED = [
+    {**OPTIMIZERS["sgd"], "batch_size": 64, "schedule": "cosine"},
+    {
+        **OPTIMIZERS["sgd"],
+        "lr": 0.05,
+        "momentum": 0.5,
+        "batch_size": 64,
+        "schedule": "grad_norm",
+        **FAMILY_PARAMS["grad_norm"],
+    },
+    {**OPTIMIZERS["adamw"], "batch_size": 64, "schedule": "step", **FAMILY_PARAMS["step"]},
+    {**OPTIMIZERS["adamw"], "lr": 0.002, "beta1": 0.8, "batch_size": 64, "schedule": "linear"},
+]
+
+
+def check_stacked() -> None:
+    for stacked, single, _ in stacked_and_alone(digits_mlp, MIXED, epochs=2):
+        assert_same_curves(stacked, single)
+
+
+def check_resumed() -> None:
+    """Stacked, preempted after epoch 1, resumed in a stack: as if never interrupted."""
+    first = [Recorder(p, seed=i, epochs=2) for i, p in enumerate(MIXED)]
+    preempt_after(first, epoch=1)
+    with pytest.raises(Preempted):
+        train_stack(digits_mlp, [r.run for r in first])
+    resumed = [Recorder(p, seed=i, epochs=2) for i, p in enumerate(MIXED)]
+    for rec, earlier in zip(resumed, first, strict=True):
+        assert earlier.saved is not None
+        rec.saved = earlier.saved
+    train_stack(digits_mlp, [r.run for r in resumed])
+    for i, rec in enumerate(resumed):
+        rec.run.flush()
+        assert_same_curves(rec, alone(digits_mlp, MIXED[i], seed=i, epochs=2))
+
+
+def _wrap(monkeypatch: pytest.MonkeyPatch, owner: Any, name: str, wrapper: Any) -> None:
+    """Replace ``owner.name`` by ``wrapper(original, *args)``."""
+    original = getattr(owner, name)
+    monkeypatch.setattr(owner, name, lambda *a, **kw: wrapper(original, *a, **kw))
+
+
+def _rotated(values: list[float]) -> list[float]:
+    return values[1:] + values[:1]
+
+
+def lrs_of_other_rows(mp: pytest.MonkeyPatch) -> None:
+    for kind in (batched_optim.BatchedSGD, batched_optim.BatchedAdamW):
+        _wrap(mp, kind, "step", lambda step, self, p, g, lrs: step(self, p, g, _rotated(lrs)))
+
+
+def momentum_of_other_rows(mp: pytest.MonkeyPatch) -> None:
+    def columns(original: Any, self: batched_optim.BatchedSGD) -> None:
+        original(self)
+        self.momentum = self.momentum.roll(1, dims=0)
+
+    _wrap(mp, batched_optim.BatchedSGD, "_columns", columns)
+
+
+def gradients_of_other_rows(mp: pytest.MonkeyPatch) -> None:
+    def loss_and_grad(original: Any, *args: Any) -> tuple[torch.Tensor, torch.Tensor]:
+        losses, grad = original(*args)
+        return losses, grad.roll(1, dims=0)
+
+    _wrap(mp, BatchedModel, "loss_and_grad", loss_and_grad)
+
+
+def data_order_of_the_first_row(mp: pytest.MonkeyPatch) -> None:
+    def train_steps(original: Any, self: train.Stack) -> None:
+        for row in self.rows[1:]:
+            row.shuffle.set_state(self.rows[0].shuffle.get_state())
+        original(self)
+
+    _wrap(mp, train.Stack, "_train_steps", train_steps)
+
+
+def optimizer_state_not_restored(mp: pytest.MonkeyPatch) -> None:
+    mp.setattr(train, "row_from_torch", lambda state, names: {})
+
+
+def schedule_state_not_restored(mp: pytest.MonkeyPatch) -> None:
+    def resume(original: Any, self: Any, saved: dict[str, Any]) -> None:
+        original(self, {**saved, "scheduler": self.scheduler.state_dict()})
+
+    _wrap(mp, train._Trial, "resume", resume)
+
+
+def data_order_not_restored(mp: pytest.MonkeyPatch) -> None:
+    def resume(original: Any, self: Any, saved: dict[str, Any]) -> None:
+        original(self, {**saved, "shuffle": self.shuffle.get_state()})
+
+    _wrap(mp, train._Trial, "resume", resume)
+
+
+@pytest.mark.usefixtures("float64")
+@pytest.mark.parametrize(
+    ("breakage", "check"),
+    [
+        (lrs_of_other_rows, check_stacked),
+        (momentum_of_other_rows, check_stacked),
+        (gradients_of_other_rows, check_stacked),
+        (data_order_of_the_first_row, check_stacked),
+        (optimizer_state_not_restored, check_resumed),
+        (schedule_state_not_restored, check_resumed),
+        (data_order_not_restored, check_resumed),
+    ],
+    ids=lambda f: f.__name__,
+)
+def test_the_check_fails_a_stack_that_mixes_its_trials_up(
+    breakage: Any, check: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    breakage(monkeypatch)
+    with pytest.raises(AssertionError):
+        check()
+
+
+@pytest.mark.usefixtures("float64")
+@pytest.mark.parametrize("check", [check_stacked, check_resumed], ids=lambda f: f.__name__)
+def test_the_check_passes_an_unbroken_stack(check: Any) -> None:
+    check()
+
+
+@pytest.mark.parametrize("task", [digits_mlp, digits_cnn, tiny_lm], ids=lambda t: t.name)
+def test_one_float32_step_of_a_stack_is_each_models_own_to_float32_rounding(
+    task: ClassifierTask,
+) -> None:
+    """What float32 promises on any CPU: a stack's loss and gradient for each row equal
+    that model's own, computed by its ``nn.Module`` forward and autograd, to rounding."""
+    args = {"dim": 32, "heads": 2, "layers": 1} if task is tiny_lm else {}
+    data = task.data(torch.device("cpu"))
+    models = []
+    for seed in range(4):
+        torch.manual_seed(seed)
+        models.append(task.make_model(args))
+    batches = torch.stack(
+        [
+            torch.randperm(len(data.y_train), generator=torch.Generator().manual_seed(s))[:32]
+            for s in range(4)
+        ]
+    )
+    stack = BatchedModel(models[0], models)
+    losses, grad = stack.loss_and_grad(data.x_train[batches], data.y_train[batches])
+    for k, model in enumerate(models):
+        x, y = data.x_train[batches[k]], data.y_train[batches[k]]
+        logits = model(x)
+        loss = F.cross_entropy(logits.reshape(-1, logits.shape[-1]), y.flatten())
+        own = torch.autograd.grad(loss, list(model.parameters()))
+        own_flat = torch.cat([g.flatten() for g in own])
+        torch.testing.assert_close(losses[k], loss.detach(), rtol=1e-5, atol=0)
+        scale = float(own_flat.abs().max())
+        torch.testing.assert_close(grad[k], own_flat, rtol=1e-4, atol=1e-5 * scale)

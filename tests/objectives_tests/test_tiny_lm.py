@@ -12,7 +12,7 @@ import pytest
 import torch
 
 import objectives
-from objectives import Run, train_stack
+from equivalence import REL, Recorder, alone, assert_same_curves, stacked_and_alone
 from objectives.batched_model import BatchedModel
 from objectives.builtin import tiny_lm
 from objectives.data import CONTEXT, pydoc_topics, text_vocab
@@ -43,29 +43,6 @@ SETTINGS: list[dict[str, Any]] = [
 ]
 
 
-class Recorder:
-    """A minimizing trial with its curves kept in memory."""
-
-    def __init__(self, params: dict[str, Any], seed: int, epochs: int) -> None:
-        self.steps: list[dict[str, Any]] = []
-        self.epochs: list[dict[str, Any]] = []
-        self.run = Run(
-            optuna.create_study(direction="minimize").ask(),
-            params,
-            seed=seed,
-            epochs=epochs,
-            direction="minimize",
-            curves=lambda s, e: (self.steps.extend(s), self.epochs.extend(e)),
-        )
-
-
-def alone(params: dict[str, Any], seed: int, epochs: int) -> tuple[float, Recorder]:
-    rec = Recorder(params, seed, epochs)
-    value = tiny_lm(rec.run)
-    rec.run.flush()
-    return value, rec
-
-
 def unigram_cross_entropy() -> float:
     """Nats per character of the best context-free guess: training-text character
     frequencies, scored on the validation targets."""
@@ -88,32 +65,26 @@ def test_tiny_lm_data_is_next_character_windows_of_the_shipped_text() -> None:
 def test_tiny_lm_loss_falls_below_the_unigram_entropy() -> None:
     entropy = unigram_cross_entropy()
     assert 2.5 < entropy < 4.0  # English characters: about 3.2 nats
-    value, rec = alone(SETTINGS[0], seed=0, epochs=3)
+    rec = alone(tiny_lm, SETTINGS[0], seed=0, epochs=3)
     losses = [e["value"] for e in rec.epochs]
-    assert value == losses[-1] == rec.epochs[-1]["val_loss"]  # the metric is the loss
+    value = losses[-1]
+    assert value == rec.epochs[-1]["val_loss"]  # the metric is the loss
     assert losses[0] > losses[-1]
     assert value < entropy - 0.3, (value, entropy)
 
 
 def test_tiny_lm_same_seed_gives_the_same_curve() -> None:
-    _, first = alone(SETTINGS[0], seed=3, epochs=1)
-    _, again = alone(SETTINGS[0], seed=3, epochs=1)
-    _, other = alone(SETTINGS[0], seed=4, epochs=1)
+    first, again, other = (alone(tiny_lm, SETTINGS[0], seed=s, epochs=1) for s in (3, 3, 4))
     assert first.steps == again.steps and first.epochs == again.epochs
     assert first.steps != other.steps
 
 
+@pytest.mark.usefixtures("float64")
 def test_tiny_lm_each_trial_in_a_stack_equals_the_trial_trained_alone() -> None:
-    stacked = [Recorder(p, seed=i, epochs=2) for i, p in enumerate(SETTINGS)]
-    outcomes = train_stack(tiny_lm, [r.run for r in stacked])
-    for i, params in enumerate(SETTINGS):
-        stacked[i].run.flush()
-        value, single = alone(params, seed=i, epochs=2)
-        assert len(stacked[i].steps) == len(single.steps) > 0
-        for a, b in zip(stacked[i].steps, single.steps, strict=True):
-            assert a["step"] == b["step"] and a["lr"] == pytest.approx(b["lr"], rel=1e-6)
-            assert a["train_loss"] == pytest.approx(b["train_loss"], rel=1e-4)
-        assert outcomes[i] == pytest.approx(value, rel=1e-4), params["schedule"]
+    small = {"dim": 32, "heads": 2, "layers": 1}  # every kind of layer, at a test's cost
+    for stacked, single, outcome in stacked_and_alone(tiny_lm, SETTINGS, 2, small):
+        assert_same_curves(stacked, single)
+        assert outcome == pytest.approx(single.epochs[-1]["value"], rel=REL)
 
 
 def test_tiny_lm_model_alone_computes_what_its_stack_of_one_computes() -> None:
@@ -128,7 +99,7 @@ def test_tiny_lm_model_alone_computes_what_its_stack_of_one_computes() -> None:
 
 
 def test_tiny_lm_refuses_to_maximize_its_loss() -> None:
-    run = Run(optuna.create_study().ask(), SETTINGS[0], seed=0, epochs=1)
+    run = Recorder(SETTINGS[0], seed=0, epochs=1).run  # maximizing
     with pytest.raises(ValueError, match="set direction: minimize"):
         tiny_lm(run)
 

@@ -4,8 +4,8 @@ PostgreSQL restart."""
 
 from __future__ import annotations
 
-import threading
-import time
+import itertools
+import types
 from typing import Any
 
 import optuna
@@ -14,9 +14,10 @@ from optuna.storages import BaseStorage
 from optuna.testing.pytest_storages import StorageTestCase
 
 from pg_cluster import PostgresCluster
-from storage import Database, open_database
+from storage import Database, open_database, resilience
 from storage.resilience import RetryingStorage, is_transient, never_connected, retrying
 from storage.trial_slots import TrialSlots
+from sweeps_helpers import rounds_around_an_outage
 
 
 @pytest.fixture
@@ -49,26 +50,22 @@ def test_storage_calls_and_claims_ride_out_a_postgresql_restart(
     study_id = db.rdb.get_study_id_from_name("t")
     db.set_budget(study_id, 1000)
     slots = TrialSlots(db, study_id, retries=0)
-    outage = threading.Thread(target=lambda: (postgres.stop(), time.sleep(3), postgres.start()))
     taken: list[int | None] = []
-    outage.start()
-    try:
-        deadline = time.monotonic() + 12  # room for a dozen rounds around the outage
-        while time.monotonic() < deadline:  # before, during and after the outage
-            trial_id = slots.claim()
-            taken.append(trial_id)
-            assert trial_id is not None
-            trial = optuna.Trial(study, trial_id)
-            trial.report(0.5, 1)
-            study.tell(trial, 1.0)
-            db.add_curves(trial_id, [{"step": 0, "lr": 0.1}], [])
-            assert slots.reap_stale(60.0) == []  # a worker's loop: look for lost trials
-            assert slots.counts()[optuna.trial.TrialState.COMPLETE] == len(taken)
-            time.sleep(0.05)
-    finally:
-        outage.join()
+
+    def one_round() -> None:  # a worker's calls, each of which may meet the outage
+        trial_id = slots.claim()
+        taken.append(trial_id)
+        assert trial_id is not None
+        trial = optuna.Trial(study, trial_id)
+        trial.report(0.5, 1)
+        study.tell(trial, 1.0)
+        db.add_curves(trial_id, [{"step": 0, "lr": 0.1}], [])
+        assert slots.reap_stale(60.0) == []  # a worker's loop: look for lost trials
+        assert slots.counts()[optuna.trial.TrialState.COMPLETE] == len(taken)
+
+    rounds = rounds_around_an_outage(one_round, stop=postgres.stop, start=postgres.start)
     trials = study.get_trials()
-    assert len(trials) == len(taken) > 10
+    assert len(trials) == len(taken) == rounds
     assert all(t.state == optuna.trial.TrialState.COMPLETE for t in trials)
     assert all(t.intermediate_values == {1: 0.5} for t in trials)
 
@@ -110,16 +107,26 @@ def _raised(operation: Any) -> BaseException:
 
 
 def test_retrying_gives_up_after_its_deadline(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Backing off with capped waits, the last attempt is the first at or past the deadline
+    (on a clock of the test's own: no real time passes)."""
     monkeypatch.setenv("SWEEPS_DB_RETRY_SECONDS", "0.5")
+    now = [0.0]
+    clock = types.SimpleNamespace(
+        monotonic=lambda: now[0], sleep=lambda s: now.__setitem__(0, now[0] + s)
+    )
+    monkeypatch.setattr(resilience, "time", clock)
     calls: list[float] = []
 
     def refused() -> None:
-        calls.append(time.monotonic())
+        calls.append(now[0])
         raise optuna.exceptions.StorageInternalError("x") from _operational()
 
     with pytest.raises(optuna.exceptions.StorageInternalError):
         retrying(refused, what="test")
-    assert len(calls) > 2 and calls[-1] - calls[0] < 6
+    assert len(calls) > 2 and calls[-2] < 0.5 <= calls[-1]
+    waits = [b - a for a, b in itertools.pairwise(calls)]
+    caps = [min(resilience.MAX_WAIT_S, resilience.FIRST_WAIT_S * 2**i) for i in range(len(waits))]
+    assert all(0 <= wait <= cap for wait, cap in zip(waits, caps, strict=True))
 
 
 def _operational() -> BaseException:

@@ -4,7 +4,6 @@ copies, heartbeats and stale trials; on SQLite and PostgreSQL, with racing proce
 from __future__ import annotations
 
 import multiprocessing
-import time
 from typing import Any
 
 import optuna
@@ -15,7 +14,20 @@ from optuna.trial import TrialState
 from sqlalchemy.orm import Session
 
 from storage import Database
-from storage.trial_slots import ATTEMPT, REASON, RETRY_OF, WORKER, Heartbeat, TrialSlots
+from storage.trial_slots import (
+    ATTEMPT,
+    REASON,
+    RETRY_OF,
+    WORKER,
+    Failure,
+    Heartbeat,
+    TrialSlots,
+)
+from sweeps_helpers import wait_until
+
+# A silent trial is reaped after this; a beating one never is, even with its heartbeat
+# thread 2 s late (SQLite's clock has whole seconds, which take one of the three).
+GRACE_S = 3.0
 
 
 def slots_on(url: str, budget: int, retries: int = 1) -> tuple[optuna.Study, TrialSlots]:
@@ -126,16 +138,21 @@ def test_silent_trials_are_failed_and_requeued_beaten_ones_are_not(storage_url: 
     silent, beaten = slots.claim(), slots.claim()
     assert silent is not None and beaten is not None
     outside = study.ask()  # RUNNING with no heartbeat at all: judged from its first sighting
+    reaped: list[Failure] = []
+
+    def reaped_at_least(n: int) -> bool:
+        reaped.extend(slots.reap_stale(grace_period=GRACE_S))
+        return len(reaped) >= n
+
     with Heartbeat(slots, interval=0.2) as heart:
         heart.watch(beaten)
-        assert slots.reap_stale(grace_period=1.5) == []  # `outside` is sighted here
-        time.sleep(2.5)  # SQLite's clock has whole seconds
-        reaped = slots.reap_stale(grace_period=1.5)
-    assert reaped == [(0, 3), (outside.number, 4)]
+        assert slots.reap_stale(grace_period=GRACE_S) == []  # `outside` is sighted here
+        wait_until(lambda: reaped_at_least(2))  # `silent` first, `outside` a little later
+    assert sorted(reaped) == [(0, 3), (outside.number, 4)]
     assert states(study) == ["FAIL", "RUNNING", "FAIL", "WAITING", "WAITING"]
     assert study.trials[0].user_attrs[REASON].startswith("stale: no heartbeat")
-    time.sleep(2.5)  # the heartbeat has stopped
-    assert slots.reap_stale(grace_period=1.5) == [(1, 5)]
+    wait_until(lambda: reaped_at_least(3))  # the heartbeat has stopped
+    assert reaped[2:] == [(1, 5)]
 
 
 def _race(url: str, claims: list[int | None], n: int) -> None:

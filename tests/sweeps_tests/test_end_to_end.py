@@ -18,7 +18,11 @@ import sqlalchemy
 from optuna.trial import TrialState
 from test_results import start_dashboard
 
-from storage import open_database
+from objectives import Outcome, Run
+from storage import Database, open_database
+from sweeps.config import load_yaml, parse_config
+from sweeps.study import launch
+from sweeps.worker import Worker
 from sweeps_helpers import assert_epoch_curves_stored, config, optuna_storage, sweeps
 
 pytestmark = pytest.mark.slow
@@ -482,40 +486,52 @@ def test_a_stacked_worker_refills_the_slots_that_ended_trials_free(
     tmp_path: Path, storage_url: str
 ) -> None:
     """One worker, ``--stack 4``: never more than 4 trials in training, and a trial that ends
-    (pruned, say) makes room for a new one while its stack mates still train."""
+    (pruned, say) makes room for a new one while its stack mates still train. Observed at
+    the worker's pool itself, in order, without a clock."""
     cfg = config(
         tmp_path,
         budget={"trials": 16, "epochs": 4},
         pruner={"name": "median", "n_startup_trials": 2},
         space={**BASE_SPACE, "lr": {"low": 0.001, "high": 0.5, "log": True}},
     )
-    assert sweeps("launch", str(cfg), "--storage", storage_url, cwd=tmp_path).returncode == 0
-    worker = sweeps(
-        "worker",
-        "--study",
-        "t",
-        "--stack",
-        "4",
-        "--storage",
-        storage_url,
-        cwd=tmp_path,
-        env={"SWEEPS_WORKER_INDEX": "0"},  # the sampler's seed: the same trials every run
-    )
-    assert worker.returncode == 0, worker.stderr
+    db = Database(storage_url)
+    launch(db, parse_config(load_yaml(cfg)))
+    worker = Worker(db, "t", artifacts=tmp_path / "artifacts", stack=4, log=lambda _: None)
+    assert worker.pool is not None
+    pool = worker.pool
+    events: list[tuple[str, set[int]]] = []  # ("joined" | "ended", trial numbers)
+    join, train_epoch = pool.join, pool.train_epoch
+
+    def joined(runs: list[Run]) -> list[tuple[Run, Exception]]:
+        events.append(("joined", {run.trial.number for run in runs}))
+        failed = join(runs)
+        assert len(pool) <= 4
+        return failed
+
+    def trained() -> list[tuple[Run, Outcome]]:
+        ended = train_epoch()
+        events.append(("ended", {run.trial.number for run, _ in ended}))
+        return ended
+
+    pool.join, pool.train_epoch = joined, trained  # type: ignore[method-assign]
+    assert worker.run() == 0
+    db.close()
     done = trials(storage_url)
     assert len(done) == 16 and {t.state for t in done} <= {TrialState.COMPLETE, TrialState.PRUNED}
-    spans = [(t.datetime_start, t.datetime_complete) for t in done]
-    assert all(start is not None and end is not None for start, end in spans)
-    for start, _ in spans:
-        assert sum(1 for s, e in spans if s <= start < e) <= 4  # type: ignore[operator]
-    # Refilled: some trial started after another ended, while a trial that started before
-    # that end still trained (a worker that waited for its whole stack never does this).
-    assert any(
-        a_end <= b_start < c_end and c_start < a_end  # type: ignore[operator]
-        for _, a_end in spans
-        for b_start, _ in spans
-        for c_start, c_end in spans
-    )
+    # Refilled: trials joined after others had ended, beside a trial that was training before
+    # those ended and still was (a worker that waited for its whole stack never does this).
+    training: set[int] = set()
+    freed = refills = 0
+    for kind, numbers in events:
+        if kind == "ended":
+            training -= numbers
+            freed += len(numbers)
+        elif numbers:
+            refills += bool(freed and training)
+            training |= numbers
+            freed = 0
+    assert refills > 0, events
+    assert sum(len(numbers) for kind, numbers in events if kind == "joined") == 16
 
 
 def test_a_user_objective_is_not_stacked_and_says_so(tmp_path: Path) -> None:

@@ -10,7 +10,6 @@ import signal
 import subprocess
 import sys
 import time
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -25,7 +24,7 @@ from redis_server import RedisServer
 from storage.trial_slots import ATTEMPT, REASON, RETRY_OF, WORKER, first_attempt
 from sweeps.trial_attrs import params_of
 from sweeps.worker import trial_seed
-from sweeps_helpers import BASE, config, optuna_storage, sweeps
+from sweeps_helpers import BASE, config, optuna_storage, sweeps, wait_until
 
 # Long enough trials (about 0.1 s an epoch on one thread) to be caught mid-run.
 SPACE = {**BASE["space"], "batch_size": 16}
@@ -62,13 +61,6 @@ def start_worker(tmp_path: Path, url: str, name: str, stack: int = 1) -> subproc
 
 def study_trials(url: str) -> list[FrozenTrial]:
     return optuna.load_study(study_name="t", storage=optuna_storage(url)).get_trials()
-
-
-def wait_until(condition: Callable[[], bool], timeout: float = 120) -> None:
-    deadline = time.monotonic() + timeout
-    while not condition():
-        assert time.monotonic() < deadline, "timed out"
-        time.sleep(0.1)
 
 
 def running_with_epochs(url: str, epochs: int) -> bool:

@@ -1,6 +1,6 @@
 """What lr-sweeps' worker loop costs over bare Optuna, and how it scales with workers.
 
-    .venv/bin/python bench/storage.py [--trials 200] [--workers 1,2,4,8,16,32]
+    .venv/bin/python bench/storage_backends.py [--trials 200] [--workers 1,2,4,8,16,32]
         [--proxy-workers 4,16] [--parts overhead,scaling,proxy]
         [--backends sqlite,postgresql,redis]
 
@@ -47,8 +47,6 @@ import sqlalchemy
 import yaml
 
 HERE = Path(__file__).resolve().parent
-# This file's name would shadow the `storage` package: import from the repository instead.
-sys.path[:] = [p for p in sys.path if Path(p or ".").resolve() != HERE]
 sys.path.insert(0, str(HERE.parent / "tests"))  # the throwaway PostgreSQL cluster
 
 from pg_cluster import PostgresCluster, find_bindir  # noqa: E402

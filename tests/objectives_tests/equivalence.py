@@ -1,0 +1,104 @@
+"""Trials as the worker would make them, with curves kept in memory, and the check that a
+trial trained in a stack has the curve of the same trial trained alone.
+
+Run the comparison under the ``float64`` fixture (`conftest.py` says why): its tolerance
+`REL` holds on every CPU, and a stack that mixes its trials up misses it by far.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import optuna
+
+from objectives import ClassifierTask, Diverged, Outcome, Run, train_stack
+
+# Relative tolerance for float64 training: kernels' rounding differences stay near 1e-13
+# after the tests' few epochs; a row using another row's lr, momentum, gradient or data
+# order differs by 1e-3 or more.
+REL = 1e-9
+
+
+class Recorder:
+    """A trial with its step and epoch curves (and its checkpoint) kept in memory."""
+
+    def __init__(
+        self,
+        params: dict[str, Any],
+        seed: int,
+        epochs: int,
+        *,
+        direction: str = "maximize",
+        args: dict[str, Any] | None = None,
+        pruner: optuna.pruners.BasePruner | None = None,
+    ) -> None:
+        study = optuna.create_study(direction=direction, pruner=pruner)
+        self.steps: list[dict[str, Any]] = []
+        self.epochs: list[dict[str, Any]] = []
+        self.saved: dict[str, Any] | None = None
+        self.run = Run(
+            study.ask(),
+            params,
+            seed=seed,
+            epochs=epochs,
+            direction=direction,
+            args=args,
+            curves=lambda s, e: (self.steps.extend(s), self.epochs.extend(e)),
+            checkpoint=(self._save, lambda: self.saved),
+        )
+
+    def _save(self, state: dict[str, Any]) -> None:
+        self.saved = state
+
+
+def alone(
+    task: ClassifierTask,
+    params: dict[str, Any],
+    seed: int,
+    epochs: int,
+    args: dict[str, Any] | None = None,
+) -> Recorder:
+    """One trial trained by itself to its end (or until it is pruned or diverges)."""
+    rec = Recorder(params, seed, epochs, direction=task.direction, args=args)
+    try:
+        task(rec.run)
+    except (optuna.TrialPruned, Diverged):
+        pass
+    rec.run.flush()
+    return rec
+
+
+def stacked_and_alone(
+    task: ClassifierTask,
+    settings: list[dict[str, Any]],
+    epochs: int,
+    args: dict[str, Any] | None = None,
+) -> list[tuple[Recorder, Recorder, Outcome]]:
+    """Each setting (seed: its index) trained in one stack, and alone: (stacked, alone,
+    how the stacked one ended)."""
+    stacked = [
+        Recorder(p, seed=i, epochs=epochs, direction=task.direction, args=args)
+        for i, p in enumerate(settings)
+    ]
+    outcomes = train_stack(task, [r.run for r in stacked])
+    for rec in stacked:
+        rec.run.flush()
+    singles = [alone(task, p, i, epochs, args) for i, p in enumerate(settings)]
+    return list(zip(stacked, singles, outcomes, strict=True))
+
+
+def _close(a: float, b: float) -> bool:
+    return abs(a - b) <= REL * max(abs(a), abs(b))
+
+
+def assert_same_curves(stacked: Recorder, single: Recorder) -> None:
+    """Every logged step (lr, train loss, gradient norm) and every epoch (metric and
+    validation loss) of ``stacked`` equals ``single``'s, to `REL`."""
+    assert len(stacked.steps) == len(single.steps) > 0
+    for a, b in zip(stacked.steps, single.steps, strict=True):
+        assert a["step"] == b["step"], (a, b)
+        for key in ("lr", "train_loss", "grad_norm"):
+            assert _close(a[key], b[key]), (key, a, b)
+    assert [e["epoch"] for e in stacked.epochs] == [e["epoch"] for e in single.epochs]
+    for a, b in zip(stacked.epochs, single.epochs, strict=True):
+        assert _close(a["value"], b["value"]) and _close(a["val_loss"], b["val_loss"]), (a, b)
