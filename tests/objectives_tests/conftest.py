@@ -4,8 +4,8 @@
 unbatched one may round differently (which one is faster, and how it blocks its sums, depends
 on the CPU: AVX2, AVX-512, AMX), and training amplifies a last-bit difference. In float32
 that can outgrow any fixed tolerance; in float64 it stays near 1e-13 after the tests' few
-epochs, so a tolerance of 1e-9 holds on every CPU and still catches a mixed-up stack (whose
-differences are 1e-3 and more: `test_stacked.py` breaks a stack on purpose to show it).
+epochs, so a tolerance of 1e-9 (`equivalence.REL`) holds on every CPU and still catches a
+mixed-up stack (`test_stacked.py` breaks a stack on purpose to show it).
 """
 
 from __future__ import annotations
@@ -14,9 +14,6 @@ from collections.abc import Iterator
 
 import pytest
 import torch
-
-# Relative tolerance of the float64 equivalence tests (see above).
-REL = 1e-9
 
 
 @pytest.fixture
