@@ -36,7 +36,7 @@ test: $(DEV_STAMP) browser
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/ruff format --check .
 	$(VENV)/bin/mypy
-	$(VENV)/bin/pytest
+	$(VENV)/bin/pytest -n 2 --durations=20   # two processes (pytest-xdist): the 2-core machine
 
 clean:
 	rm -rf $(VENV)
