@@ -3,7 +3,7 @@
 "A trial stacked trains as it would alone" is checked in float64. A batched kernel and an
 unbatched one may round differently (which one is faster, and how it blocks its sums, depends
 on the CPU: AVX2, AVX-512, AMX), and training amplifies a last-bit difference. In float32
-that can outgrow any fixed tolerance; in float64 it stays near 1e-13 after the tests' few
+that can outgrow any fixed tolerance; in float64 it stays far below 1e-9 after the tests' few
 epochs, so a tolerance of 1e-9 (`equivalence.REL`) holds on every CPU and still catches a
 mixed-up stack (`test_stacked.py` breaks a stack on purpose to show it).
 """
