@@ -9,12 +9,29 @@ import importlib
 import os
 import sys
 from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
 
 from objectives.builtin import ClassifierTask, digits_cnn, digits_mlp, tiny_lm
-from objectives.run import Diverged, HandBack, Lost, Run, report_all
-from objectives.train import Outcome, Pool, Stack, stack_key, train_stack
 
-Objective = Callable[[Run], float]
+if TYPE_CHECKING:
+    from objectives.run import Diverged, HandBack, Lost, Run, report_all
+    from objectives.train import Outcome, Pool, Stack, stack_key, train_stack
+
+# What needs torch is imported on first use (PEP 562), so the commands that only check a
+# config or read a study (`validate`, `launch`, `status`, ...) start without torch.
+_LAZY = {
+    **dict.fromkeys(["Diverged", "HandBack", "Lost", "Run", "report_all"], "objectives.run"),
+    **dict.fromkeys(["Outcome", "Pool", "Stack", "stack_key", "train_stack"], "objectives.train"),
+}
+
+
+def __getattr__(name: str) -> Any:
+    if name in _LAZY:
+        return getattr(importlib.import_module(_LAZY[name]), name)
+    raise AttributeError(f"module 'objectives' has no attribute {name!r}")
+
+
+Objective = Callable[["Run"], float]
 
 BUILTIN: dict[str, Objective] = {
     "digits_mlp": digits_mlp,

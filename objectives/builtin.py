@@ -11,15 +11,16 @@ from __future__ import annotations
 import math
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
-import torch
-from torch import nn
+# torch is imported when a task first builds or trains, not here: declaring the tasks
+# (a config's validation, `sweeps launch`) starts without it.
+if TYPE_CHECKING:
+    import torch
+    from torch import nn
 
-from objectives import models
-from objectives.data import CONTEXT, Split, digits, pydoc_topics, text_vocab
-from objectives.run import Run
-from objectives.train import train_stack
+    from objectives.data import Split
+    from objectives.run import Run
 
 
 @dataclass(frozen=True)
@@ -33,10 +34,14 @@ class ClassifierTask:
 
     def model(self, run: Run) -> nn.Module:
         """The trial's model, initialised from the trial's own seed."""
+        import torch
+
         torch.manual_seed(run.seed)
         return self.make_model(run.args)
 
     def steps_per_epoch(self, batch_size: int) -> int:
+        import torch
+
         return math.ceil(len(self.data(torch.device("cpu")).x_train) / batch_size)
 
     @property
@@ -53,36 +58,58 @@ class ClassifierTask:
             )
 
     def __call__(self, run: Run) -> float:
+        from objectives.train import train_stack
+
         (outcome,) = train_stack(self, [run])
         if isinstance(outcome, BaseException):
             raise outcome
         return outcome
 
 
-digits_mlp = ClassifierTask(
-    "digits_mlp",
-    lambda args: models.mlp(hidden=int(args.get("hidden", 128)), depth=int(args.get("depth", 1))),
-    digits,
-)
-"""An MLP on scikit-learn's digits. ``objective_args``: ``hidden`` (128), ``depth`` (1)."""
+def _mlp(args: dict[str, Any]) -> nn.Module:
+    from objectives import models
 
-digits_cnn = ClassifierTask(
-    "digits_cnn", lambda args: models.cnn(channels=int(args.get("channels", 16))), digits
-)
-"""A small CNN on scikit-learn's digits. ``objective_args``: ``channels`` (16)."""
+    return models.mlp(hidden=int(args.get("hidden", 128)), depth=int(args.get("depth", 1)))
 
-tiny_lm = ClassifierTask(
-    "tiny_lm",
-    lambda args: models.char_transformer(
+
+def _cnn(args: dict[str, Any]) -> nn.Module:
+    from objectives import models
+
+    return models.cnn(channels=int(args.get("channels", 16)))
+
+
+def _char_transformer(args: dict[str, Any]) -> nn.Module:
+    from objectives import models
+    from objectives.data import CONTEXT, text_vocab
+
+    return models.char_transformer(
         vocab=text_vocab(),
         context=CONTEXT,
         dim=int(args.get("dim", 64)),
         heads=int(args.get("heads", 4)),
         layers=int(args.get("layers", 2)),
-    ),
-    pydoc_topics,
-    metric="loss",
-)
+    )
+
+
+def _digits(device: torch.device) -> Split:
+    from objectives.data import digits
+
+    return digits(device)
+
+
+def _pydoc_topics(device: torch.device) -> Split:
+    from objectives.data import pydoc_topics
+
+    return pydoc_topics(device)
+
+
+digits_mlp = ClassifierTask("digits_mlp", _mlp, _digits)
+"""An MLP on scikit-learn's digits. ``objective_args``: ``hidden`` (128), ``depth`` (1)."""
+
+digits_cnn = ClassifierTask("digits_cnn", _cnn, _digits)
+"""A small CNN on scikit-learn's digits. ``objective_args``: ``channels`` (16)."""
+
+tiny_lm = ClassifierTask("tiny_lm", _char_transformer, _pydoc_topics, metric="loss")
 """A small causal character-level transformer on ``pydoc_data.topics``, the standard
 library's ~465k characters of English documentation (no download). It returns the mean
 validation cross-entropy in nats per character: use ``direction: minimize``.

@@ -5,11 +5,26 @@
     sched.lr_at(500)                       # closed form, no state
     scheduler = sched.attach(optimizer)    # a torch LRScheduler; call .step() per step
 
-Only torch is needed; the rest of lr-sweeps builds on this package.
+Only torch is needed; the rest of lr-sweeps builds on this package. torch itself is imported
+on first use of a scheduler, so declaring and checking schedules (a config's validation,
+`sweeps status`) starts in a fraction of the time.
 """
+
+from typing import TYPE_CHECKING, Any
 
 from schedules._base import Param, Schedule, ScheduleError
 from schedules._registry import SCHEDULES, build
-from schedules._torch import ScheduleLR
+
+if TYPE_CHECKING:
+    from schedules._torch import ScheduleLR
+
+
+def __getattr__(name: str) -> Any:
+    if name == "ScheduleLR":
+        from schedules._torch import ScheduleLR
+
+        return ScheduleLR
+    raise AttributeError(f"module 'schedules' has no attribute {name!r}")
+
 
 __all__ = ["SCHEDULES", "Param", "Schedule", "ScheduleError", "ScheduleLR", "build"]

@@ -8,7 +8,6 @@ from pathlib import Path
 from typing import Any
 
 import sqlalchemy
-import torch
 
 ENV_VAR = "SWEEPS_ARTIFACTS"
 
@@ -42,12 +41,16 @@ class CheckpointStore:
 
     def save(self, key: int, state: dict[str, Any]) -> None:
         """Write atomically: a crash mid-write leaves the previous checkpoint intact."""
+        import torch  # here, not above: only workers save or load; other commands skip torch
+
         self.dir.mkdir(parents=True, exist_ok=True)
         tmp = self.path(key).with_suffix(f".tmp{os.getpid()}")
         torch.save(state, tmp)
         os.replace(tmp, self.path(key))
 
     def load(self, key: int) -> dict[str, Any] | None:
+        import torch
+
         path = self.path(key)
         if not path.exists():
             return None

@@ -1,15 +1,18 @@
 from __future__ import annotations
 
 import math
-from typing import Any
-
-import torch
+from typing import TYPE_CHECKING, Any
 
 from schedules._base import Param, Schedule, ScheduleError
+
+if TYPE_CHECKING:
+    import torch
 
 
 def global_grad_norm(optimizer: torch.optim.Optimizer) -> float:
     """The 2-norm of all gradients the optimizer holds (NaN when it holds none)."""
+    import torch  # here, not above: declaring the families (validating a config) needs no torch
+
     grads = [
         p.grad for group in optimizer.param_groups for p in group["params"] if p.grad is not None
     ]

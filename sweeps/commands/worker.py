@@ -45,14 +45,14 @@ def run(args: argparse.Namespace) -> int:
         raise UsageError(f"--threads: must be an integer >= 1, got {args.threads}")
     if args.stack is not None and not 1 <= args.stack <= 1024:
         raise UsageError(f"--stack: must be an integer in [1, 1024], got {args.stack}")
-    import torch
-
     from sweeps.commands.common import artifacts_root, dashboard_store, open_database
     from sweeps.results.progress import Progress
     from sweeps.summary import summarize
     from sweeps.worker import Worker
 
     if args.threads:
+        import torch
+
         torch.set_num_threads(args.threads)
     index = os.environ.get(INDEX_ENV)
     db = open_database(args, wait=True)

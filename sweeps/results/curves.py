@@ -6,10 +6,12 @@ import csv
 import io
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from objectives import Run
 from storage import Database
+
+if TYPE_CHECKING:
+    from objectives import Run
 
 STEP_COLUMNS = ("step", "lr", "train_loss", "grad_norm")
 EPOCH_COLUMNS = ("epoch", "value", "val_loss")
