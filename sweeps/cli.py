@@ -1,8 +1,8 @@
 """The `sweeps` command line: one subcommand per entry of `COMMANDS`.
 
 Heavy imports (torch, optuna) happen inside the commands, so `sweeps --help` stays fast;
-only training imports torch, so checking a config or reading a study takes well under a
-second (`tests/sweeps_tests/test_startup.py`).
+only training imports torch, so checking a config or reading a study skips its seconds of
+import (`tests/sweeps_tests/test_startup.py`).
 Exit codes: 0 ok, 1 run failed, 2 bad input (``error:`` lines naming the field, no traceback).
 """
 

@@ -10,10 +10,11 @@ from __future__ import annotations
 import glob
 import os
 import shutil
-import socket
 import subprocess
 import tempfile
 from pathlib import Path
+
+from sweeps_helpers import free_port
 
 
 def find_bindir() -> Path | None:
@@ -26,12 +27,6 @@ def find_bindir() -> Path | None:
         if (Path(path) / "initdb").exists() and (Path(path) / "pg_ctl").exists():
             return Path(path)
     return None
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 class PostgresCluster:

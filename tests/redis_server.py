@@ -4,13 +4,14 @@ append-only file) so a test can stop and restart it without losing the study."""
 from __future__ import annotations
 
 import shutil
-import socket
 import subprocess
 import tempfile
 import time
 from pathlib import Path
 
 import redis
+
+from sweeps_helpers import free_port
 
 
 def find_redis_server() -> str | None:
@@ -21,9 +22,7 @@ class RedisServer:
     def __init__(self, binary: str) -> None:
         self.binary = binary
         self.dir = Path(tempfile.mkdtemp(prefix="sweeps-redis-"))
-        with socket.socket() as s:  # a free port, kept across restarts
-            s.bind(("127.0.0.1", 0))
-            self.port = s.getsockname()[1]
+        self.port = free_port()  # kept across restarts
         self.process: subprocess.Popen[bytes] | None = None
 
     def url(self, db: int = 0) -> str:

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import copy
 import os
+import socket
 import subprocess
 import sys
 import threading
@@ -55,6 +56,13 @@ def sweeps(
         timeout=timeout,
         env={**os.environ, **(env or {})},
     )
+
+
+def free_port() -> int:
+    """A TCP port on 127.0.0.1 that nothing listens on now (for a server a test starts)."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
 
 
 def assert_epoch_curves_stored(url: str, trials: list[FrozenTrial]) -> None:

@@ -6,7 +6,6 @@ processes against the throwaway PostgreSQL, finish exactly the budget."""
 from __future__ import annotations
 
 import copy
-import socket
 import subprocess
 import sys
 from pathlib import Path
@@ -22,7 +21,7 @@ from pg_cluster import PostgresCluster
 from storage import ENV_VAR
 from sweeps.cli import build_parser
 from sweeps.commands.common import storage_url
-from sweeps_helpers import config
+from sweeps_helpers import config, free_port
 
 OVERLAY = KUBERNETES / "storage-proxy"
 
@@ -128,9 +127,7 @@ def test_the_overlays_proxy_and_workers_finish_exactly_the_budget(
         [*sweeps, "launch", str(cfg), "--storage", url], cwd=tmp_path, capture_output=True
     )
     assert launched.returncode == 0, launched.stderr
-    with socket.socket() as s:  # the Service's port may be taken on this machine
-        s.bind(("127.0.0.1", 0))
-        port = str(s.getsockname()[1])
+    port = str(free_port())  # the Service's port may be taken on this machine
     argv = proxy_argv[1:]
     argv[argv.index("--port") + 1] = port
     proxy = subprocess.Popen(

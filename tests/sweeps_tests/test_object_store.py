@@ -16,9 +16,9 @@ import boto3
 import optuna
 import pytest
 from optuna.artifacts import get_all_artifact_meta
-from test_results import free_port, start_dashboard, svg_polylines
+from test_results import start_dashboard, svg_polylines
 
-from sweeps_helpers import config, sweeps
+from sweeps_helpers import config, free_port, sweeps
 
 pytestmark = pytest.mark.slow
 

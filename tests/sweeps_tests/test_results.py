@@ -24,7 +24,7 @@ from optuna_dashboard._custom_plot_data import get_plotly_graph_objects
 
 from storage import Database
 from sweeps.results.trial_svg import ticks
-from sweeps_helpers import config, sweeps
+from sweeps_helpers import config, free_port, sweeps
 
 pytestmark = pytest.mark.slow
 
@@ -214,13 +214,6 @@ def test_report_refuses_an_unknown_study(finished: tuple[Path, str]) -> None:
     assert result.returncode == 2
     assert result.stderr.startswith("error: --study: no study named 'nope'")
     assert not (tmp / "r").exists()
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port: int = s.getsockname()[1]
-        return port
 
 
 def start_dashboard(tmp: Path, url: str, *extra: str) -> tuple[subprocess.Popen[str], int]:

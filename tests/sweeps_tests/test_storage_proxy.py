@@ -4,7 +4,6 @@ the throwaway PostgreSQL: the same exact budget and curves as workers on the dat
 from __future__ import annotations
 
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -20,13 +19,7 @@ from storage.remote import RemoteDatabase, serve
 from storage.trial_slots import WORKER
 from sweeps.config import parse_config
 from sweeps.study import launch
-from sweeps_helpers import BASE, assert_epoch_curves_stored, config, sweeps
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
+from sweeps_helpers import BASE, assert_epoch_curves_stored, config, free_port, sweeps
 
 
 def start(*args: str, cwd: Path) -> subprocess.Popen[str]:
