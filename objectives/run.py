@@ -149,7 +149,9 @@ class Run:
         """Report the validation metric after ``epoch`` epochs (counting from 1).
 
         With ``prune=False`` the pruner is not asked (a trainer asking for many trials at
-        once, `objectives.pruning`, raises `pruned` itself).
+        once, `objectives.pruning`, raises `pruned` itself). The final epoch
+        (``epoch >= run.epochs``) is never pruned: a trial that trained its whole budget
+        ends COMPLETE, so the leaderboards rank what it reached.
 
         Raises:
             Diverged: ``value`` is NaN or infinite.
@@ -162,7 +164,7 @@ class Run:
             self._write_alone(self._record(value, epoch, val_loss))
         except optuna.exceptions.UpdateFinishedTrialError as e:
             raise Lost(str(e)) from e
-        if prune and self.trial.should_prune():
+        if prune and self.prunable(epoch) and self.trial.should_prune():
             raise self.pruned()
         if not self._saved:
             self.check_stopping()
@@ -182,6 +184,16 @@ class Run:
         if self._curves is not None:
             epoch = {"epoch": report.epoch, "value": report.value, "val_loss": report.val_loss}
             self._curves(report.steps, [epoch])
+
+    def prunable(self, epoch: int) -> bool:
+        """Whether the pruner may stop this trial after ``epoch``: not once the whole
+        budget is trained."""
+        return epoch < self.epochs
+
+    @property
+    def trained_all_epochs(self) -> bool:
+        """Whether this run has reported its final epoch."""
+        return bool(self._epochs) and not self.prunable(self._epochs[-1]["epoch"])
 
     def pruned(self) -> optuna.TrialPruned:
         """The exception that ends this trial as pruned after its last report."""

@@ -315,7 +315,11 @@ class Pool:
             [stack.rows[pos].epoch for stack, pos in rows],
             val_losses=[stack.val_losses[pos] for stack, pos in rows],
         )
-        reported = [i for i in range(len(rows)) if i not in reports]
+        reported = [
+            i
+            for i, (stack, pos) in enumerate(rows)
+            if i not in reports and runs[i].prunable(stack.rows[pos].epoch)
+        ]
         decisions = should_prune_all([runs[i].trial for i in reported])
         pruned = [rows[i] for i, prune in zip(reported, decisions, strict=True) if prune]
         for key, stack in list(self.stacks.items()):

@@ -236,6 +236,8 @@ class Worker:
             self.log(f"trial {trial.number} {outcome}: back in the queue as WAITING")
             return
         value: float | None = None
+        if isinstance(outcome, optuna.TrialPruned) and run.trained_all_epochs:
+            outcome = run.reported[-1]["value"]  # pruned by the objective after its last epoch
         if isinstance(outcome, optuna.TrialPruned):
             state, reason = TrialState.PRUNED, str(outcome) or "pruned"
         elif isinstance(outcome, objectives.Diverged):

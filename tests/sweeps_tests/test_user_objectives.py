@@ -1,0 +1,114 @@
+"""What a user's own objective meets through the CLI: the README's objective template,
+pruning at the last epoch, a framework's SystemExit on SIGTERM, repeated failures."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import optuna
+import pytest
+from optuna.trial import TrialState
+
+from sweeps_helpers import config, sweeps
+
+pytestmark = pytest.mark.slow
+
+# The README's "Your own objective" template, filled in with a tiny regression model.
+TEMPLATE = """
+import optuna
+import torch
+from torch import nn
+
+STEPS_PER_EPOCH = 8
+
+def make_model(width=8):
+    return nn.Sequential(nn.Linear(2, width), nn.Tanh(), nn.Linear(width, 1))
+
+def objective(run) -> float:
+    torch.manual_seed(run.seed)                      # the trial's own initialisation
+    model = make_model(run.args["width"])            # objective_args
+    opt = run.optimizer(model.parameters())          # SGD or AdamW from the sampled params
+    sched = run.scheduler(opt, total_steps=run.epochs * STEPS_PER_EPOCH)
+    gen = torch.Generator().manual_seed(0)
+    x = torch.randn(256, 2, generator=gen)
+    y = x[:, :1] * x[:, 1:]
+    first = 1
+    saved = run.load_checkpoint()                    # an earlier attempt's state, or None
+    if saved is not None:
+        model.load_state_dict(saved["model"])
+        opt.load_state_dict(saved["optimizer"])
+        sched.load_state_dict(saved["scheduler"])
+        first = saved["epoch"] + 1
+    val_metric = 0.0
+    for epoch in range(first, run.epochs + 1):
+        for i in range(STEPS_PER_EPOCH):
+            step = (epoch - 1) * STEPS_PER_EPOCH + i
+            idx = torch.arange(i * 32, (i + 1) * 32)
+            opt.zero_grad()
+            loss = nn.functional.mse_loss(model(x[idx]), y[idx])
+            loss.backward()
+            opt.step(); sched.step()
+            run.log_step(step, lr=opt.param_groups[0]["lr"], loss=loss.item())
+        with torch.no_grad():
+            val_metric = -nn.functional.mse_loss(model(x), y).item()
+        if run.args.get("optuna_idiom"):            # pruning as a plain Optuna loop does it
+            run.report(val_metric, epoch, prune=False)
+            if run.trial.should_prune():
+                raise optuna.TrialPruned()
+        else:
+            run.report(val_metric, epoch)            # raises optuna.TrialPruned when pruned
+        run.save_checkpoint({"model": model.state_dict(), "optimizer": opt.state_dict(),
+                             "scheduler": sched.state_dict(), "epoch": epoch})
+    return val_metric
+"""
+
+
+@pytest.mark.parametrize(
+    ("objective", "args"),
+    [
+        ("template:objective", {"width": 8}),
+        ("template:objective", {"width": 8, "optuna_idiom": True}),
+        ("digits_mlp", {"hidden": 16}),
+    ],
+    ids=["template", "optuna-idiom", "built-in"],
+)
+def test_a_trial_that_trained_every_epoch_ends_complete_and_is_ranked(
+    tmp_path: Path, objective: str, args: dict[str, object]
+) -> None:
+    """The pruner may prune only at the final epoch, and would prune most trials there; it
+    prunes none: a trial that trained its whole budget is COMPLETE with its last value, and
+    the family leaderboard ranks it."""
+    (tmp_path / "template.py").write_text(TEMPLATE)
+    url = f"sqlite:///{tmp_path / 's.db'}"
+    epochs = 3
+    cfg = config(
+        tmp_path,
+        objective=objective,
+        objective_args=args,
+        budget={"trials": 12, "epochs": epochs},
+        pruner={
+            "name": "percentile",
+            "percentile": 70.0,
+            "n_startup_trials": 2,
+            "n_warmup_steps": epochs,  # Optuna prunes from step n_warmup_steps on
+        },
+        stack=4,
+        space={
+            "lr": {"low": 0.001, "high": 0.5, "log": True},
+            "optimizer": "sgd",
+            "batch_size": 128,
+            "schedule": {"constant": {}, "cosine": {}, "polynomial": {}},
+        },
+    )
+    result = sweeps("run", str(cfg), "--storage", url, cwd=tmp_path)
+    assert result.returncode == 0, result.stderr + result.stdout
+    done = optuna.load_study(study_name="t", storage=url).get_trials()
+    assert [t.state for t in done] == [TrialState.COMPLETE] * 12
+    assert all(t.value == t.intermediate_values[epochs] for t in done)
+
+    status = sweeps("status", "--study", "t", "--storage", url, "--format", "json", cwd=tmp_path)
+    families = {f["family"]: f for f in json.loads(status.stdout)["families"]}
+    for family, ranked in families.items():
+        reached = [t.value for t in done if t.params["schedule"] == family]
+        assert (ranked["best"] or {}).get("value") == (max(reached) if reached else None)
