@@ -221,8 +221,18 @@ class Worker:
     def _train_one(self, run: objectives.Run) -> objectives.Outcome:
         try:
             return float(self.objective(run))
-        except Exception as e:  # the trial's own fault: its outcome, not the worker's
-            return e
+        except BaseException as e:
+            kept = (optuna.TrialPruned, objectives.Diverged, objectives.HandBack, objectives.Lost)
+            if self.stopping and not isinstance(e, kept):
+                # What else an objective raises while its worker stops is a framework's own
+                # reaction to our signal (Lightning raises SystemExit on SIGTERM), or the
+                # second signal's KeyboardInterrupt: the trial is not at fault.
+                epoch = run.reported[-1]["epoch"] if run.reported else 0
+                why = f"{type(e).__name__} while the worker stopped"
+                return objectives.HandBack(f"handed back after epoch {epoch} ({why})")
+            if isinstance(e, Exception | SystemExit):  # the trial's own fault: its outcome
+                return e
+            raise
 
     def _finish(self, run: objectives.Run, outcome: objectives.Outcome) -> None:
         trial = run.trial

@@ -4,13 +4,16 @@ pruning at the last epoch, a framework's SystemExit on SIGTERM, repeated failure
 from __future__ import annotations
 
 import json
+import signal
+import subprocess
+import sys
 from pathlib import Path
 
 import optuna
 import pytest
 from optuna.trial import TrialState
 
-from sweeps_helpers import config, sweeps
+from sweeps_helpers import config, sweeps, wait_until
 
 pytestmark = pytest.mark.slow
 
@@ -112,3 +115,61 @@ def test_a_trial_that_trained_every_epoch_ends_complete_and_is_ranked(
     for family, ranked in families.items():
         reached = [t.value for t in done if t.params["schedule"] == family]
         assert (ranked["best"] or {}).get("value") == (max(reached) if reached else None)
+
+
+# What Lightning does on SIGTERM: its handler runs beside the one it found (the worker's),
+# and the training loop then raises SIGTERMException, a SystemExit.
+EXITS_ON_SIGTERM = """
+import pathlib, signal, time
+
+def objective(run):
+    received = []
+    previous = signal.getsignal(signal.SIGTERM)
+    def on_sigterm(signum, frame):
+        received.append(signum)
+        previous(signum, frame)
+    signal.signal(signal.SIGTERM, on_sigterm)
+    run.report(0.5, 1)
+    pathlib.Path("training").touch()
+    while not received:
+        time.sleep(0.01)
+    raise SystemExit(1)
+"""
+
+
+def test_an_objective_exiting_on_sigterm_hands_its_trial_back(tmp_path: Path) -> None:
+    (tmp_path / "exits.py").write_text(EXITS_ON_SIGTERM)
+    url = f"sqlite:///{tmp_path / 's.db'}"
+    cfg = config(tmp_path, objective="exits:objective", budget={"trials": 2, "epochs": 3})
+    assert sweeps("launch", str(cfg), "--storage", url, cwd=tmp_path).returncode == 0
+    worker = subprocess.Popen(
+        [sys.executable, "-m", "sweeps", "worker", "--study", "t", "--storage", url],
+        cwd=tmp_path,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+    wait_until(lambda: (tmp_path / "training").exists() or worker.poll() is not None)
+    worker.send_signal(signal.SIGTERM)
+    out, _ = worker.communicate(timeout=60)
+    assert worker.returncode == 0, out
+    assert "handed back after epoch 1 (SystemExit while the worker stopped)" in out
+    assert "back in the queue as WAITING" in out
+    (trial,) = optuna.load_study(study_name="t", storage=url).get_trials()
+    assert trial.state == TrialState.WAITING
+    assert trial.intermediate_values == {1: 0.5}
+
+
+def test_an_objective_exiting_by_itself_fails_its_trial(tmp_path: Path) -> None:
+    """SystemExit without a stop is the trial's own fault: FAIL, and the study goes on."""
+    (tmp_path / "exits.py").write_text("def objective(run):\n    raise SystemExit(3)\n")
+    url = f"sqlite:///{tmp_path / 's.db'}"
+    cfg = config(
+        tmp_path,
+        objective="exits:objective",
+        budget={"trials": 2, "epochs": 1, "retries": 0, "max_failures": 2},
+    )
+    result = sweeps("run", str(cfg), "--storage", url, cwd=tmp_path)
+    assert result.returncode == 1, result.stdout + result.stderr
+    done = optuna.load_study(study_name="t", storage=url).get_trials()
+    assert [t.user_attrs["sweeps:reason"] for t in done] == ["SystemExit: 3"] * 2
