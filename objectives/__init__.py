@@ -78,8 +78,17 @@ def resolve(name: str) -> Objective:
     return objective
 
 
+def cannot_stack(name: str) -> str | None:
+    """Why the objective ``name`` trains one trial at a time even when asked to stack, or
+    None: only the built-in tasks (`ClassifierTask`) train trials as batched models."""
+    if isinstance(resolve(name), ClassifierTask):
+        return None
+    return f"objective {name} cannot be stacked (only the built-in tasks {', '.join(BUILTIN)} can)"
+
+
 __all__ = [
     "BUILTIN",
+    "cannot_stack",
     "ClassifierTask",
     "Diverged",
     "HandBack",

@@ -167,9 +167,18 @@ class SweepConfig(_Strict):
     pruner: Pruner = Field(default_factory=lambda: Median(name="median"))
     space: dict[str, Any]
     seed: int = 0
-    device: Literal["cpu", "cuda", "auto"] = "cpu"
+    device: str = Field("cpu", description="cpu, cuda, cuda:N or auto (checked by workers)")
     stack: int = Field(1, ge=1, le=1024, description="trials trained at once as one model")
     heartbeat: Heartbeat = Field(default_factory=Heartbeat)
+
+    @field_validator("device")
+    @classmethod
+    def _device_name(cls, value: str) -> str:
+        from sweeps.device import ALLOWED, DEVICE_PATTERN
+
+        if not DEVICE_PATTERN.fullmatch(value):
+            raise ValueError(f"must be {ALLOWED}, got {value!r}")
+        return value
 
     @model_validator(mode="after")
     def _consistent(self) -> SweepConfig:

@@ -33,6 +33,7 @@ import objectives
 from storage import CheckpointStore, Database
 from storage.trial_slots import Failure, Heartbeat, first_attempt
 from sweeps.batch_ask import ask_batch, room
+from sweeps.device import resolve_device
 from sweeps.results.artifact_store import ArtifactStore, artifact_store
 from sweeps.results.curves import Curves
 from sweeps.results.dashboard import Publisher
@@ -63,13 +64,20 @@ class Worker:
         artifacts: Path,
         worker: int = 0,
         stack: int | None = None,
+        device: str | None = None,
         store: ArtifactStore | None = None,
         log: Callable[[str], None] = print,
     ) -> None:
-        """``artifacts``: checkpoints (and the dashboard's artifacts unless ``store``)."""
+        """``artifacts``: checkpoints (and the dashboard's artifacts unless ``store``).
+        ``device`` overrides the config's.
+
+        Raises:
+            UsageError: the device cannot be used on this machine (before anything runs).
+        """
         self.db = db
         self.handle: StudyHandle = load(db, study, worker=worker)
         self.config = self.handle.config
+        self.device = resolve_device(self.config.device, device)
         self.objective = objectives.resolve(self.config.objective)
         self.checkpoints = CheckpointStore(artifacts, study)
         self.slots = db.trial_slots(self.handle.study_id, retries=self.config.budget.retries)
@@ -84,10 +92,7 @@ class Worker:
         if isinstance(self.objective, objectives.ClassifierTask):
             self.pool = objectives.Pool(self.objective)
         elif self.stack > 1:
-            log(
-                f"objective {self.config.objective} cannot be stacked (only the built-in "
-                f"tasks {', '.join(objectives.BUILTIN)} can); running trials one at a time"
-            )
+            log(f"{objectives.cannot_stack(self.config.objective)}; running trials one at a time")
             self.stack = 1
 
     @property
@@ -208,7 +213,7 @@ class Worker:
             epochs=config.budget.epochs,
             direction=config.direction,
             args=config.objective_args,
-            device=_device(config.device),
+            device=self.device,
             curves=lambda steps, epochs: self.db.add_curves(trial_id, steps, epochs),
             checkpoint=(
                 lambda state: self.checkpoints.save(first, state),
@@ -289,11 +294,3 @@ class Worker:
 
 def _retry(failed: Failure) -> str:
     return "no retries left" if failed.retry is None else f"re-queued as trial {failed.retry}"
-
-
-def _device(setting: str) -> str:
-    if setting == "auto":
-        import torch
-
-        return "cuda" if torch.cuda.is_available() else "cpu"
-    return setting

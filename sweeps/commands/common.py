@@ -47,6 +47,28 @@ def add_storage_arguments(
         )
 
 
+def add_training_arguments(parser: argparse.ArgumentParser) -> None:
+    """``--stack`` and ``--device``, which override the config's for the workers."""
+    parser.add_argument(
+        "--stack",
+        type=int,
+        default=None,
+        metavar="K",
+        help="train up to K trials at once as one batched model (default: the config's "
+        "stack, else 1)",
+    )
+    parser.add_argument(
+        "--device",
+        default=None,
+        help="cpu, cuda, cuda:N or auto (default: the config's device, else cpu)",
+    )
+
+
+def check_stack(args: argparse.Namespace) -> None:
+    if args.stack is not None and not 1 <= args.stack <= 1024:
+        raise UsageError(f"--stack: must be an integer in [1, 1024], got {args.stack}")
+
+
 # Every database a command opened, for `close_databases` when the process ends.
 _OPENED: list[Database] = []
 

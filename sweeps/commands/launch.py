@@ -32,5 +32,22 @@ def run(args: argparse.Namespace) -> int:
         f"{verb} study {config.study!r} in {mask_url(db.url)}: "
         f"{config.budget.trials} trials of up to {config.budget.epochs} epochs"
     )
-    print(f"start workers with: sweeps worker --study {handle.config.study}")
+    print(f"start workers with: {worker_command(args, handle.config.study, db.url)}")
     return 0
+
+
+def worker_command(args: argparse.Namespace, study: str, url: str) -> str:
+    """A `sweeps worker` command line that opens this database as written, without showing
+    a password (a URL with one is left to ``--storage-file``)."""
+    import shlex
+
+    from storage import mask_url
+
+    command = f"sweeps worker --study {shlex.quote(study)}"
+    if args.storage_file:
+        return f"{command} --storage-file {shlex.quote(args.storage_file)}"
+    if mask_url(url) != url:
+        return f"{command} --storage-file FILE  (FILE: a file holding the database URL)"
+    if args.storage:
+        return f"{command} --storage {shlex.quote(url)}"
+    return command  # $SWEEPS_STORAGE or the default, as here

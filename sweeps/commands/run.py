@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import argparse
 
-from sweeps.commands.common import add_storage_arguments
+from sweeps.commands.common import add_storage_arguments, add_training_arguments
 
 HELP = "launch a study and run N local worker processes until its budget is met"
 POLL_SECONDS = 0.5
@@ -14,14 +14,7 @@ POLL_SECONDS = 0.5
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("config", help="the sweep's YAML config")
     parser.add_argument("--workers", type=int, default=1, help="worker processes (default 1)")
-    parser.add_argument(
-        "--stack",
-        type=int,
-        default=None,
-        metavar="K",
-        help="each worker trains up to K trials at once as one batched model "
-        "(default: the config's stack, else 1)",
-    )
+    add_training_arguments(parser)
     add_storage_arguments(parser, artifacts=True)
     parser.add_argument(
         "--resume", action="store_true", help="continue an existing study of this name"
@@ -34,14 +27,17 @@ def run(args: argparse.Namespace) -> int:
     import subprocess
     import sys
 
+    import objectives
     from storage import is_redis
     from sweeps.commands.common import (
         artifacts_root,
         check_artifact_store,
+        check_stack,
         load_checked_config,
         open_database,
     )
     from sweeps.commands.worker import INDEX_ENV
+    from sweeps.device import resolve_device
     from sweeps.errors import RunFailed, UsageError
     from sweeps.results.progress import Progress
     from sweeps.study import launch
@@ -49,9 +45,12 @@ def run(args: argparse.Namespace) -> int:
 
     if args.workers < 1:
         raise UsageError(f"--workers: must be an integer >= 1, got {args.workers}")
-    if args.stack is not None and not 1 <= args.stack <= 1024:
-        raise UsageError(f"--stack: must be an integer in [1, 1024], got {args.stack}")
+    check_stack(args)
     config = load_checked_config(args.config)
+    resolve_device(config.device, args.device)  # as each worker will, before anything runs
+    unstacked = objectives.cannot_stack(config.objective)
+    if unstacked and (args.stack or config.stack) > 1:
+        print(f"note: {unstacked}; each worker trains one trial at a time", file=sys.stderr)
     logs = artifacts_root(args) / config.study / "logs"  # checked before anything is written
     check_artifact_store(args)
     db = open_database(args, create=True)
@@ -78,6 +77,8 @@ def run(args: argparse.Namespace) -> int:
             cmd += ["--artifact-store", args.artifact_store]
         if args.stack is not None:
             cmd += ["--stack", str(args.stack)]
+        if args.device:
+            cmd += ["--device", args.device]
         with (logs / f"worker-{i}.log").open("w") as log:
             procs.append(
                 subprocess.Popen(

@@ -9,7 +9,7 @@ import sys
 from collections.abc import Callable
 from typing import TYPE_CHECKING
 
-from sweeps.commands.common import add_storage_arguments
+from sweeps.commands.common import add_storage_arguments, add_training_arguments
 
 if TYPE_CHECKING:
     from sweeps.worker import Worker
@@ -22,14 +22,7 @@ INDEX_ENV = "SWEEPS_WORKER_INDEX"
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--study", required=True, help="the study's name")
     add_storage_arguments(parser, artifacts=True, proxy=True)
-    parser.add_argument(
-        "--stack",
-        type=int,
-        default=None,
-        metavar="K",
-        help="train up to K trials at once as one batched model (default: the config's "
-        "stack, else 1)",
-    )
+    add_training_arguments(parser)
     parser.add_argument(
         "--threads",
         type=int,
@@ -43,9 +36,14 @@ def run(args: argparse.Namespace) -> int:
 
     if args.threads is not None and args.threads < 1:
         raise UsageError(f"--threads: must be an integer >= 1, got {args.threads}")
-    if args.stack is not None and not 1 <= args.stack <= 1024:
-        raise UsageError(f"--stack: must be an integer in [1, 1024], got {args.stack}")
-    from sweeps.commands.common import artifacts_root, dashboard_store, open_database
+    from sweeps.commands.common import (
+        artifacts_root,
+        check_stack,
+        dashboard_store,
+        open_database,
+    )
+
+    check_stack(args)
     from sweeps.results.progress import Progress
     from sweeps.summary import summarize
     from sweeps.worker import Worker
@@ -64,6 +62,7 @@ def run(args: argparse.Namespace) -> int:
         store=dashboard_store(args),
         worker=int(index) if index else _distinct_number(),
         stack=args.stack,
+        device=args.device,
         log=lambda line: progress.log(line) if progress else print(line, flush=True),
     )
     if sys.stdout.isatty():  # a person watches: a live bar under the trial lines

@@ -1,0 +1,100 @@
+"""What the console tells a user: an unusable device, a stack that cannot be, the worker
+command `launch` suggests."""
+
+from __future__ import annotations
+
+import os
+import shlex
+import subprocess
+import sys
+from pathlib import Path
+
+import optuna
+import pytest
+import torch
+from optuna.trial import TrialState
+
+from sweeps_helpers import config, sweeps
+
+QUICK = "def objective(run):\n    run.report(0.5, 1)\n    return 0.5\n"
+NO_CUDA = pytest.mark.skipif(torch.cuda.is_available(), reason="this machine has CUDA")
+
+
+@NO_CUDA
+@pytest.mark.parametrize("device", ["cuda", "cuda:1"])
+def test_sweeps_run_on_a_device_this_torch_cannot_use_exits_2_writing_nothing(
+    tmp_path: Path, device: str
+) -> None:
+    result = sweeps("run", str(config(tmp_path, device=device)), cwd=tmp_path, timeout=120)
+    assert result.returncode == 2
+    assert result.stderr.startswith(f"error: device: '{device}' cannot be used here: ")
+    assert len(result.stderr.splitlines()) == 1 and "Traceback" not in result.stderr
+    assert not (tmp_path / "sweeps.db").exists()
+
+
+@pytest.mark.parametrize(
+    ("option", "message"),
+    [
+        ("cuda:99", "error: --device: 'cuda:99' cannot be used here: "),  # fewer GPUs here
+        ("gpu", "error: --device: must be cpu, cuda, cuda:N or auto, got 'gpu'"),
+    ],
+)
+def test_a_worker_refuses_a_device_before_it_runs_a_trial(
+    tmp_path: Path, option: str, message: str
+) -> None:
+    url = f"sqlite:///{tmp_path / 's.db'}"
+    assert sweeps("launch", str(config(tmp_path)), "--storage", url, cwd=tmp_path).returncode == 0
+    result = sweeps("worker", "--study", "t", "--storage", url, "--device", option, cwd=tmp_path)
+    assert result.returncode == 2
+    assert result.stderr.startswith(message), result.stderr
+    assert len(result.stderr.splitlines()) == 1
+    assert optuna.load_study(study_name="t", storage=url).get_trials() == []
+
+
+def test_sweeps_run_says_on_the_console_that_a_user_objective_is_not_stacked(
+    tmp_path: Path,
+) -> None:
+    (tmp_path / "quick.py").write_text(QUICK)
+    cfg = config(tmp_path, objective="quick:objective", budget={"trials": 2, "epochs": 1})
+    result = sweeps("run", str(cfg), "--stack", "4", cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    assert (
+        "note: objective quick:objective cannot be stacked (only the built-in tasks "
+        "digits_mlp, digits_cnn, tiny_lm can); each worker trains one trial at a time"
+    ) in result.stderr
+
+
+@pytest.mark.parametrize("where", ["--storage", "--storage-file", "$SWEEPS_STORAGE"])
+def test_the_worker_command_launch_prints_runs_as_written(tmp_path: Path, where: str) -> None:
+    (tmp_path / "quick.py").write_text(QUICK)
+    url = f"sqlite:///{tmp_path / 'elsewhere.db'}"
+    (tmp_path / "url.txt").write_text(url)
+    given = {
+        "--storage": ["--storage", url],
+        "--storage-file": ["--storage-file", "url.txt"],
+        "$SWEEPS_STORAGE": [],
+    }[where]
+    env = {"SWEEPS_STORAGE": url} if where == "$SWEEPS_STORAGE" else {}
+    cfg = config(tmp_path, objective="quick:objective", budget={"trials": 2, "epochs": 1})
+    launched = sweeps("launch", str(cfg), *given, cwd=tmp_path, env=env)
+    assert launched.returncode == 0, launched.stderr
+    hint = launched.stdout.splitlines()[-1].removeprefix("start workers with: ")
+    assert hint.startswith("sweeps worker --study t")
+    # The hint as a user pastes it, `sweeps` being the venv's entry point.
+    argv = [sys.executable, "-m", "sweeps", *shlex.split(hint)[1:]]
+    worker = subprocess.run(
+        argv, cwd=tmp_path, capture_output=True, text=True, env={**os.environ, **env}
+    )
+    assert worker.returncode == 0, worker.stderr
+    done = optuna.load_study(study_name="t", storage=url).get_trials()
+    assert [t.state for t in done] == [TrialState.COMPLETE] * 2
+
+
+def test_a_password_is_not_printed_in_the_worker_command() -> None:
+    import argparse
+
+    from sweeps.commands.launch import worker_command
+
+    args = argparse.Namespace(storage="postgresql+psycopg://u:secret@db/s", storage_file=None)
+    line = worker_command(args, "t", args.storage)
+    assert "secret" not in line and "--storage-file FILE" in line
