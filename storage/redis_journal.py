@@ -34,7 +34,16 @@ from storage._url import mask_url
 from storage.database import HOLDING, Database, StorageError, TrialReport
 from storage.resilience import RetryingStorage, retried
 from storage.tables import EpochPoint, StepPoint
-from storage.trial_slots import CLAIM, REASON, WORKER, Failure, TrialSlots, full, retry_of
+from storage.trial_slots import (
+    CLAIM,
+    REASON,
+    WORKER,
+    Failure,
+    TrialSlots,
+    full,
+    retry_of,
+    stale_reason,
+)
 
 LOCK_SECONDS = 10  # a claim takes milliseconds; a dead holder's lock frees itself after this
 
@@ -341,7 +350,7 @@ class RedisTrialSlots(TrialSlots):
             }
             now = self.db.now()
             self.beat([t._trial_id for t in running if t._trial_id not in beats])
-            reason = f"stale: no heartbeat for over {grace_period:g} s (its worker was lost)"
+            reason = stale_reason(grace_period)
             failed = (
                 self._fail_locked(t._trial_id, reason)
                 for t in running

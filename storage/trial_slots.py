@@ -43,6 +43,11 @@ RETRY_OF = "sweeps:retry_of"  # the first attempt's trial number
 REASON = "sweeps:reason"  # why a trial was pruned, failed or re-queued
 WORKER = "sweeps:worker"  # host:pid of the worker that took the trial last
 CLAIM = "sweeps:claim"  # system attr: the token of the claim that took the trial
+STALE = "stale: "  # how a reaped trial's reason begins: its worker was lost, not its code
+
+
+def stale_reason(grace_period: float) -> str:
+    return f"{STALE}no heartbeat for over {grace_period:g} s (its worker was lost)"
 
 
 class Failure(NamedTuple):
@@ -217,7 +222,7 @@ class TrialSlots:
             for trial_id, beat in rows
             if beat is not None and (now - _naive(beat)).total_seconds() > grace_period
         ]
-        reason = f"stale: no heartbeat for over {grace_period:g} s (its worker was lost)"
+        reason = stale_reason(grace_period)
         return [f for f in (self.fail(trial_id, reason) for trial_id in stale) if f is not None]
 
     # Reading -----------------------------------------------------------------------------

@@ -54,6 +54,12 @@ class Budget(_Strict):
     max_failures: int | None = Field(
         None, gt=0, description="failed trials after which the sweep stops (default: trials)"
     )
+    max_repeated_failures: int = Field(
+        3,
+        ge=2,
+        description="trials failing in a row with one error, across schedule families, "
+        "after which the sweep stops",
+    )
 
 
 class Heartbeat(_Strict):
@@ -169,6 +175,9 @@ class SweepConfig(_Strict):
     seed: int = 0
     device: str = Field("cpu", description="cpu, cuda, cuda:N or auto (checked by workers)")
     stack: int = Field(1, ge=1, le=1024, description="trials trained at once as one model")
+    min_trials_per_family: int = Field(
+        1, ge=0, description="trials each schedule family gets before the sampler chooses"
+    )
     heartbeat: Heartbeat = Field(default_factory=Heartbeat)
 
     @field_validator("device")

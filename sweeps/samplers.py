@@ -9,6 +9,7 @@ from typing import Any
 import optuna
 
 from sweeps import config as c
+from sweeps.family_quota import FamilyQuota
 
 
 def _tpe(s: c.TPE, seed: int | None) -> optuna.samplers.BaseSampler:
@@ -41,11 +42,20 @@ SAMPLERS: dict[type, Callable[[Any, int | None], optuna.samplers.BaseSampler]] =
 
 def build_sampler(config: c.SweepConfig, worker: int) -> optuna.samplers.BaseSampler:
     """The config's sampler for worker number ``worker``: workers get distinct seeds, so
-    parallel workers do not suggest the same random points."""
+    parallel workers do not suggest the same random points. Each schedule family gets its
+    ``min_trials_per_family`` first (`sweeps.family_quota`; a grid enumerates them all)."""
     seed = None if config.sampler.seed is None else config.sampler.seed + worker
     with warnings.catch_warnings():  # group-TPE and QMC are chosen knowingly
         warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
-        return SAMPLERS[type(config.sampler)](config.sampler, seed)
+        sampler = SAMPLERS[type(config.sampler)](config.sampler, seed)
+    families = list(config.space["schedule"])
+    if (
+        len(families) > 1
+        and config.min_trials_per_family
+        and not isinstance(config.sampler, c.Grid)
+    ):
+        return FamilyQuota(sampler, families, config.min_trials_per_family)
+    return sampler
 
 
 PRUNERS: dict[type, Callable[[Any, int], optuna.pruners.BasePruner]] = {

@@ -10,6 +10,7 @@ import optuna
 from storage import Database, mask_url
 from sweeps.config import Grid, SweepConfig
 from sweeps.errors import UsageError
+from sweeps.failures import forget_failures
 from sweeps.samplers import build_pruner, build_sampler
 from sweeps.space import Space, parse_space
 
@@ -25,7 +26,8 @@ class StudyHandle:
 
 
 def launch(db: Database, config: SweepConfig, *, resume: bool = False) -> StudyHandle:
-    """Create the study (or, with ``resume``, continue it under this config's budget).
+    """Create the study (or, with ``resume``, continue it under this config's budget, its
+    failures so far no longer counting towards a stop: `sweeps.failures`).
 
     Raises:
         UsageError: the study exists and ``resume`` is off; or ``resume`` would shrink the
@@ -46,6 +48,7 @@ def launch(db: Database, config: SweepConfig, *, resume: bool = False) -> StudyH
     study_id = db.optuna.get_study_id_from_name(config.study)
     if exists:
         _check_resumable(db, study, study_id, config)
+        forget_failures(study)
     study.set_user_attr(CONFIG_ATTR, config.model_dump(mode="json"))
     db.set_budget(study_id, config.budget.trials)
     space = parse_space(config.space)

@@ -1,14 +1,18 @@
-"""What a study found: counts by state, the best trial, the best trial per schedule family."""
+"""What a study found: counts by state, the best trial, the best trial per schedule family,
+the trials running now and why trials failed."""
 
 from __future__ import annotations
 
+from collections import Counter
 from typing import Any
 
 from optuna.trial import FrozenTrial, TrialState
 
 from storage import Database, mask_url
 from sweeps.study import StudyHandle
-from sweeps.trial_attrs import REASON, params_of
+from sweeps.trial_attrs import REASON, WORKER, params_of
+
+TOP_FAILURES = 3  # failure reasons listed, most frequent first
 
 
 def summarize(db: Database, handle: StudyHandle) -> dict[str, Any]:
@@ -50,6 +54,26 @@ def summarize(db: Database, handle: StudyHandle) -> dict[str, Any]:
         "states": counts,
         "best": _trial(complete[0]) if complete else None,
         "families": families,
+        "min_trials_per_family": handle.config.min_trials_per_family,
+        "running": [_running(t) for t in trials if t.state == TrialState.RUNNING],
+        "failures": [
+            {"reason": reason, "count": count}
+            for reason, count in Counter(
+                t.user_attrs.get(REASON, "?") for t in trials if t.state == TrialState.FAIL
+            ).most_common(TOP_FAILURES)
+        ],
+    }
+
+
+def _running(t: FrozenTrial) -> dict[str, Any]:
+    """A running trial: its last reported epoch (0: none yet) and value, and its worker."""
+    epoch = max(t.intermediate_values, default=0)
+    return {
+        "number": t.number,
+        "epoch": epoch,
+        "value": t.intermediate_values.get(epoch),
+        "worker": t.user_attrs.get(WORKER),
+        "params": params_of(t),
     }
 
 
@@ -84,6 +108,25 @@ def format_table(summary: dict[str, Any]) -> str:
             else f"{'—':>8}"
         )
         lines.append(f"{f['family']:14} {f['finished']:>8} {f['pruned']:>7} {cells}")
+    short = [f for f in summary["families"] if f["finished"] < summary["min_trials_per_family"]]
+    if short and not summary["running"]:  # the study has ended (or paused) that way
+        lines.append(
+            f"note: fewer than min_trials_per_family={summary['min_trials_per_family']} "
+            "finished trials in "
+            + ", ".join(f"{f['family']} ({f['finished']})" for f in short)
+            + " (failed trials do not count)"
+        )
+    if summary["running"]:
+        lines += ["", f"running {'trial':>5} {'epoch':>5} {'last':>8}  worker  settings"]
+        for r in summary["running"]:
+            last = f"{r['value']:>8.4f}" if r["value"] is not None else f"{'—':>8}"
+            lines.append(
+                f"{'':7} {r['number']:>5} {r['epoch']:>5} {last}  {r['worker'] or '?'}  "
+                f"{describe(r['params'])}"
+            )
+    if summary["failures"]:
+        lines.append("")
+        lines += [f"failed {f['count']}x: {f['reason']}" for f in summary["failures"]]
     return "\n".join(lines)
 
 

@@ -7,11 +7,11 @@ from typing import Any
 
 from optuna.trial import FrozenTrial
 
-from storage.trial_slots import ATTEMPT, REASON, RETRY_OF
+from storage.trial_slots import ATTEMPT, REASON, RETRY_OF, WORKER
 
 PARAMS = "sweeps:params"  # the complete parameters, fixed values included
 
-__all__ = ["ATTEMPT", "PARAMS", "REASON", "RETRY_OF", "params_of"]
+__all__ = ["ATTEMPT", "PARAMS", "REASON", "RETRY_OF", "WORKER", "params_of"]
 
 
 def params_of(trial: FrozenTrial) -> dict[str, Any]:

@@ -34,6 +34,7 @@ from storage import CheckpointStore, Database
 from storage.trial_slots import Failure, Heartbeat, first_attempt
 from sweeps.batch_ask import ask_batch, room
 from sweeps.device import resolve_device
+from sweeps.failures import FailureWatch
 from sweeps.results.artifact_store import ArtifactStore, artifact_store
 from sweeps.results.curves import Curves
 from sweeps.results.dashboard import Publisher
@@ -87,6 +88,7 @@ class Worker:
         self._stopping = threading.Event()
         self.stack = stack or self.config.stack
         self.blind = blind_trials(self.config)
+        self.failures = FailureWatch(self.handle.study, self.config)
         # The trials in training, for a task that stacks; others train one at a time.
         self.pool: objectives.Pool | None = None
         if isinstance(self.objective, objectives.ClassifierTask):
@@ -105,8 +107,8 @@ class Worker:
         self._stopping.set()
 
     def run(self) -> int:
-        """Run trials until the budget is met (exit code 0), or too many failed (1), or
-        `stop` was called (0)."""
+        """Run trials until the budget is met (exit code 0), or failures stopped the study
+        (1, `sweeps.failures`), or `stop` was called (0)."""
         with self.heartbeat:
             try:
                 return self._run()
@@ -128,11 +130,11 @@ class Worker:
                     lost = f"trial {stale.number} FAIL: its worker was lost (no heartbeat)"
                     self.log(f"{lost}; {_retry(stale)}")
             counts = self.slots.counts()
-            failed = counts.get(TrialState.FAIL, 0)
-            if failed >= self.config.max_failures:
+            too_many = self.failures.stop_reason(counts.get(TrialState.FAIL, 0))
+            if too_many:
                 self.log(
-                    f"stopping: {failed} trials failed (budget.max_failures="
-                    f"{self.config.max_failures}); see each trial's {REASON}"
+                    f"stopping: {too_many}; fix the cause, then continue the study with "
+                    "sweeps run CONFIG --resume (its failures so far will not count)"
                 )
                 self._hand_back_all()
                 self.publisher.refresh(final=True)

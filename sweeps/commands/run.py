@@ -17,7 +17,16 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     add_training_arguments(parser)
     add_storage_arguments(parser, artifacts=True)
     parser.add_argument(
-        "--resume", action="store_true", help="continue an existing study of this name"
+        "--resume",
+        action="store_true",
+        help="continue an existing study of this name (its failures so far no longer count)",
+    )
+    parser.add_argument(
+        "--restart-workers",
+        type=int,
+        default=0,
+        metavar="N",
+        help="start a worker that was killed or crashed again, up to N times in all (default 0)",
     )
 
 
@@ -39,12 +48,15 @@ def run(args: argparse.Namespace) -> int:
     from sweeps.commands.worker import INDEX_ENV
     from sweeps.device import resolve_device
     from sweeps.errors import RunFailed, UsageError
+    from sweeps.local_workers import LocalWorkers
     from sweeps.results.progress import Progress
     from sweeps.study import launch
     from sweeps.summary import format_table, summarize
 
     if args.workers < 1:
         raise UsageError(f"--workers: must be an integer >= 1, got {args.workers}")
+    if args.restart_workers < 0:
+        raise UsageError(f"--restart-workers: must be an integer >= 0, got {args.restart_workers}")
     check_stack(args)
     config = load_checked_config(args.config)
     resolve_device(config.device, args.device)  # as each worker will, before anything runs
@@ -59,18 +71,10 @@ def run(args: argparse.Namespace) -> int:
     # Split the cores between the workers: oversubscribed torch threads slow everyone down.
     threads = max(1, (os.cpu_count() or 1) // args.workers)
     env = {**os.environ, "SWEEPS_STORAGE": db.url}  # not on the command line: `ps` shows it
-    procs = []
-    for i in range(args.workers):
-        cmd = [
-            sys.executable,
-            "-m",
-            "sweeps",
-            "worker",
-            "--study",
-            config.study,
-            "--threads",
-            str(threads),
-        ]
+
+    def command(i: int) -> list[str]:
+        cmd = [sys.executable, "-m", "sweeps", "worker", "--study", config.study]
+        cmd += ["--threads", str(threads)]
         if args.artifacts:
             cmd += ["--artifacts", args.artifacts]
         if args.artifact_store:
@@ -79,25 +83,27 @@ def run(args: argparse.Namespace) -> int:
             cmd += ["--stack", str(args.stack)]
         if args.device:
             cmd += ["--device", args.device]
-        with (logs / f"worker-{i}.log").open("w") as log:
-            procs.append(
-                subprocess.Popen(
-                    cmd,
-                    env={**env, INDEX_ENV: str(i)},
-                    stdout=log,
-                    stderr=subprocess.STDOUT,
-                    start_new_session=True,  # Ctrl-C reaches us alone; we tell each worker once
-                )
-            )
+        return cmd
+
+    progress = Progress(lambda: summarize(db, handle))
+    workers = LocalWorkers(
+        command,
+        lambda i: {**env, INDEX_ENV: str(i)},
+        logs,
+        args.workers,
+        restarts=args.restart_workers,
+        say=progress.log,
+    )
     print(
         f"running {config.budget.trials} trials of {config.study!r} on {args.workers} "
         f"worker(s) x {threads} thread(s); worker logs in {logs}/",
         flush=True,
     )
-
-    progress = Progress(lambda: summarize(db, handle))
     try:
-        while running := [p for p in procs if p.poll() is None]:
+        while True:
+            workers.check()
+            if not (running := workers.running):
+                break
             progress.update()
             with contextlib.suppress(subprocess.TimeoutExpired):
                 running[0].wait(POLL_SECONDS)  # back as soon as the last worker ends
@@ -109,16 +115,12 @@ def run(args: argparse.Namespace) -> int:
             file=sys.stderr,
             flush=True,
         )
-        for p in procs:
-            p.terminate()
+        workers.terminate()
         try:
-            for p in procs:
-                p.wait()
+            workers.wait()
         except KeyboardInterrupt:  # a second signal: the workers stop at once
-            for p in procs:
-                p.terminate()
-            for p in procs:
-                p.wait()
+            workers.terminate()
+            workers.wait()
         print(
             f"running trials went back to the queue; continue with "
             f"sweeps run {args.config} --resume",
@@ -140,7 +142,9 @@ def run(args: argparse.Namespace) -> int:
     print(f"browse: sweeps dashboard --storage {summary['storage']}{where}")
     print(f"report: sweeps report --study {config.study} --out {config.study}-report/")
     print(f"export: sweeps export --study {config.study} --out {config.study}.csv")
-    failed = [i for i, p in enumerate(procs) if p.returncode != 0]
-    if failed:
-        raise RunFailed(f"worker(s) {failed} exited with an error; see {logs}/")
+    if workers.failed:
+        raise RunFailed(
+            f"worker(s) {workers.failed} ended with an error (said above; logs in {logs}/); "
+            f"once its cause is fixed, continue with: sweeps run {args.config} --resume"
+        )
     return 0

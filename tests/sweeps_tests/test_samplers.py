@@ -14,6 +14,7 @@ from sweeps.config import SweepConfig, parse_config
 from sweeps.samplers import PRUNERS, SAMPLERS, build_pruner, build_sampler
 from sweeps.study import launch
 from sweeps.worker import Worker
+from sweeps_helpers import config, sweeps
 
 SPACE: dict[str, Any] = {
     "lr": {"low": 0.01, "high": 0.3, "log": True},
@@ -123,3 +124,62 @@ def test_pruner_runs_and_finished_trials_fill_the_budget(
     done = sweep(tmp_path, config)
     assert len(done) == 6
     assert {t.state for t in done} <= {TrialState.COMPLETE, TrialState.PRUNED}
+
+
+FAVOURS_CONSTANT = """
+def objective(run):
+    value = 1.0 if run.params["schedule"] == "constant" else run.params["lr"]
+    run.report(value, 1)
+    return value
+"""
+FAMILIES: dict[str, Any] = {
+    "constant": {},
+    "cosine": {},
+    "linear": {},
+    "step": {"decay_steps": 10},
+    "exponential": {"decay_steps": 10, "decay_rate": 0.5},
+}
+
+
+def test_every_family_gets_its_minimum_and_the_summary_names_those_short(
+    tmp_path: Path,
+) -> None:
+    """TPE would spend a study on the family that wins at once; min_trials_per_family gives
+    each family its trials first (round-robin), and an enqueued trial keeps its family. A
+    budget too small for the minimum is named in the summary."""
+    (tmp_path / "favours.py").write_text(FAVOURS_CONSTANT)
+    url = f"sqlite:///{tmp_path / 's.db'}"
+
+    def study(name: str, trials: int) -> list[optuna.trial.FrozenTrial]:
+        cfg = config(
+            tmp_path,
+            study=name,
+            objective="favours:objective",
+            budget={"trials": trials, "epochs": 1},
+            sampler={"name": "tpe", "seed": 0, "n_startup_trials": 1},
+            min_trials_per_family=2,
+            space={**SPACE, "schedule": FAMILIES},
+        )
+        assert sweeps("launch", str(cfg), "--storage", url, cwd=tmp_path).returncode == 0
+        step = '{"schedule": "step"}'
+        queued = sweeps(
+            "enqueue", "--study", name, "--params", step, "--storage", url, cwd=tmp_path
+        )
+        assert queued.returncode == 0, queued.stderr
+        result = sweeps("worker", "--study", name, "--storage", url, cwd=tmp_path)
+        assert result.returncode == 0, result.stdout + result.stderr
+        return optuna.load_study(study_name=name, storage=url).get_trials()
+
+    done = study("t", trials=14)
+    assert done[0].params["schedule"] == "step"
+    tried = {f: sum(t.params["schedule"] == f for t in done) for f in FAMILIES}
+    assert min(tried.values()) >= 2, tried
+    assert tried["constant"] > 2, tried  # then TPE chooses: it favours what won
+
+    done = study("u", trials=4)
+    assert {t.params["schedule"] for t in done} == {"step", "constant", "cosine", "linear"}
+    status = sweeps("status", "--study", "u", "--storage", url, cwd=tmp_path)
+    (note,) = [line for line in status.stdout.splitlines() if line.startswith("note:")]
+    assert note.startswith("note: fewer than min_trials_per_family=2 finished trials in ")
+    for short in ("constant (1)", "cosine (1)", "linear (1)", "step (1)", "exponential (0)"):
+        assert short in note

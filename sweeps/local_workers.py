@@ -1,0 +1,100 @@
+"""The worker processes `sweeps run` starts on this machine: each with its own log, watched
+so that a worker that dies is named on the console as it happens (how it died, its last
+words) and, while ``restarts`` last, started again."""
+
+from __future__ import annotations
+
+import signal
+import subprocess
+from collections.abc import Callable
+from pathlib import Path
+
+STOPPED = "stopping:"  # how a worker's log says failures stopped the study (`sweeps.worker`)
+
+
+class LocalWorkers:
+    def __init__(
+        self,
+        command: Callable[[int], list[str]],
+        env: Callable[[int], dict[str, str]],
+        logs: Path,
+        count: int,
+        *,
+        restarts: int = 0,
+        say: Callable[[str], None] = print,
+    ) -> None:
+        """``command(i)`` and ``env(i)``: worker ``i``'s command line and environment;
+        ``restarts``: how many times in all a worker that was killed or crashed is started
+        again (a worker that failures stopped is not: it would stop again)."""
+        self.command, self.env, self.logs = command, env, logs
+        self.restarts = restarts
+        self.say = say
+        self.procs = [self._start(i, mode="w") for i in range(count)]
+        self.failed: list[int] = []  # workers that ended with an error and stay ended
+        self._ended: set[int] = set()
+
+    def log(self, i: int) -> Path:
+        return self.logs / f"worker-{i}.log"
+
+    def _start(self, i: int, *, mode: str) -> subprocess.Popen[bytes]:
+        with self.log(i).open(mode) as log:
+            return subprocess.Popen(
+                self.command(i),
+                env=self.env(i),
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,  # Ctrl-C reaches `sweeps run` alone; it tells each once
+            )
+
+    @property
+    def running(self) -> list[subprocess.Popen[bytes]]:
+        return [p for p in self.procs if p.poll() is None]
+
+    def check(self) -> None:
+        """Name each worker that ended with an error since the last check; restart it
+        while restarts last, unless failures stopped it."""
+        for i, p in enumerate(self.procs):
+            if i in self._ended or p.poll() is None:
+                continue
+            if p.returncode == 0:
+                self._ended.add(i)
+                continue
+            words = last_words(self.log(i))
+            died = f"worker {i} (pid {p.pid}) {how_it_ended(p.returncode)}"
+            if self.restarts and not words.startswith(STOPPED):
+                self.restarts -= 1
+                self.procs[i] = self._start(i, mode="a")
+                self.say(
+                    f"{died}: {words or 'no last words'}; started again as pid "
+                    f"{self.procs[i].pid} ({self.restarts} restart(s) left)"
+                )
+                continue
+            self._ended.add(i)
+            self.failed.append(i)
+            self.say(f"{died}: {words or 'no last words'} (log: {self.log(i)})")
+
+    def terminate(self) -> None:
+        for p in self.running:
+            p.terminate()
+
+    def wait(self) -> None:
+        for p in self.procs:
+            p.wait()
+
+
+def how_it_ended(code: int) -> str:
+    if code < 0:
+        return f"was killed by {signal.Signals(-code).name}"
+    return f"exited with code {code}"
+
+
+def last_words(log: Path) -> str:
+    """What a worker's log says last about why it ended: its failure stop, else the last
+    line before its goodbye (a traceback's last line names the exception)."""
+    try:
+        lines = [line.strip() for line in log.read_text(errors="replace").splitlines()]
+    except OSError:
+        return ""
+    lines = [line for line in lines if line and not line.startswith("worker done:")]
+    stops = [line for line in lines if line.startswith(STOPPED)]
+    return (stops or lines or [""])[-1][:500]

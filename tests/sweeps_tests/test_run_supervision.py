@@ -1,0 +1,168 @@
+"""What `sweeps run` and `sweeps status` tell a user while a study goes wrong: one error
+repeating stops it early and is named with its count, `--resume` after the fix continues,
+a killed worker is named as it dies (and restarted with `--restart-workers`), and `status`
+shows the running trials."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+from pathlib import Path
+
+import optuna
+import pytest
+from optuna.trial import TrialState
+
+from sweeps_helpers import config, sweeps, wait_until
+
+pytestmark = pytest.mark.slow
+
+# An objective whose environment lacks a package: every trial fails alike.
+NEEDS_A_PACKAGE = """
+def objective(run):
+    import helper_package_not_installed as helper
+    for epoch in range(1, run.epochs + 1):
+        run.report(helper.score(run.params["lr"]), epoch)
+    return helper.score(run.params["lr"])
+"""
+
+# An objective slow enough to be watched (and killed) mid-trial.
+SLOW = """
+import time
+
+def objective(run):
+    for epoch in range(1, run.epochs + 1):
+        time.sleep(0.3)
+        run.report(epoch / 10, epoch)
+    return run.epochs / 10
+"""
+
+SPACE = {
+    "lr": {"low": 0.01, "high": 0.5, "log": True},
+    "optimizer": "sgd",
+    "batch_size": 128,
+    "schedule": {"constant": {}, "cosine": {}, "polynomial": {}},
+}
+
+
+def states(url: str) -> dict[str, int]:
+    done = optuna.load_study(study_name="t", storage=url).get_trials()
+    return {
+        s.name: sum(t.state == s for t in done)
+        for s in TrialState
+        if any(t.state == s for t in done)
+    }
+
+
+def test_one_error_repeating_stops_early_and_resume_continues_after_the_fix(
+    tmp_path: Path,
+) -> None:
+    (tmp_path / "needs.py").write_text(NEEDS_A_PACKAGE)
+    url = f"sqlite:///{tmp_path / 's.db'}"
+    cfg = config(
+        tmp_path,
+        objective="needs:objective",
+        budget={"trials": 12, "epochs": 2},  # retries 2, max_failures 12, repeated 3
+        space=SPACE,
+    )
+    result = sweeps("run", str(cfg), "--workers", "2", "--storage", url, cwd=tmp_path)
+    assert result.returncode == 1, result.stdout + result.stderr
+    failed = states(url)["FAIL"]
+    # Three in a row across families (the first trials take one family each), plus what the
+    # other worker had in flight; budget.max_failures alone would have allowed 12.
+    assert 3 <= failed <= 6
+    error = "ModuleNotFoundError: No module named 'helper_package_not_installed'"
+    assert f"failed {failed}x: {error}" in result.stdout  # the summary's top reason
+    assert "failed with the same error (budget.max_repeated_failures=3)" in result.stdout
+    assert f"continue with: sweeps run {cfg} --resume" in result.stderr
+    assert "Traceback" not in result.stdout + result.stderr
+
+    again = sweeps("run", str(cfg), "--workers", "2", "--storage", url, "--resume", cwd=tmp_path)
+    assert again.returncode == 1  # the cause is still there: it stops again, as early
+    assert "failed with the same error" in again.stdout
+    assert states(url)["FAIL"] - failed <= 6
+
+    (tmp_path / "helper_package_not_installed.py").write_text("def score(lr):\n    return lr\n")
+    fixed = sweeps("run", str(cfg), "--workers", "2", "--storage", url, "--resume", cwd=tmp_path)
+    assert fixed.returncode == 0, fixed.stdout + fixed.stderr
+    assert states(url).get("COMPLETE") == 12
+
+
+def start_run(tmp_path: Path, url: str, *extra: str) -> subprocess.Popen[str]:
+    (tmp_path / "slow.py").write_text(SLOW)
+    cfg = config(
+        tmp_path,
+        objective="slow:objective",
+        budget={"trials": 6, "epochs": 3},
+        heartbeat={"interval": 0.2, "grace_period": 1.0},
+        space=SPACE,
+    )
+    return subprocess.Popen(
+        [sys.executable, "-m", "sweeps", "run", str(cfg), "--workers", "2", "--storage", url]
+        + list(extra),
+        cwd=tmp_path,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+
+
+def running_trials(url: str) -> list[optuna.trial.FrozenTrial]:
+    try:
+        study = optuna.load_study(study_name="t", storage=url)
+    except KeyError:  # not launched yet
+        return []
+    return [
+        t
+        for t in study.get_trials(states=(TrialState.RUNNING,))
+        if t.intermediate_values and "sweeps:worker" in t.user_attrs
+    ]
+
+
+def kill_a_worker(url: str) -> int:
+    """SIGKILL the worker of a trial in training; its process id."""
+    wait_until(lambda: running_trials(url))
+    pid = int(running_trials(url)[0].user_attrs["sweeps:worker"].rpartition(":")[2])
+    os.kill(pid, signal.SIGKILL)
+    return pid
+
+
+def test_a_killed_worker_is_named_as_it_dies(tmp_path: Path) -> None:
+    url = f"sqlite:///{tmp_path / 's.db'}"
+    run = start_run(tmp_path, url)
+    pid = kill_a_worker(url)
+    out, err = run.communicate(timeout=300)
+    assert f"(pid {pid}) was killed by SIGKILL" in out, out
+    assert run.returncode == 1  # the survivor finished the study, but a worker died
+    assert "ended with an error" in err
+    assert states(url).get("COMPLETE") == 6  # its trial was reaped and retried
+
+
+def test_restart_workers_starts_a_killed_worker_again(tmp_path: Path) -> None:
+    url = f"sqlite:///{tmp_path / 's.db'}"
+    run = start_run(tmp_path, url, "--restart-workers", "1")
+    pid = kill_a_worker(url)
+    out, err = run.communicate(timeout=300)
+    assert run.returncode == 0, out + err
+    assert f"(pid {pid}) was killed by SIGKILL" in out
+    assert "started again as pid" in out and "(0 restart(s) left)" in out
+    assert states(url).get("COMPLETE") == 6
+
+
+def test_status_shows_running_trials_with_epoch_worker_and_last_value(tmp_path: Path) -> None:
+    url = f"sqlite:///{tmp_path / 's.db'}"
+    run = start_run(tmp_path, url)
+    wait_until(lambda: running_trials(url))
+    shown = sweeps("status", "--study", "t", "--storage", url, "--format", "json", cwd=tmp_path)
+    table = sweeps("status", "--study", "t", "--storage", url, cwd=tmp_path)
+    run.communicate(timeout=300)
+    assert shown.returncode == 0 and table.returncode == 0, shown.stderr + table.stderr
+    running = json.loads(shown.stdout)["running"]
+    assert running, shown.stdout
+    for r in running:
+        assert r["worker"].rpartition(":")[2].isdigit()
+        assert r["epoch"] == 0 or r["value"] == r["epoch"] / 10
+    assert "running trial epoch     last  worker  settings" in table.stdout
