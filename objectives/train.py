@@ -17,6 +17,7 @@ generator, so a retry resumes wherever it runs.
 
 from __future__ import annotations
 
+import json
 import math
 import sys
 import traceback
@@ -42,8 +43,9 @@ Outcome = float | BaseException
 
 
 def stack_key(run: Run) -> tuple[Any, ...]:
-    """Trials with equal keys can share a stack: their batches have the same shape."""
-    return (run.params["batch_size"],)
+    """Trials with equal keys can share a stack: their batches have the same shape, and
+    their models the same architecture (the same ``run.args``, some searched per trial)."""
+    return run.params["batch_size"], json.dumps(run.args, sort_keys=True, default=str)
 
 
 class _Trial:

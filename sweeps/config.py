@@ -298,6 +298,12 @@ def parse_config(data: Any) -> SweepConfig:
     if isinstance(space, dict):
         parsed = parse_space(space)
         errors.extend(parsed.errors)
+        given = data.get("objective_args")
+        errors += [
+            f"space.args.{name}: also set in objective_args; give it in one place"
+            for name in parsed.args
+            if isinstance(given, dict) and name in given
+        ]
         if not errors and config is not None and isinstance(config.sampler, Grid):
             errors.extend(_grid_errors(parsed, config.budget.trials))
     if errors:

@@ -2,6 +2,8 @@
 
 ``schedule`` picks the family; only that family's parameters are suggested, named
 ``<family>.<param>``. ``optimizer`` picks SGD or AdamW; only its own parameters follow.
+``args`` holds the objective's own hyperparameters (dropout, width, ...), named
+``args.<name>`` and merged into the trial's ``run.args`` over ``objective_args``.
 Every parameter may be a fixed value, a list (categorical) or a range
 (``{low, high, log, step}``). Fixed values are not Optuna parameters; they are merged in
 by `Space.sample` so the objective sees one complete dict.
@@ -35,6 +37,7 @@ OPTIMIZER_PARAMS = {"sgd": ("momentum", "nesterov"), "adamw": ("beta1", "beta2")
 # Set by the engine from the run length, never searched.
 DERIVED = ("total_steps",)
 RANGE_KEYS = {"low", "high", "log", "step"}
+ARGS = "args"  # the space's key for the objective's own parameters, and their name prefix
 
 
 @dataclass(frozen=True)
@@ -86,6 +89,7 @@ class Space:
     training: dict[str, Dimension] = field(default_factory=dict)
     raw_names: frozenset[str] = frozenset()  # the training parameters the config wrote
     families: dict[str, dict[str, Dimension]] = field(default_factory=dict)
+    args: dict[str, Dimension] = field(default_factory=dict)  # the objective's own
     errors: list[str] = field(default_factory=list)
 
     def sample(self, trial: optuna.Trial) -> dict[str, Any]:
@@ -97,7 +101,15 @@ class Space:
         params["schedule"] = family
         for key, dim in self.families[family].items():
             params[f"{family}.{key}"] = dim.suggest(trial, f"{family}.{key}")
+        for name, dim in self.args.items():
+            params[f"{ARGS}.{name}"] = dim.suggest(trial, f"{ARGS}.{name}")
         return params
+
+    def run_args(
+        self, objective_args: Mapping[str, Any], params: Mapping[str, Any]
+    ) -> dict[str, Any]:
+        """A trial's ``run.args``: the config's ``objective_args`` and its own sampled ones."""
+        return {**objective_args, **{n: params[f"{ARGS}.{n}"] for n in self.args}}
 
     def _training_names(self, optimizer: str) -> Iterator[str]:
         yield "optimizer"
@@ -115,7 +127,7 @@ class Space:
         names = [n for n, d in self.training.items() if d.is_range]
         for family, dims in self.families.items():
             names += [f"schedule.{family}.{k}" for k, d in dims.items() if d.is_range]
-        return names
+        return names + [f"{ARGS}.{n}" for n, d in self.args.items() if d.is_range]
 
     def grid(self) -> list[dict[str, Any]]:
         """Every distinct point of a space without ranges, as Optuna trial params."""
@@ -127,6 +139,7 @@ class Space:
                 axes |= {n: self.training[n].values() for n in names}
                 axes["schedule"] = [family]
                 axes |= {f"{family}.{k}": d.values() for k, d in dims.items()}
+                axes |= {f"{ARGS}.{n}": d.values() for n, d in self.args.items()}
                 for combo in itertools.product(*axes.values()):
                     points.append(dict(zip(axes, combo, strict=True)))
         return points
@@ -136,6 +149,7 @@ class Space:
         dims = {**self.training, "schedule": self._family_dimension()}
         family = params["schedule"]
         dims |= {f"{family}.{k}": d for k, d in self.families[family].items()}
+        dims |= {f"{ARGS}.{n}": d for n, d in self.args.items()}
         return {k: v for k, v in params.items() if k in dims and not dims[k].is_fixed}
 
 
@@ -212,10 +226,12 @@ def parse_space(space: Mapping[str, Any]) -> Space:
     result = Space(raw_names=frozenset(space))
     errors = result.errors
     for name in space:
-        if name not in TRAINING and name != "schedule":
+        if name not in TRAINING and name not in ("schedule", ARGS):
             errors.append(
-                f"space.{name}: unknown parameter; allowed: {', '.join(TRAINING)}, schedule"
+                f"space.{name}: unknown parameter; allowed: {', '.join(TRAINING)}, schedule, "
+                f"and the objective's own under {ARGS} (space.{ARGS}.{name})"
             )
+    result.args = _parse_args(space.get(ARGS, {}), errors)
     for name, param in TRAINING.items():
         if name not in space and param.required:
             errors.append(f"space.{name}: required ({param.allowed()})")
@@ -246,6 +262,51 @@ def parse_space(space: Mapping[str, Any]) -> Space:
     _check_optimizers(result, errors)
     _check_families(result, errors)
     return result
+
+
+def _parse_args(args: Any, errors: list[str]) -> dict[str, Dimension]:
+    """The objective's own parameters: each a fixed value, a list or a range, its kind
+    (int, float, bool, str) read from the values given."""
+    if not isinstance(args, dict):
+        errors.append(
+            f"space.{ARGS}: must be a mapping of the objective's parameters, got {args!r}"
+        )
+        return {}
+    dims: dict[str, Dimension] = {}
+    for name, spec in args.items():
+        path = f"space.{ARGS}.{name}"
+        if not isinstance(name, str) or not name.isidentifier():
+            errors.append(f"{path}: a parameter name must be an identifier, got {name!r}")
+            continue
+        param = arg_param(spec)
+        if param is None:
+            errors.append(
+                f"{path}: must be a number, string or boolean, a list of one kind of them, or "
+                f"a range {{low, high, log, step}}, got {spec!r}"
+            )
+            continue
+        dim = parse_dimension(spec, param, path, errors)
+        if dim is not None:
+            dims[name] = dim
+    return dims
+
+
+def arg_param(spec: Any) -> Param | None:
+    """What values one of the objective's parameters takes, read from its spec; None when
+    the spec is not a value, a list of values of one kind, or a mapping (a range)."""
+    if isinstance(spec, dict):  # a range: of integers when both bounds are
+        bounds = [spec.get(k) for k in ("low", "high")]
+        integers = all(isinstance(v, int) and not isinstance(v, bool) for v in bounds)
+        return Param(int if integers else float, "the objective's own parameter")
+    values = spec if isinstance(spec, list) else [spec]
+    kinds = {type(v) for v in values}
+    if kinds == {int, float}:
+        kinds = {float}
+    if len(kinds) != 1 or not kinds <= {int, float, bool, str}:
+        return None
+    (kind,) = kinds
+    choices = tuple(values) if kind is str else ()
+    return Param(kind, "the objective's own parameter", choices=choices)
 
 
 def _check_optimizers(space: Space, errors: list[str]) -> None:
@@ -325,6 +386,9 @@ def check_point(space: Space, point: Mapping[str, Any]) -> list[str]:
             dim, param = families, Param(str, "family", choices=tuple(space.families))
         elif name in space.training:
             dim, param = space.training[name], TRAINING[name]
+        elif name.startswith(f"{ARGS}.") and name.removeprefix(f"{ARGS}.") in space.args:
+            dim = space.args[name.removeprefix(f"{ARGS}.")]
+            param = Param(dim.kind, "the objective's own parameter", choices=dim.choices)
         elif "." in name and name.split(".", 1)[0] in space.families:
             owner, key = name.split(".", 1)
             if owner != family:
@@ -340,6 +404,7 @@ def check_point(space: Space, point: Mapping[str, Any]) -> list[str]:
             errors.append(
                 f"{name}: not a parameter of this study; parameters: "
                 f"{', '.join([*space.training, 'schedule'])}, <family>.<param>"
+                + "".join(f", {ARGS}.{n}" for n in space.args)
             )
             continue
         errors += _check_value(name, value, dim, param)

@@ -214,7 +214,7 @@ class Worker:
             seed=trial_seed(config.seed, first),
             epochs=config.budget.epochs,
             direction=config.direction,
-            args=config.objective_args,
+            args=self.handle.space.run_args(config.objective_args, params),
             device=self.device,
             curves=lambda steps, epochs: self.db.add_curves(trial_id, steps, epochs),
             checkpoint=(

@@ -46,7 +46,11 @@ def sample_config(
             run = objectives.Run(
                 trial, params, seed=0, epochs=config.budget.epochs, direction=config.direction
             )
-            own = {k.removeprefix(f"{family}."): v for k, v in params.items() if "." in k}
+            own = {
+                k.removeprefix(f"{family}."): v
+                for k, v in params.items()
+                if k.startswith(f"{family}.")
+            }
             label = f"{describe({'lr': params['lr'], **own}, family=False)} T={steps}"
             samples.setdefault(family, []).append((label, run.schedule(total_steps=steps), steps))
     return samples

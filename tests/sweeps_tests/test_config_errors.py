@@ -188,6 +188,16 @@ def changed(
     return edited(f"{path}={flow(value)}", edit, *(fields or (path,)), launch=launch, xfail=xfail)
 
 
+def own_arg(name: str, spec: Any, *fields: str, launch: bool = False) -> Any:
+    """The base config searching the objective's own parameter ``name`` over ``spec``."""
+    return edited(
+        f"space.args.{name}={flow(spec)}",
+        lambda c: c["space"].update(args={name: spec}),
+        *(fields or (f"space.args.{name}",)),
+        launch=launch,
+    )
+
+
 def dropped(path: str, *fields: str, launch: bool = False) -> Any:
     """The base config without the field at dotted ``path``."""
 
@@ -349,6 +359,14 @@ CASES = [
     changed("space.momentum", {"low": 0.0, "high": 0.9, "lgo": True}, "space.momentum.lgo"),
     changed("space.batch_size", []),
     changed("space.batch_size", [32, 32]),
+    # The objective's own parameters (space.args).
+    changed("space.dropout", {"low": 0.0, "high": 0.5}, launch=True),  # belongs under args
+    changed("space.args", [1, 2]),
+    own_arg("dropout", {"low": 0.0, "high": "half"}, "space.args.dropout.high"),
+    own_arg("width", [64, "wide"]),
+    own_arg("width", {"low": 128, "high": 64}),
+    own_arg("depth", None),
+    own_arg("hidden", [16, 32], launch=True),  # also in objective_args
     # Missing required fields.
     dropped("study"),
     dropped("objective"),

@@ -173,3 +173,82 @@ def test_an_objective_exiting_by_itself_fails_its_trial(tmp_path: Path) -> None:
     assert result.returncode == 1, result.stdout + result.stderr
     done = optuna.load_study(study_name="t", storage=url).get_trials()
     assert [t.user_attrs["sweeps:reason"] for t in done] == ["SystemExit: 3"] * 2
+
+
+# An objective that reports the hyperparameters it was handed.
+OWN_ARGS = """
+def objective(run):
+    assert run.args["activation"] == "tanh"                  # objective_args, fixed
+    value = run.args["width"] + run.args["dropout"] + run.args["tied"]
+    assert value == run.params["args.width"] + run.params["args.dropout"] + run.params["args.tied"]
+    run.report(value, 1)
+    return value
+"""
+
+
+def test_the_objectives_own_hyperparameters_are_searched_and_handed_to_it(
+    tmp_path: Path,
+) -> None:
+    (tmp_path / "own.py").write_text(OWN_ARGS)
+    url = f"sqlite:///{tmp_path / 's.db'}"
+    cfg = config(
+        tmp_path,
+        objective="own:objective",
+        objective_args={"activation": "tanh"},
+        budget={"trials": 6, "epochs": 1},
+        space={
+            "lr": 0.1,
+            "batch_size": 32,
+            "schedule": {"constant": {}},
+            "args": {
+                "width": [64, 128],
+                "dropout": {"low": 0.0, "high": 0.5},
+                "tied": True,
+            },
+        },
+    )
+    assert sweeps("launch", str(cfg), "--storage", url, cwd=tmp_path).returncode == 0
+    bad = '{"schedule": "constant", "args.width": 96}'
+    refused = sweeps("enqueue", "--study", "t", "--params", bad, "--storage", url, cwd=tmp_path)
+    assert refused.returncode == 2
+    assert refused.stderr.startswith("error: args.width: must be one of [64, 128], got 96")
+    good = '{"schedule": "constant", "args.width": 128, "args.dropout": 0.25}'
+    queued = sweeps("enqueue", "--study", "t", "--params", good, "--storage", url, cwd=tmp_path)
+    assert queued.returncode == 0, queued.stderr
+    result = sweeps("worker", "--study", "t", "--storage", url, cwd=tmp_path)
+    assert result.returncode == 0, result.stdout + result.stderr
+    done = optuna.load_study(study_name="t", storage=url).get_trials()
+    assert [t.state for t in done] == [TrialState.COMPLETE] * 6
+    # Optuna parameters under stable names (the dashboard shows them); fixed ones are not.
+    assert {name for t in done for name in t.params} == {"args.width", "args.dropout"}
+    assert done[0].params == {"args.width": 128, "args.dropout": 0.25}
+    assert all(0.0 <= t.params["args.dropout"] <= 0.5 for t in done)
+    assert all(t.value == t.params["args.width"] + t.params["args.dropout"] + 1 for t in done)
+    exported = sweeps("export", "--study", "t", "--out", "t.csv", "--storage", url, cwd=tmp_path)
+    assert exported.returncode == 0, exported.stderr
+    header = (tmp_path / "t.csv").read_text().splitlines()[0]
+    assert "param:args.width" in header and "param:args.tied" in header
+
+
+def test_a_built_in_task_stacks_trials_whose_searched_architecture_differs(
+    tmp_path: Path,
+) -> None:
+    """Stacks group trials of one architecture: a stack of 4 with two hidden sizes trains."""
+    url = f"sqlite:///{tmp_path / 's.db'}"
+    cfg = config(
+        tmp_path,
+        objective_args={},
+        budget={"trials": 8, "epochs": 2},
+        stack=4,
+        space={
+            "lr": {"low": 0.05, "high": 0.5, "log": True},
+            "batch_size": 128,
+            "schedule": {"constant": {}},
+            "args": {"hidden": [8, 32]},
+        },
+    )
+    result = sweeps("run", str(cfg), "--storage", url, cwd=tmp_path)
+    assert result.returncode == 0, result.stdout + result.stderr
+    done = optuna.load_study(study_name="t", storage=url).get_trials()
+    assert [t.state for t in done] == [TrialState.COMPLETE] * 8
+    assert {t.params["args.hidden"] for t in done} == {8, 32}
