@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable, Collection, Iterable, Sequence
+from pathlib import Path
 from typing import Any
 
 import optuna
@@ -65,6 +66,7 @@ class Run:
         | None = None,
         reports: ReportSink | None = None,
         stopping: Callable[[], bool] = lambda: False,
+        checkpoint_dir: Path | None = None,
     ) -> None:
         self.trial = trial
         self.params = params
@@ -77,6 +79,7 @@ class Run:
         self._checkpoint = checkpoint
         self._reports = reports
         self._stopping = stopping
+        self._checkpoint_dir = checkpoint_dir
         self._saved = False  # whether this run saved a checkpoint
         self._stride = 1
         self._steps: list[dict[str, Any]] = []  # every point kept so far (for checkpoints)
@@ -233,6 +236,16 @@ class Run:
             )
             self._saved = True
         self.check_stopping()
+
+    @property
+    def checkpoint_dir(self) -> Path:
+        """A folder for a framework's own checkpoint files, kept across attempts of these
+        parameters like `save_checkpoint`'s state (which should name the file to resume
+        from) and deleted when the trial ends. Created on first use."""
+        if self._checkpoint_dir is None:
+            raise RuntimeError("this run saves no checkpoints (see saves_checkpoints)")
+        self._checkpoint_dir.mkdir(parents=True, exist_ok=True)
+        return self._checkpoint_dir
 
     def check_stopping(self) -> None:
         """Raise `HandBack` if the worker is stopping (`report` and `save_checkpoint` call

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import re
+import shutil
 from pathlib import Path
 from typing import Any
 
@@ -39,6 +40,11 @@ class CheckpointStore:
     def path(self, key: int) -> Path:
         return self.dir / f"trial-{key}.pt"
 
+    def files(self, key: int) -> Path:
+        """A folder for a framework's own checkpoint files (Lightning's, the HF Trainer's),
+        which the checkpoint at `path` names; deleted with it."""
+        return self.dir / f"trial-{key}.files"
+
     def save(self, key: int, state: dict[str, Any]) -> None:
         """Write atomically: a crash mid-write leaves the previous checkpoint intact."""
         import torch  # here, not above: only workers save or load; other commands skip torch
@@ -59,3 +65,4 @@ class CheckpointStore:
 
     def delete(self, key: int) -> None:
         self.path(key).unlink(missing_ok=True)
+        shutil.rmtree(self.files(key), ignore_errors=True)

@@ -223,6 +223,7 @@ class Worker:
             ),
             reports=self.db.add_reports,
             stopping=self._stopping.is_set,
+            checkpoint_dir=self.checkpoints.files(first),
         )
 
     def _train_one(self, run: objectives.Run) -> objectives.Outcome:
