@@ -25,6 +25,7 @@ from typing import Any
 import lightning.pytorch as pl
 import torch
 
+import schedules
 from objectives.run import Run
 
 CHECKPOINT = "lightning-epoch{epoch}.ckpt"  # in `Run.checkpoint_dir`
@@ -52,7 +53,8 @@ def fit(
     pl.seed_everything(run.seed, workers=True, verbose=False)
     module = model if isinstance(model, pl.LightningModule) else model()
     reporter = _Reporter(run, monitor)
-    module.configure_optimizers = lambda: _trial_optimizer(run, module)  # type: ignore[method-assign]
+    # This instance only: the user's class keeps its own configure_optimizers.
+    module.configure_optimizers = lambda: _trial_optimizer(run, module)  # type: ignore[method-assign,assignment,return-value]
     trainer = pl.Trainer(
         max_epochs=run.epochs,
         accelerator="gpu" if run.device.type == "cuda" else "cpu",
@@ -150,13 +152,13 @@ class _Reporter(pl.Callback):
         value = float(trainer.callback_metrics[self.monitor])
         epoch = trainer.current_epoch + 1
         scheduler = trainer.lr_scheduler_configs[0].scheduler
-        if getattr(scheduler, "schedule", None) is not None and scheduler.schedule.metric_driven:
+        if isinstance(scheduler, schedules.ScheduleLR) and scheduler.schedule.metric_driven:
             scheduler.step(value)  # plateau: fed the validation metric once an epoch
         self.last = value
         self.run.report(value, epoch)  # raises TrialPruned: Lightning lets it through
         if self.run.saves_checkpoints:
             path = self.run.checkpoint_dir / CHECKPOINT.format(epoch=epoch)
-            trainer.save_checkpoint(path)
+            trainer.save_checkpoint(path, weights_only=False)  # all of it, to resume
             try:
                 self.run.save_checkpoint({"lightning": path.name})  # HandBack when stopping
             finally:  # the trial's checkpoint names this file now: the older ones can go

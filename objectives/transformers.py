@@ -29,6 +29,7 @@ import torch
 import transformers
 from torch import nn
 
+import schedules
 from objectives.run import Run
 
 CHECKPOINT_PREFIX = "checkpoint-"  # the Trainer's own folder names: checkpoint-<step>
@@ -78,6 +79,7 @@ def train(
         args=args,
         **{**trainer_options, "callbacks": [reporter, *trainer_options.get("callbacks", [])]},
     )
+    trainer.remove_callback(transformers.PrinterCallback)  # its log lines are in the curves
     saved = run.load_checkpoint()
     resume = run.checkpoint_dir / saved["transformers"] if saved else None
     try:
@@ -99,22 +101,26 @@ class _TrialTrainer(transformers.Trainer):
 
     def create_optimizer(self, model: nn.Module | None = None) -> torch.optim.Optimizer:
         if self.optimizer is None:
-            self.optimizer = self.run.optimizer((model or self.model).parameters())
+            module = model or self.model
+            assert module is not None
+            self.optimizer = self.run.optimizer(module.parameters())
         return self.optimizer
 
     def create_scheduler(
         self, num_training_steps: int, optimizer: torch.optim.Optimizer | None = None
     ) -> torch.optim.lr_scheduler.LRScheduler:
         if self.lr_scheduler is None:
-            self.lr_scheduler = self.run.scheduler(
-                optimizer or self.optimizer, total_steps=num_training_steps
-            )
+            optimizer = optimizer or self.optimizer
+            assert optimizer is not None
+            scheduler = self.run.scheduler(optimizer, total_steps=num_training_steps)
+            self.lr_scheduler = scheduler  # type: ignore[assignment]
+            return scheduler
         return self.lr_scheduler
 
     def training_step(self, model: nn.Module, inputs: Any, *args: Any, **kwargs: Any) -> Any:
         loss = super().training_step(model, inputs, *args, **kwargs)
         step = self.state.global_step  # before this step's update: its lr is set, grads too
-        if self.run.wants_step(step):
+        if self.run.wants_step(step) and self.optimizer is not None:
             grads = [p.grad for p in model.parameters() if p.grad is not None]
             norm = torch.linalg.vector_norm(
                 torch.stack([torch.linalg.vector_norm(g) for g in grads])
@@ -152,9 +158,9 @@ class _Reporter(transformers.TrainerCallback):
                 f"({', '.join(sorted(metrics)) or 'none'})"
             )
         value = float(metrics[key])
+        # accelerate may wrap the scheduler: ours is then its `.scheduler`
         scheduler = getattr(kwargs.get("lr_scheduler"), "scheduler", kwargs.get("lr_scheduler"))
-        schedule = getattr(scheduler, "schedule", None)
-        if schedule is not None and schedule.metric_driven:
+        if isinstance(scheduler, schedules.ScheduleLR) and scheduler.schedule.metric_driven:
             scheduler.step(value)  # plateau: fed the validation metric once an epoch
         self.last = value
         self.run.report(value, round(state.epoch or 0))  # raises TrialPruned out of train()
@@ -170,7 +176,7 @@ class _Reporter(transformers.TrainerCallback):
         try:
             self.run.save_checkpoint({"transformers": folder})  # HandBack when stopping
         finally:  # the trial's checkpoint names this folder now: the older ones can go
-            for old in Path(args.output_dir).glob(f"{CHECKPOINT_PREFIX}*"):
+            for old in Path(str(args.output_dir)).glob(f"{CHECKPOINT_PREFIX}*"):
                 if old.name != folder:
                     shutil.rmtree(old, ignore_errors=True)
 
