@@ -14,6 +14,8 @@ from pathlib import Path
 
 import optuna
 import pytest
+import sqlalchemy
+from optuna.artifacts import get_all_artifact_meta
 from optuna.trial import FrozenTrial, TrialState
 
 import objectives
@@ -182,8 +184,25 @@ def test_two_workers_sweep_exactly_the_budget_with_pruning(tmp_path: Path, frame
     assert len(done) == 6
     assert states.count(TrialState.COMPLETE) + states.count(TrialState.PRUNED) == 6
     assert TrialState.PRUNED in states, [t.intermediate_values for t in done]
+    dashboard = tmp_path / "s.db.artifacts" / "dashboard"
+    storage = optuna.load_study(study_name="t", storage=url)._storage
+    engine = sqlalchemy.create_engine(url)
     for t in done:
         applied_matches_the_schedule(tmp_path, t)
+        # Its curves: every step's lr and loss in SQL, and the dashboard's artifacts.
+        with engine.connect() as conn:
+            rows = conn.execute(
+                sqlalchemy.text(
+                    "SELECT step, lr, train_loss FROM sweeps_curve_steps WHERE trial_id = :t"
+                ),
+                {"t": t._trial_id},
+            ).all()
+        applied = dict(json.loads((tmp_path / f"applied-{t.number}.json").read_text()))
+        assert {step: lr for step, lr, _ in rows} == pytest.approx(applied)
+        assert all(loss is not None and loss >= 0 for _, _, loss in rows)
+        metas = {m.filename: m for m in get_all_artifact_meta(t, storage=storage)}
+        svg = metas[f"trial-{t.number}-curves.svg"]
+        assert (dashboard / svg.artifact_id).stat().st_size > 0  # what optuna-dashboard serves
         if t.state == TrialState.COMPLETE:
             assert len(t.intermediate_values) == EPOCHS
         else:  # pruned after an epoch, before the last: the framework stopped there
