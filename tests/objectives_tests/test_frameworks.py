@@ -274,11 +274,13 @@ def test_a_killed_workers_trial_resumes_from_the_frameworks_checkpoint(
     assert not files.exists()  # the trial ended: its checkpoint files went with it
 
 
-def test_sigterm_to_a_lightning_worker_hands_the_trial_back(tmp_path: Path) -> None:
-    """Lightning turns SIGTERM into SIGTERMException (a SystemExit): the worker still saves
-    nothing twice, exits 0, and the trial waits in the queue for the next worker."""
+@pytest.mark.parametrize("framework", FRAMEWORKS)
+def test_sigterm_hands_the_trial_back(tmp_path: Path, framework: str) -> None:
+    """The worker exits 0 and the trial waits in the queue for the next worker, which
+    finishes it; under Lightning too, which turns SIGTERM into SIGTERMException (a
+    SystemExit) at its next batch."""
     url = f"sqlite:///{tmp_path / 's.db'}"
-    slow_study(tmp_path, "lightning", url)
+    slow_study(tmp_path, framework, url)
     worker = start_worker(tmp_path, url)
     wait_until(lambda: len(reported(url, 0)) >= 1 or worker.poll() is not None)
     worker.send_signal(signal.SIGTERM)
