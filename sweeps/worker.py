@@ -134,7 +134,8 @@ class Worker:
             if too_many:
                 self.log(
                     f"stopping: {too_many}; fix the cause, then continue the study with "
-                    "sweeps run CONFIG --resume (its failures so far will not count)"
+                    "sweeps run CONFIG --resume (or sweeps launch CONFIG --resume, then "
+                    "workers): its failures so far will not count"
                 )
                 self._hand_back_all()
                 self.publisher.refresh(final=True)
