@@ -29,6 +29,7 @@ COMMANDS = {
     "export": "export",
     "enqueue": "enqueue",
     "schedules": "schedules",
+    "lr-range": "lr_range",
     "report": "report",
     "dashboard": "dashboard",
     "storage-proxy": "storage_proxy",

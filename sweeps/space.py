@@ -12,6 +12,7 @@ by `Space.sample` so the objective sees one complete dict.
 from __future__ import annotations
 
 import itertools
+import math
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import Any
@@ -111,6 +112,14 @@ class Space:
         """A trial's ``run.args``: the config's ``objective_args`` and its own sampled ones."""
         return {**objective_args, **{n: params[f"{ARGS}.{n}"] for n in self.args}}
 
+    def center(self, optimizer: str) -> dict[str, Any]:
+        """A typical point for ``optimizer`` (an lr range test's settings): each fixed value,
+        each list's first choice, each range's middle (geometric for log ranges)."""
+        point = {"optimizer": optimizer}
+        for name in self._training_names(optimizer):
+            point.setdefault(name, _middle(self.training[name]))
+        return point | {f"{ARGS}.{n}": _middle(d) for n, d in self.args.items()}
+
     def _training_names(self, optimizer: str) -> Iterator[str]:
         yield "optimizer"
         others = {p for names in OPTIMIZER_PARAMS.values() for p in names}
@@ -151,6 +160,16 @@ class Space:
         dims |= {f"{family}.{k}": d for k, d in self.families[family].items()}
         dims |= {f"{ARGS}.{n}": d for n, d in self.args.items()}
         return {k: v for k, v in params.items() if k in dims and not dims[k].is_fixed}
+
+
+def _middle(dim: Dimension) -> Any:
+    if dim.choices:
+        return dim.choices[0]
+    if not dim.is_range:
+        return dim.fixed
+    low, high = dim.bounds()
+    middle = math.sqrt(low * high) if dim.log else (low + high) / 2
+    return round(middle) if dim.kind is int else middle
 
 
 def parse_dimension(spec: Any, param: Param, path: str, errors: list[str]) -> Dimension | None:
