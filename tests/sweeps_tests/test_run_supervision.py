@@ -31,12 +31,14 @@ def objective(run):
 
 # An objective slow enough to be watched (and killed) mid-trial.
 SLOW = """
-import time
+import os, time
 
 def objective(run):
     for epoch in range(1, run.epochs + 1):
         time.sleep(0.3)
         run.report(epoch / 10, epoch)
+        while os.path.exists("hold"):  # a test holds the trial here while it looks
+            time.sleep(0.05)
     return run.epochs / 10
 """
 
@@ -154,10 +156,12 @@ def test_restart_workers_starts_a_killed_worker_again(tmp_path: Path) -> None:
 
 def test_status_shows_running_trials_with_epoch_worker_and_last_value(tmp_path: Path) -> None:
     url = f"sqlite:///{tmp_path / 's.db'}"
+    (tmp_path / "hold").touch()  # trials wait after their first epoch while it exists
     run = start_run(tmp_path, url)
     wait_until(lambda: running_trials(url))
     shown = sweeps("status", "--study", "t", "--storage", url, "--format", "json", cwd=tmp_path)
     table = sweeps("status", "--study", "t", "--storage", url, cwd=tmp_path)
+    (tmp_path / "hold").unlink()
     run.communicate(timeout=300)
     assert shown.returncode == 0 and table.returncode == 0, shown.stderr + table.stderr
     running = json.loads(shown.stdout)["running"]
