@@ -28,6 +28,7 @@ if TYPE_CHECKING:
     from sweeps.space import Space
 
 MAX_CONFIG_BYTES = 256 * 1024
+MAX_STACK = 1024  # trials one worker trains at once (the config's stack, --stack)
 # A YAML alias bomb builds a small document that expands to billions of nodes.
 MAX_CONFIG_NODES = 20_000
 MAX_CONFIG_DEPTH = 32
@@ -52,7 +53,9 @@ class Budget(_Strict):
     epochs: int = Field(gt=0, description="max epochs per trial, the pruner's resource")
     retries: int = Field(2, ge=0, description="re-runs of a FAILed trial's params")
     max_failures: int | None = Field(
-        None, gt=0, description="failed trials after which the sweep stops (default: trials)"
+        None,
+        gt=0,
+        description="failed trials after which the sweep stops (default: max(10, trials))",
     )
     max_repeated_failures: int = Field(
         3,
@@ -174,7 +177,7 @@ class SweepConfig(_Strict):
     space: dict[str, Any]
     seed: int = 0
     device: str = Field("cpu", description="cpu, cuda, cuda:N or auto (checked by workers)")
-    stack: int = Field(1, ge=1, le=1024, description="trials trained at once as one model")
+    stack: int = Field(1, ge=1, le=MAX_STACK, description="trials trained at once as one model")
     min_trials_per_family: int = Field(
         1, ge=0, description="trials each schedule family gets before the sampler chooses"
     )

@@ -65,8 +65,10 @@ def add_training_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def check_stack(args: argparse.Namespace) -> None:
-    if args.stack is not None and not 1 <= args.stack <= 1024:
-        raise UsageError(f"--stack: must be an integer in [1, 1024], got {args.stack}")
+    from sweeps.config import MAX_STACK
+
+    if args.stack is not None and not 1 <= args.stack <= MAX_STACK:
+        raise UsageError(f"--stack: must be an integer in [1, {MAX_STACK}], got {args.stack}")
 
 
 # Every database a command opened, for `close_databases` when the process ends.

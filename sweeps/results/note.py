@@ -50,7 +50,7 @@ def study_note(data: StudyData) -> str:
         f"Pruning saved {pruning['fraction_saved']:.0%} of the epochs "
         f"({pruning['epochs_trained']} trained of {pruning['epochs_without_pruning']}).",
         "",
-        "Each trial's page holds its learning-rate and loss curves (PNG and CSV artifacts).",
+        "Each trial's page holds its learning-rate and loss curves (SVG and CSV artifacts).",
         "",
         "## Config",
         "",
