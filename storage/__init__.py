@@ -19,7 +19,7 @@ from storage._url import (
     resolve_url,
 )
 from storage.checkpoints import CheckpointStore
-from storage.database import Database, StorageError, TrialReport
+from storage.database import Database, StorageError, TrialReport, first_line, one_line
 
 
 def open_database(url: str) -> Database:
@@ -41,8 +41,10 @@ __all__ = [
     "StorageURLError",
     "TrialReport",
     "create_engine",
+    "first_line",
     "is_redis",
     "mask_url",
+    "one_line",
     "open_database",
     "resolve_url",
 ]

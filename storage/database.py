@@ -68,9 +68,7 @@ class Database:
             # read once), which a wrapper would otherwise lose.
             self.optuna: optuna.storages.BaseStorage = RetryingStorage(_ClaimAwareCache(self.rdb))
         except sqlalchemy.exc.SQLAlchemyError as e:
-            raise StorageError(
-                f"storage {mask_url(url)}: {type(e).__name__}: {_first_line(e)}"
-            ) from e
+            raise StorageError(f"storage {mask_url(url)}: {one_line(e)}") from e
 
     def close(self) -> None:
         """Close the pooled connections (the last one to an SQLite file folds its
@@ -93,7 +91,7 @@ class Database:
             session.commit()
         except sqlalchemy.exc.SQLAlchemyError as e:
             session.rollback()
-            raise StorageError(f"storage {mask_url(self.url)}: {_first_line(e)}") from e
+            raise StorageError(f"storage {mask_url(self.url)}: {first_line(e)}") from e
         finally:
             session.close()
 
@@ -269,6 +267,13 @@ def used_slots(s: Session, study_id: int) -> int:
     return int(used or 0)
 
 
-def _first_line(error: BaseException) -> str:
+def first_line(error: BaseException) -> str:
+    """An error's message in one line (a database driver's own, when wrapped), or its
+    type's name when it has none: for log lines and one-line errors."""
     text = str(getattr(error, "orig", None) or error).strip()
     return text.splitlines()[0] if text else type(error).__name__
+
+
+def one_line(error: BaseException) -> str:
+    """``Type: first line of the message``."""
+    return f"{type(error).__name__}: {first_line(error)}"

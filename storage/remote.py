@@ -29,7 +29,7 @@ from optuna.storages._grpc.servicer import OptunaStorageProxyService
 from optuna.trial import TrialState
 
 from storage._url import proxy_address
-from storage.database import Database, StorageError, TrialReport
+from storage.database import Database, StorageError, TrialReport, one_line
 from storage.resilience import RetryingStorage, is_transient, retrying
 from storage.tables import EpochPoint, StepPoint
 from storage.trial_slots import Failure, TrialSlots
@@ -88,7 +88,7 @@ def serve(db: Database, host: str, port: int, *, threads: int = 32) -> grpc.Serv
             return {"result": handler(db, dict(request["args"]))}  # a message, even for None
         except Exception as e:  # the database's own retries are spent: say why, in one line
             code = grpc.StatusCode.UNAVAILABLE if is_transient(e) else grpc.StatusCode.INTERNAL
-            context.abort(code, f"{type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}")
+            context.abort(code, one_line(e))
 
     # Optuna's `make_server`, but with the port ours alone: by default gRPC shares it, and a
     # second proxy started on the same port would silently take half the calls.

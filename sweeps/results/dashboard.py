@@ -21,7 +21,7 @@ import optuna
 from optuna.artifacts import upload_artifact
 from optuna_dashboard import save_note, save_plotly_graph_object
 
-from storage import Database
+from storage import Database, one_line
 from sweeps.results import figures
 from sweeps.results.artifact_store import ArtifactStore
 from sweeps.results.curves import Curves
@@ -70,7 +70,7 @@ class Publisher:
                         artifact_store=self.store, file_path=str(path), study_or_trial=trial
                     )
         except Exception as e:  # the trial's result matters more than its pictures
-            self.log(f"trial {trial.number}: could not store its curves: {_one_line(e)}")
+            self.log(f"trial {trial.number}: could not store its curves: {one_line(e)}")
 
     def refresh(self, *, final: bool = False) -> bool:
         """Rewrite the study's note and graphs unless another worker did so lately (or, with
@@ -90,7 +90,7 @@ class Publisher:
             publish_study(self.db, self.handle)
             return True
         except Exception as e:
-            self.log(f"could not refresh the study's dashboard pages: {_one_line(e)}")
+            self.log(f"could not refresh the study's dashboard pages: {one_line(e)}")
             return False
         finally:
             self.db.end_publication(study_id, now=time.time())
@@ -102,8 +102,3 @@ def publish_study(db: Database, handle: StudyHandle) -> None:
     save_note(handle.study, study_note(data))
     for graph_id, figure in GRAPHS.items():
         save_plotly_graph_object(handle.study, figure(data), graph_object_id=graph_id)
-
-
-def _one_line(error: Exception) -> str:
-    text = str(error).strip().splitlines()
-    return f"{type(error).__name__}: {text[0] if text else ''}"

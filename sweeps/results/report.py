@@ -11,6 +11,7 @@ from pathlib import Path
 
 import optuna
 
+from storage import first_line
 from sweeps.results import figures
 from sweeps.results.report_png import write_pngs
 from sweeps.results.study_data import StudyData
@@ -61,7 +62,7 @@ def importances(study: optuna.Study) -> tuple[dict[str, float] | None, str]:
             warnings.simplefilter("ignore")
             return optuna.importance.get_param_importances(study), ""
     except (ValueError, RuntimeError) as e:
-        return None, str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        return None, first_line(e)
 
 
 def _header(data: StudyData) -> str:

@@ -102,7 +102,7 @@ def start_run(tmp_path: Path, url: str, *extra: str) -> subprocess.Popen[str]:
         heartbeat={"interval": 0.2, "grace_period": 1.0},
         space=SPACE,
     )
-    return subprocess.Popen(
+    run = subprocess.Popen(
         [sys.executable, "-m", "sweeps", "run", str(cfg), "--workers", "2", "--storage", url]
         + list(extra),
         cwd=tmp_path,
@@ -110,13 +110,16 @@ def start_run(tmp_path: Path, url: str, *extra: str) -> subprocess.Popen[str]:
         stderr=subprocess.PIPE,
         text=True,
     )
+    # Its workers' logs are made once the study is launched: reading the database before
+    # would race the run's creation of Optuna's schema.
+    wait_until(
+        lambda: (tmp_path / "s.db.artifacts" / "t" / "logs").exists() or run.poll() is not None
+    )
+    return run
 
 
 def running_trials(url: str) -> list[optuna.trial.FrozenTrial]:
-    try:
-        study = optuna.load_study(study_name="t", storage=url)
-    except KeyError:  # not launched yet
-        return []
+    study = optuna.load_study(study_name="t", storage=url)
     return [
         t
         for t in study.get_trials(states=(TrialState.RUNNING,))
