@@ -31,14 +31,18 @@ class FamilyQuota(optuna.samplers.BaseSampler):
         self.sampler = sampler
         self.families = list(families)
         self.minimum = minimum
+        self._met = False  # once every family has its quota it keeps it: stop reading trials
 
     def due(self, study: optuna.Study, trial: FrozenTrial) -> str | None:
         """The family ``trial`` must take, or None when each has its quota. A trial and its
         retries count once; a failed one counts (its family was tried)."""
+        if self._met:
+            return None
         trials = study.get_trials(deepcopy=False)
         tried = Counter({first_attempt(t): t.params.get(FAMILY) for t in trials}.values())
         least = min(tried[f] for f in self.families)
         if least >= self.minimum:
+            self._met = True
             return None
         fewest = [f for f in self.families if tried[f] == least]
         # Earlier trials choosing their family right now (other workers) take the first ones.
