@@ -82,14 +82,14 @@ class TrialSlots:
         have taken before its acknowledgement was lost (by the claim's token). A caller that
         retries itself (`storage.remote`) gives the same ``token`` each time.
         """
-        retried = token is not None
+        caller_retries = token is not None  # its earlier call may have taken a trial
         token = token or uuid.uuid4().hex
         attempts = 0
 
         def attempt() -> int | None:
             nonlocal attempts
             attempts += 1
-            return self._take(token, looks=retried or attempts > 1, below=below)
+            return self._take(token, looks=caller_retries or attempts > 1, below=below)
 
         return retrying(attempt, what="claim a trial")
 

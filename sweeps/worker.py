@@ -247,7 +247,7 @@ class Worker:
         trial = run.trial
         self.heartbeat.unwatch(trial._trial_id)
         if isinstance(outcome, objectives.Lost | optuna.exceptions.UpdateFinishedTrialError):
-            self.log(f"trial {trial.number} was taken over by another worker: {outcome}")
+            self._taken_over(trial, outcome)
             return
         run.flush()
         if isinstance(outcome, objectives.HandBack):
@@ -280,13 +280,13 @@ class Worker:
         if state == TrialState.FAIL:
             failed = self.slots.fail(trial._trial_id, reason)
             if failed is None:
-                self.log(f"trial {trial.number} was taken over by another worker")
+                self._taken_over(trial)
                 return
             reason += f"; {_retry(failed)}"
         else:  # a failed one's checkpoint serves its retry
             told = self.handle.study.tell(trial, value, state=state, skip_if_finished=True)
             if told.state != state:
-                self.log(f"trial {trial.number} was taken over by another worker")
+                self._taken_over(trial)
                 return
             self.checkpoints.delete(first_attempt(trial))
         self.log(
@@ -294,6 +294,13 @@ class Worker:
             + (f": {reason}" if reason else "")
         )
         self.publisher.refresh()
+
+    def _taken_over(self, trial: optuna.Trial, why: BaseException | None = None) -> None:
+        """Another worker failed this trial (its heartbeat went stale here) and re-queued
+        it: its outcome here is dropped, and its retry resumes from the checkpoint."""
+        self.log(
+            f"trial {trial.number} was taken over by another worker" + (f": {why}" if why else "")
+        )
 
 
 def _retry(failed: Failure) -> str:
