@@ -25,7 +25,7 @@ from objectives.run import Run
 MEDIAN = 9  # steps in the median filter: removes spikes of up to 4 steps
 BETA = 0.8  # moving-average decay of the smoothed loss (each way)
 SLOPE = 10  # steps over which the slope of the smoothed loss is measured
-DIVERGED = 4.0  # the test stops once the smoothed loss exceeds this many times its minimum
+DIVERGED = 4.0  # the test stops once the recent median loss exceeds this many times its minimum
 
 
 @dataclass(frozen=True)
@@ -68,6 +68,7 @@ def run_test(
     batch = int(params["batch_size"])
     lrs: list[float] = []
     losses: list[float] = []
+    lowest = math.inf  # of the recent median, the spike-proof level the test stops on
     for step in range(steps):
         lr = min_lr * growth**step
         for group in optimizer.param_groups:
@@ -83,8 +84,9 @@ def run_test(
         value = float(loss.detach())
         lrs.append(lr)
         losses.append(value if math.isfinite(value) else math.inf)
-        smoothed = smooth(losses)
-        if not math.isfinite(value) or (step > SLOPE and smoothed[-1] > DIVERGED * min(smoothed)):
+        recent = statistics.median(losses[-MEDIAN:])
+        lowest = min(lowest, recent)
+        if not math.isfinite(value) or (step > SLOPE and recent > DIVERGED * lowest):
             break
     return analyse(str(params["optimizer"]), lrs, losses)
 

@@ -3,11 +3,11 @@
 the config's order; workers starting trials at once take different ones), and leaves
 everything else to the configured sampler.
 
-Without it a model-based sampler can starve a family for a whole study (TPE with five
-families and 30 trials drew one of them never), and a study that compares families then
-compares four. Only the family is chosen here; its parameters and the training parameters
-are the wrapped sampler's. Trials the user enqueued keep their own family (Optuna applies
-fixed parameters before asking any sampler)."""
+Without it a model-based sampler can starve a family for a whole study (a user reported
+TPE with five families and 30 trials never drawing one), and a study that compares
+families then compares four. Only the family is chosen here; its parameters and the
+training parameters are the wrapped sampler's. Trials the user enqueued keep their own
+family (Optuna applies fixed parameters before asking any sampler)."""
 
 from __future__ import annotations
 

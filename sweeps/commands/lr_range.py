@@ -41,6 +41,7 @@ def run(args: argparse.Namespace) -> int:
     import objectives
     from objectives.lr_range import run_test
     from sweeps.commands.common import load_checked_config
+    from sweeps.config import load_yaml
     from sweeps.results.lr_range_png import plot
     from sweeps.space import parse_space
 
@@ -66,15 +67,18 @@ def run(args: argparse.Namespace) -> int:
     tests = []
     for optimizer in space.training["optimizer"].values():
         params = space.center(optimizer)
-        test = run_test(
-            task,
-            params,
-            args=space.run_args(config.objective_args, params),
-            steps=args.steps,
-            min_lr=args.min_lr,
-            max_lr=args.max_lr,
-            seed=args.seed,
-        )
+        try:
+            test = run_test(
+                task,
+                params,
+                args=space.run_args(config.objective_args, params),
+                steps=args.steps,
+                min_lr=args.min_lr,
+                max_lr=args.max_lr,
+                seed=args.seed,
+            )
+        except ValueError as e:  # diverged before the loss could be read
+            raise UsageError(f"--min-lr: {e}") from None
         low, high = test.suggested
         print(
             f"{optimizer}: loss falls fastest at lr {test.steepest:.3g} and is lowest at "
@@ -88,7 +92,7 @@ def run(args: argparse.Namespace) -> int:
     plot(tests, out, title=f"lr range test: {config.objective} ({config.study})")
     print(f"plot: {out}")
     if args.write:
-        data: dict[str, Any] = yaml.safe_load(source.read_text())
+        data: dict[str, Any] = load_yaml(source)
         data["space"]["lr"] = suggestion
         copy = source.with_suffix(".lr-range.yaml")
         copy.write_text(

@@ -92,3 +92,13 @@ def test_a_user_objective_is_refused(tmp_path: Path) -> None:
     result = sweeps("lr-range", str(cfg), cwd=tmp_path)
     assert result.returncode == 2
     assert result.stderr.startswith("error: objective: lr-range trains a built-in task")
+
+
+def test_a_loss_that_diverges_at_once_is_a_one_line_error(tmp_path: Path) -> None:
+    space = {"lr": 0.1, "optimizer": "adamw", "batch_size": 32, "schedule": {"constant": {}}}
+    cfg = config(tmp_path, space=space)
+    result = sweeps(
+        "lr-range", str(cfg), "--min-lr", "5", "--max-lr", "100", "--steps", "60", cwd=tmp_path
+    )
+    assert result.returncode == 2, result.stdout + result.stderr
+    assert result.stderr == "error: --min-lr: adamw: the loss diverged at once; lower --min-lr\n"
