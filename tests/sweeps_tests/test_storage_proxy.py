@@ -32,6 +32,11 @@ def start(*args: str, cwd: Path) -> subprocess.Popen[str]:
     )
 
 
+def pause(processes: list[subprocess.Popen[str]], signum: signal.Signals) -> None:
+    for process in processes:
+        process.send_signal(signum)
+
+
 def finished(url: str) -> int:
     trials = optuna.load_study(study_name="t", storage=url).trials
     return sum(t.state.is_finished() for t in trials)
@@ -60,14 +65,26 @@ def test_workers_behind_a_proxy_finish_exactly_the_budget(
     proxy_args = ("storage-proxy", "--storage", storage_url, "--port", port)
     proxy = start(*proxy_args, cwd=tmp_path)
     try:
+        # Count with the workers paused, so that the proxy stops mid-sweep however fast
+        # the workers run beside a slow count (they had once finished all 24 by then).
+        db = Database(storage_url)
+        slots = db.trial_slots(db.optuna.get_study_id_from_name("t"), retries=0)
         deadline = time.monotonic() + 120
-        while finished(storage_url) < 6 and time.monotonic() < deadline:
-            time.sleep(0.2)
+        while True:
+            pause(workers, signal.SIGSTOP)
+            counts = slots.counts()
+            done = counts.get(TrialState.COMPLETE, 0) + counts.get(TrialState.PRUNED, 0)
+            if done >= 6 or time.monotonic() > deadline:
+                break
+            pause(workers, signal.SIGCONT)
+            time.sleep(0.3)
         proxy.send_signal(signal.SIGTERM)  # mid-sweep: the workers retry until it is back
         out, err = proxy.communicate(timeout=60)
         assert proxy.returncode == 0, err
         assert f"to workers at {address}" in out and "storage proxy stopped" in out
         assert 6 <= finished(storage_url) < 24
+        pause(workers, signal.SIGCONT)
+        db.close()
         time.sleep(2)
         proxy = start(*proxy_args, cwd=tmp_path)
         errors = ""
@@ -79,6 +96,7 @@ def test_workers_behind_a_proxy_finish_exactly_the_budget(
         assert "; retry 1" in errors  # the workers met the restart and waited it out
     finally:
         for process in [proxy, *workers]:
+            process.send_signal(signal.SIGCONT)
             process.kill()
             process.communicate()
 
