@@ -27,6 +27,7 @@ import torch
 
 import objectives
 from storage import Database
+from storage.optuna_internals import trial_id_of
 from sweeps.config import load_yaml, parse_config
 from sweeps.results.artifact_store import artifact_store
 from sweeps.results.curves import Curves
@@ -85,7 +86,7 @@ def main() -> None:
             t.set_user_attr(PARAMS, {**params, "lr": 0.01 * (1 + i % 10)})
             for point in curves.epochs:
                 t.report(point["value"], point["epoch"])
-            db.add_curves(t._trial_id, curves.steps, curves.epochs)
+            db.add_curves(trial_id_of(t), curves.steps, curves.epochs)
             handle.study.tell(t, curves.epochs[-1]["value"] - 0.001 * (i % 7))
         pages_seconds = median_seconds(lambda: publish_study(db, handle), 5)
 

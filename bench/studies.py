@@ -130,6 +130,7 @@ def _run_one(config: dict[str, Any]) -> list[Trial]:
     import torch
 
     from storage import Database
+    from storage.optuna_internals import trial_id_of
     from sweeps.config import parse_config
     from sweeps.study import launch
     from sweeps.worker import Worker
@@ -143,7 +144,7 @@ def _run_one(config: dict[str, Any]) -> list[Trial]:
         study = optuna.load_study(study_name=config["study"], storage=db.optuna)
         trials = []
         for t in sorted(study.trials, key=lambda t: t.number):
-            curve = db.epoch_curve(t._trial_id)
+            curve = db.epoch_curve(trial_id_of(t))
             val_loss = curve[-1].val_loss if curve else None
             trials.append(
                 Trial(

@@ -13,6 +13,7 @@ from collections.abc import Sequence
 
 import optuna
 
+from storage.optuna_internals import trial_id_of
 from storage.snapshot import StudySnapshot
 
 
@@ -35,5 +36,5 @@ def _should_prune_one_study(trials: Sequence[optuna.Trial]) -> list[bool]:
         return [False] * len(trials)
     snapshot = StudySnapshot(study)
     return [
-        study.pruner.prune(snapshot.study, snapshot.trial(trial._trial_id)) for trial in trials
+        study.pruner.prune(snapshot.study, snapshot.trial(trial_id_of(trial))) for trial in trials
     ]

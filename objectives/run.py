@@ -24,6 +24,7 @@ import torch
 
 import schedules
 from storage import TrialReport
+from storage.optuna_internals import storage_of, trial_id_of
 
 # Per-step curve points kept per trial; longer runs are thinned evenly.
 MAX_STEP_POINTS = 500
@@ -178,7 +179,7 @@ class Run:
             raise Diverged(f"validation metric is {value} at epoch {epoch}")
         self._epochs.append({"epoch": epoch, "value": value, "val_loss": val_loss})
         steps, self._unsaved_steps = self._unsaved_steps, []
-        return TrialReport(self.trial._trial_id, epoch, value, val_loss, steps)
+        return TrialReport(trial_id_of(self.trial), epoch, value, val_loss, steps)
 
     def _write_alone(self, report: TrialReport) -> None:
         """Write through Optuna's ``trial.report`` (which ``trial.should_prune`` reads back
@@ -268,9 +269,9 @@ class Run:
         self._unsaved_steps = list(self._steps)
         self._epochs = list(saved["epochs"])
         # A handed-back trial resumes itself: its own earlier reports are already stored.
-        stored = self.trial.study._storage.get_trial(self.trial._trial_id).intermediate_values
+        stored = storage_of(self.trial.study).get_trial(trial_id_of(self.trial))
         for point in self._epochs:
-            if point["epoch"] not in stored:
+            if point["epoch"] not in stored.intermediate_values:
                 self.trial.report(point["value"], point["epoch"])
         self._flush(self._epochs)
         user: dict[str, Any] = saved["user"]

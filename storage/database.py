@@ -8,7 +8,6 @@ from typing import TYPE_CHECKING, Any, NamedTuple
 
 import optuna
 import sqlalchemy
-from optuna.storages._rdb import models
 from optuna.trial import TrialState
 from sqlalchemy import func, or_, select, update
 from sqlalchemy.dialects import postgresql, sqlite
@@ -17,6 +16,7 @@ from sqlalchemy.orm import Session
 from storage import schema
 from storage._engine import SQLITE_BUSY_TIMEOUT_S, create_engine, tune_sqlite
 from storage._url import mask_url
+from storage.optuna_internals import ClaimAwareCache, models, set_intermediate_value
 from storage.resilience import RetryingStorage, retried
 from storage.tables import Base, Budget, EpochPoint, Publication, StepPoint
 
@@ -66,7 +66,7 @@ class Database:
             # What workers and commands use: Optuna's storage, surviving outages. Inside,
             # the cache Optuna itself puts in front of an RDBStorage (finished trials are
             # read once), which a wrapper would otherwise lose.
-            self.optuna: optuna.storages.BaseStorage = RetryingStorage(_ClaimAwareCache(self.rdb))
+            self.optuna: optuna.storages.BaseStorage = RetryingStorage(ClaimAwareCache(self.rdb))
         except sqlalchemy.exc.SQLAlchemyError as e:
             raise StorageError(f"storage {mask_url(url)}: {one_line(e)}") from e
 
@@ -171,14 +171,11 @@ class Database:
             The ids of trials already finished (another worker failed them as stale):
             nothing is stored for those.
         """
-        storage = self.rdb
         finished: set[int] = set()
         with self.session() as s:  # ours, not Optuna's thread-local one that its calls commit
             for r in reports:
-                try:  # Optuna's private helper: the write of `trial.report`, without commit
-                    storage._set_trial_intermediate_value_without_commit(
-                        s, r.trial_id, r.epoch, r.value
-                    )
+                try:
+                    set_intermediate_value(self.rdb, s, r.trial_id, r.epoch, r.value)
                 except optuna.exceptions.UpdateFinishedTrialError:
                     finished.add(r.trial_id)
             kept = [r for r in reports if r.trial_id not in finished]
@@ -227,34 +224,6 @@ class Database:
             ).all()
             s.expunge_all()
             return list(rows)
-
-
-class _ClaimAwareCache(optuna.storages._CachedStorage):
-    """Optuna's cache in front of an `RDBStorage`, which also learns of a trial created
-    outside Optuna's calls (a claim, `storage.trial_slots`) when a parameter is first
-    written to it: Optuna's cache writes a parameter only to a trial it has read (a storage
-    proxy restarted between a claim and the sampling has read none)."""
-
-    _backend: optuna.storages.RDBStorage
-
-    def set_trial_param(
-        self,
-        trial_id: int,
-        param_name: str,
-        param_value_internal: float,
-        distribution: optuna.distributions.BaseDistribution,
-    ) -> None:
-        if trial_id not in self._trial_id_to_study_id_and_number:
-            with self._backend.engine.connect() as conn:
-                study_id = conn.scalar(
-                    select(models.TrialModel.study_id).where(
-                        models.TrialModel.trial_id == trial_id
-                    )
-                )
-            if study_id is None:
-                raise KeyError(f"no trial with id {trial_id}")
-            self.get_all_trials(study_id, deepcopy=False)
-        super().set_trial_param(trial_id, param_name, param_value_internal, distribution)
 
 
 def used_slots(s: Session, study_id: int) -> int:

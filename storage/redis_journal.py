@@ -32,6 +32,7 @@ from optuna.trial import FrozenTrial, TrialState
 
 from storage._url import mask_url
 from storage.database import HOLDING, Database, StorageError, TrialReport
+from storage.optuna_internals import journal_prefix, redis_client, trial_id_of
 from storage.resilience import RetryingStorage, retried
 from storage.tables import EpochPoint, StepPoint
 from storage.trial_slots import (
@@ -86,7 +87,7 @@ class _FencedJournal(JournalRedisBackend):
 
     def _connect_script(self) -> None:
         self.fence = threading.local()  # .lock: (key, token) while this thread holds one
-        self._append = self._redis.register_script(_FENCED_APPEND)
+        self._append = redis_client(self).register_script(_FENCED_APPEND)
 
     def __getstate__(self) -> dict[Any, Any]:  # Optuna storages are picklable
         state = super().__getstate__()
@@ -99,9 +100,10 @@ class _FencedJournal(JournalRedisBackend):
 
     def append_logs(self, logs: list[dict[str, Any]]) -> None:
         key, token = getattr(self.fence, "lock", ("", b""))
-        self._redis.setnx(f"{self._prefix}:log_number", -1)
+        prefix = journal_prefix(self)
+        redis_client(self).setnx(f"{prefix}:log_number", -1)
         for log in logs:
-            keys = [key, f"{self._prefix}:log_number", f"{self._prefix}:log:"]
+            keys = [key, f"{prefix}:log_number", f"{prefix}:log:"]
             try:
                 self._append(keys=keys, args=[token, json.dumps(log)])
             except redis.exceptions.ResponseError as e:
@@ -129,7 +131,7 @@ class RedisDatabase(Database):
 
     def close(self) -> None:
         self.redis.close()
-        self.backend._redis.close()
+        redis_client(self.backend).close()
 
     def trial_slots(self, study_id: int, *, retries: int, worker: str | None = None) -> TrialSlots:
         return RedisTrialSlots(self, study_id, retries=retries, worker=worker)
@@ -255,7 +257,7 @@ class RedisTrialSlots(TrialSlots):
             if looks:  # did a lost answer take one?
                 for t in trials:
                     if t.system_attrs.get(CLAIM) == token and t.state == TrialState.RUNNING:
-                        return t._trial_id
+                        return trial_id_of(t)
             if full(_used(trials), self.db.budget_trials(self.study_id), below):
                 return None
             trial_id = self._take_waiting(trials, token)
@@ -278,10 +280,10 @@ class RedisTrialSlots(TrialSlots):
         for trial in sorted(trials, key=lambda t: t.number):
             if trial.state != TrialState.WAITING:
                 continue
-            journal.set_trial_system_attr(trial._trial_id, CLAIM, token)
-            journal.set_trial_user_attr(trial._trial_id, WORKER, self.worker)
-            if journal.set_trial_state_values(trial._trial_id, TrialState.RUNNING):
-                return trial._trial_id
+            journal.set_trial_system_attr(trial_id_of(trial), CLAIM, token)
+            journal.set_trial_user_attr(trial_id_of(trial), WORKER, self.worker)
+            if journal.set_trial_state_values(trial_id_of(trial), TrialState.RUNNING):
+                return trial_id_of(trial)
         return None
 
     def _hand_back(self, trial_id: int) -> bool:
@@ -349,12 +351,12 @@ class RedisTrialSlots(TrialSlots):
                 int(k): float(v) for k, v in self.db.redis.hgetall(_beats(self.study_id)).items()
             }
             now = self.db.now()
-            self.beat([t._trial_id for t in running if t._trial_id not in beats])
+            self.beat([trial_id_of(t) for t in running if trial_id_of(t) not in beats])
             reason = stale_reason(grace_period)
             failed = (
-                self._fail_locked(t._trial_id, reason)
+                self._fail_locked(trial_id_of(t), reason)
                 for t in running
-                if t._trial_id in beats and now - beats[t._trial_id] > grace_period
+                if trial_id_of(t) in beats and now - beats[trial_id_of(t)] > grace_period
             )
             return repaired + [f for f in failed if f is not None]
 

@@ -22,14 +22,11 @@ from typing import Any
 
 import grpc
 import optuna
-from optuna.storages._grpc.auto_generated.api_pb2_grpc import (
-    add_StorageServiceServicer_to_server,
-)
-from optuna.storages._grpc.servicer import OptunaStorageProxyService
 from optuna.trial import TrialState
 
 from storage._url import proxy_address
 from storage.database import Database, StorageError, TrialReport, one_line
+from storage.optuna_internals import add_optuna_proxy
 from storage.resilience import RetryingStorage, is_transient, retrying
 from storage.tables import EpochPoint, StepPoint
 from storage.trial_slots import Failure, TrialSlots
@@ -95,7 +92,7 @@ def serve(db: Database, host: str, port: int, *, threads: int = 32) -> grpc.Serv
     server = grpc.server(
         ThreadPoolExecutor(max_workers=threads), options=[("grpc.so_reuseport", 0)]
     )
-    add_StorageServiceServicer_to_server(OptunaStorageProxyService(db.optuna), server)  # type: ignore[no-untyped-call]
+    add_optuna_proxy(server, db.optuna)
     server.add_insecure_port(f"{host}:{port}")
     method = grpc.unary_unary_rpc_method_handler(
         call, request_deserializer=json.loads, response_serializer=_dumps

@@ -18,6 +18,8 @@ import optuna
 from optuna.storages import BaseStorage
 from optuna.trial import FrozenTrial, TrialState
 
+from storage.optuna_internals import storage_of, study_id_of, trial_id_of
+
 _FINISHED = (TrialState.COMPLETE, TrialState.PRUNED)
 
 
@@ -25,7 +27,7 @@ class _SnapshotListings(BaseStorage):
     """``get_all_trials`` from a snapshot; every other method from the real storage."""
 
     def __init__(self, storage: BaseStorage, trials: dict[int, FrozenTrial]) -> None:
-        self._storage = storage
+        self._real = storage
         self._trials = trials  # by trial id; shared with the StudySnapshot that updates it
 
     def get_all_trials(
@@ -39,7 +41,7 @@ class _SnapshotListings(BaseStorage):
 
 def _delegate(name: str) -> Any:
     def method(self: _SnapshotListings, *args: Any, **kwargs: Any) -> Any:
-        return getattr(self._storage, name)(*args, **kwargs)
+        return getattr(self._real, name)(*args, **kwargs)
 
     return method
 
@@ -65,9 +67,9 @@ class StudySnapshot:
     """
 
     def __init__(self, study: optuna.Study) -> None:
-        real = study._storage  # Optuna keeps it private; its public API re-reads per call
+        real = storage_of(study)
         self._trials: dict[int, FrozenTrial] = {
-            t._trial_id: t for t in real.get_all_trials(study._study_id, deepcopy=False)
+            trial_id_of(t): t for t in real.get_all_trials(study_id_of(study), deepcopy=False)
         }
         self.study = optuna.Study(
             study_name=study.study_name,
@@ -88,4 +90,4 @@ class StudySnapshot:
     def update(self, trial: FrozenTrial) -> None:
         """Put ``trial`` (as now stored) into the snapshot: later decisions see it, as they
         would with a fresh read (constant-liar TPE sees the other trials of a batch)."""
-        self._trials[trial._trial_id] = trial
+        self._trials[trial_id_of(trial)] = trial

@@ -28,12 +28,12 @@ from collections.abc import Callable, Iterable
 from typing import NamedTuple
 
 import optuna
-from optuna.storages._rdb import models  # Optuna's tables: trials change state with ours
 from optuna.trial import FrozenTrial, TrialState
 from sqlalchemy import delete, func, select, update
 from sqlalchemy.orm import Session
 
 from storage.database import Database, StorageError, used_slots
+from storage.optuna_internals import add_trial, frozen_trial, models, set_user_attr
 from storage.resilience import retried, retrying
 from storage.tables import Budget
 
@@ -118,7 +118,7 @@ class TrialSlots:
                 trial_id = int(waiting.trial_id)
                 self._forget_claim(s, trial_id)  # a handed-back trial's earlier one
             else:
-                new = self._rdb._get_prepared_new_trial(self.study_id, None, s)
+                new = add_trial(self._rdb, s, self.study_id, None)
                 trial_id = int(new.trial_id)
             s.add(
                 models.TrialSystemAttributeModel(
@@ -166,17 +166,15 @@ class TrialSlots:
         trial = s.get(models.TrialModel, trial_id, with_for_update=True)
         if trial is None or trial.state != TrialState.RUNNING:
             return None
-        self._rdb._set_trial_attr_without_commit(  # while RUNNING: Optuna checks
-            s, models.TrialUserAttributeModel, trial_id, REASON, reason[:2000]
-        )
+        set_user_attr(self._rdb, s, trial_id, REASON, reason[:2000])  # while RUNNING
         trial.state = TrialState.FAIL
         trial.datetime_complete = datetime.datetime.now()
         s.flush()
-        failed = self._rdb._build_frozen_trial_from_trial_model(trial)
+        failed = frozen_trial(self._rdb, trial)
         copy = retry_of(failed, self.retries)
         if copy is None:
             return Failure(failed.number, None)
-        retry = self._rdb._get_prepared_new_trial(self.study_id, copy, s)
+        retry = add_trial(self._rdb, s, self.study_id, copy)
         return Failure(failed.number, int(retry.number))
 
     # Heartbeats --------------------------------------------------------------------------

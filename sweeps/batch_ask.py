@@ -15,6 +15,7 @@ from typing import Any
 
 import optuna
 
+from storage.optuna_internals import storage_of
 from storage.snapshot import StudySnapshot
 
 
@@ -45,7 +46,7 @@ def ask_batch(
     trials: list[optuna.Trial] = []
     for trial_id in claimed:
         sample(optuna.Trial(snapshot.study, trial_id))  # what `study.ask()` does after taking
-        snapshot.update(study._storage.get_trial(trial_id))
+        snapshot.update(storage_of(study).get_trial(trial_id))
         trials.append(optuna.Trial(study, trial_id))  # its parameters are stored
     return trials
 

@@ -31,6 +31,7 @@ from optuna.trial import TrialState
 
 import objectives
 from storage import CheckpointStore, Database
+from storage.optuna_internals import trial_id_of
 from storage.trial_slots import Failure, Heartbeat, first_attempt
 from sweeps.batch_ask import ask_batch, room
 from sweeps.device import resolve_device
@@ -208,7 +209,7 @@ class Worker:
         if self.checkpoints.path(first).exists():
             self.log(f"trial {trial.number} resumes from the checkpoint of trial {first}")
         trial.set_user_attr(PARAMS, params)
-        trial_id = trial._trial_id
+        trial_id = trial_id_of(trial)
         return objectives.Run(
             trial,
             params,
@@ -245,13 +246,13 @@ class Worker:
 
     def _finish(self, run: objectives.Run, outcome: objectives.Outcome) -> None:
         trial = run.trial
-        self.heartbeat.unwatch(trial._trial_id)
+        self.heartbeat.unwatch(trial_id_of(trial))
         if isinstance(outcome, objectives.Lost | optuna.exceptions.UpdateFinishedTrialError):
             self._taken_over(trial, outcome)
             return
         run.flush()
         if isinstance(outcome, objectives.HandBack):
-            self.slots.hand_back(trial._trial_id)
+            self.slots.hand_back(trial_id_of(trial))
             self.log(f"trial {trial.number} {outcome}: back in the queue as WAITING")
             return
         value: float | None = None
@@ -278,7 +279,7 @@ class Worker:
             f"trial {trial.number} {state.name}{shown} · {describe(run.params)}",
         )
         if state == TrialState.FAIL:
-            failed = self.slots.fail(trial._trial_id, reason)
+            failed = self.slots.fail(trial_id_of(trial), reason)
             if failed is None:
                 self._taken_over(trial)
                 return

@@ -19,6 +19,7 @@ def run(args: argparse.Namespace) -> int:
     import csv
     from pathlib import Path
 
+    from storage.optuna_internals import trial_id_of
     from sweeps.commands.common import open_database
     from sweeps.errors import UsageError
     from sweeps.study import load
@@ -33,8 +34,8 @@ def run(args: argparse.Namespace) -> int:
     param_names = sorted({k for t in trials for k in params_of(t)})
     rows = []
     for t in trials:
-        epochs = db.epoch_curve(t._trial_id)
-        steps = db.step_curve(t._trial_id)
+        epochs = db.epoch_curve(trial_id_of(t))
+        steps = db.step_curve(trial_id_of(t))
         duration = t.duration.total_seconds() if t.duration else None
         rows.append(
             {

@@ -9,6 +9,7 @@ from optuna.distributions import FloatDistribution, IntDistribution
 from optuna.trial import FrozenTrial, TrialState
 
 from storage import Database
+from storage.optuna_internals import trial_id_of
 from sweeps.results.curves import Curves
 from sweeps.study import StudyHandle
 from sweeps.summary import describe, summarize
@@ -61,9 +62,10 @@ class StudyData:
         return numbers, best
 
     def curves(self, trial: FrozenTrial) -> Curves:
-        if trial._trial_id not in self._curves:
-            self._curves[trial._trial_id] = Curves.of_trial(self.db, trial._trial_id)
-        return self._curves[trial._trial_id]
+        trial_id = trial_id_of(trial)
+        if trial_id not in self._curves:
+            self._curves[trial_id] = Curves.of_trial(self.db, trial_id)
+        return self._curves[trial_id]
 
     def key_params(self) -> list[str]:
         """Numeric parameters that shape the schedule: ``lr`` and the families' own."""
