@@ -30,7 +30,7 @@ from storage.optuna_internals import storage_of, trial_id_of
 MAX_STEP_POINTS = 500
 
 CurveSink = Callable[[Sequence[dict[str, Any]], Sequence[dict[str, Any]]], None]
-# Stores many trials' reports at once (`storage.Database.add_reports`); returns the ids of
+# Stores many trials' reports at once (`storage.base.BaseDatabase.add_reports`); returns the ids of
 # trials it found already finished (nothing stored for them).
 ReportSink = Callable[[Sequence[TrialReport]], Collection[int]]
 

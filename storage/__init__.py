@@ -1,12 +1,14 @@
-"""Where studies live: storage URLs, engines, Optuna's storage plus our own tables
-(budget, curves), and trial checkpoints.
+"""Where studies live: storage URLs, the backends that hold a study (`storage.base` is their
+contract), and trial checkpoints.
 
     url = storage.resolve_url(args.storage)     # --storage, else $SWEEPS_STORAGE, else SQLite
     print(storage.mask_url(url))                # passwords never reach any output
-    db = storage.Database(url)                  # Optuna's RDBStorage + lr-sweeps' tables
-    db = storage.open_database(url)             # the same on Redis (storage.redis_journal)
-    # workers may instead reach a `sweeps storage-proxy` at grpc://HOST:PORT (storage.remote)
+    db = storage.open_database(url)             # the backend for the URL's scheme:
+    # SQL (storage.database), redis:// (storage.redis_journal), grpc:// a storage proxy
+    # (storage.remote, for workers)
 """
+
+from collections.abc import Callable
 
 from storage._engine import create_engine
 from storage._url import (
@@ -18,20 +20,37 @@ from storage._url import (
     mask_url,
     resolve_url,
 )
+from storage.base import BaseDatabase, StorageError, TrialReport
 from storage.checkpoints import CheckpointStore
-from storage.database import Database, StorageError, TrialReport, first_line, one_line
+from storage.database import Database, first_line, one_line
 
 
-def open_database(url: str) -> Database:
-    """The `Database` for ``url``: on Redis for ``redis://``, else on SQL."""
+def open_database(url: str, *, wait: bool = False) -> BaseDatabase:
+    """The backend for ``url``: a storage proxy's client for ``grpc://``, Redis for
+    ``redis://``, else SQL (`Database`). With ``wait`` (a worker, which may start before its
+    database or proxy), an unreachable one is waited for as every call is retried
+    (`storage.resilience`); without it, an unreachable one raises `StorageError` at once."""
+    from storage.resilience import retry_seconds, retrying
+
+    if url.startswith(PROXY_SCHEME):
+        from storage.remote import RemoteDatabase  # grpc is imported only for a proxy
+
+        remote = RemoteDatabase(url)
+        if wait:
+            remote.wait_ready(retry_seconds())
+        return remote
+    backend: Callable[[str], BaseDatabase] = Database
     if is_redis(url):
         from storage.redis_journal import RedisDatabase  # redis is imported only for Redis
 
-        return RedisDatabase(url)
-    return Database(url)
+        backend = RedisDatabase
+    if wait:
+        return retrying(lambda: backend(url), what="open the database")
+    return backend(url)
 
 
 __all__ = [
+    "BaseDatabase",
     "DEFAULT_URL",
     "ENV_VAR",
     "PROXY_SCHEME",

@@ -4,11 +4,10 @@ from __future__ import annotations
 
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
-from typing import TYPE_CHECKING, Any, NamedTuple
+from typing import TYPE_CHECKING, Any
 
 import optuna
 import sqlalchemy
-from optuna.trial import TrialState
 from sqlalchemy import func, or_, select, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session
@@ -16,6 +15,7 @@ from sqlalchemy.orm import Session
 from storage import schema
 from storage._engine import SQLITE_BUSY_TIMEOUT_S, create_engine, tune_sqlite
 from storage._url import mask_url
+from storage.base import HOLDING, BaseDatabase, StorageError, TrialReport
 from storage.optuna_internals import ClaimAwareCache, models, set_intermediate_value
 from storage.resilience import RetryingStorage, retried
 from storage.tables import Base, Budget, EpochPoint, Publication, StepPoint
@@ -23,26 +23,10 @@ from storage.tables import Base, Budget, EpochPoint, Publication, StepPoint
 if TYPE_CHECKING:
     from storage.trial_slots import TrialSlots
 
-# Trials that hold a slot of the budget (`storage.trial_slots`).
-HOLDING = (TrialState.RUNNING, TrialState.COMPLETE, TrialState.PRUNED)
 
-
-class StorageError(RuntimeError):
-    """A database operation failed; the message never contains a password."""
-
-
-class TrialReport(NamedTuple):
-    """One trial's report after one epoch, with the step curve points logged since its last."""
-
-    trial_id: int
-    epoch: int
-    value: float
-    val_loss: float | None
-    steps: Sequence[dict[str, Any]]
-
-
-class Database:
-    """Optuna's `RDBStorage` plus lr-sweeps' tables (budget, curves) on one URL.
+class Database(BaseDatabase):
+    """The SQL backend (`storage.base`): Optuna's `RDBStorage` plus lr-sweeps' tables
+    (budget, curves) on one SQLite or PostgreSQL URL.
 
     Opening it creates Optuna's schema and migrates ours. Every method opens its own session
     (threads may share a Database) and is retried through outages (`storage.resilience`):

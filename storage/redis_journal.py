@@ -31,20 +31,24 @@ from optuna.storages.journal import JournalRedisBackend, JournalStorage
 from optuna.trial import FrozenTrial, TrialState
 
 from storage._url import mask_url
-from storage.database import HOLDING, Database, StorageError, TrialReport
+from storage.base import (
+    CLAIM,
+    HOLDING,
+    REASON,
+    WORKER,
+    BaseDatabase,
+    BaseTrialSlots,
+    Failure,
+    StorageError,
+    TrialReport,
+    claim_retried,
+    full,
+    retry_copy,
+    stale_reason,
+)
 from storage.optuna_internals import journal_prefix, redis_client, trial_id_of
 from storage.resilience import RetryingStorage, retried
 from storage.tables import EpochPoint, StepPoint
-from storage.trial_slots import (
-    CLAIM,
-    REASON,
-    WORKER,
-    Failure,
-    TrialSlots,
-    full,
-    retry_of,
-    stale_reason,
-)
 
 LOCK_SECONDS = 10  # a claim takes milliseconds; a dead holder's lock frees itself after this
 
@@ -112,8 +116,8 @@ class _FencedJournal(JournalRedisBackend):
                 raise
 
 
-class RedisDatabase(Database):
-    """A `Database` on Redis: the same calls, the same guarantees (`storage.trial_slots`)."""
+class RedisDatabase(BaseDatabase):
+    """The Redis backend (`storage.base`): Optuna's journal plus lr-sweeps' keys."""
 
     def __init__(self, url: str) -> None:  # no SQL engine: the journal and keys are the store
         self.url = url
@@ -133,11 +137,10 @@ class RedisDatabase(Database):
         self.redis.close()
         redis_client(self.backend).close()
 
-    def trial_slots(self, study_id: int, *, retries: int, worker: str | None = None) -> TrialSlots:
+    def trial_slots(
+        self, study_id: int, *, retries: int, worker: str | None = None
+    ) -> RedisTrialSlots:
         return RedisTrialSlots(self, study_id, retries=retries, worker=worker)
-
-    def session(self) -> Any:
-        raise StorageError(f"storage {mask_url(self.url)}: Redis holds no SQL tables")
 
     @contextmanager
     def locked(self, study_id: int) -> Iterator[None]:
@@ -243,12 +246,15 @@ class RedisDatabase(Database):
                 p.hsetnx(_curve(trial_id, kind), str(point[key]), json.dumps(point))
 
 
-class RedisTrialSlots(TrialSlots):
-    """`TrialSlots` on a `RedisDatabase`: each change under the study's lock."""
+class RedisTrialSlots(BaseTrialSlots):
+    """The trial slots of a `RedisDatabase`: each change under the study's lock."""
 
     db: RedisDatabase
 
-    def _take(self, token: str, *, looks: bool, below: int | None) -> int | None:
+    def claim(self, token: str | None = None, *, below: int | None = None) -> int | None:
+        return claim_retried(self._take, token, below)
+
+    def _take(self, token: str, looks: bool, below: int | None) -> int | None:
         journal = self.db.journal
         # Replay the log first: under the lock, only what others wrote since is read.
         journal.get_all_trials(self.study_id, deepcopy=False)
@@ -286,7 +292,8 @@ class RedisTrialSlots(TrialSlots):
                 return trial_id_of(trial)
         return None
 
-    def _hand_back(self, trial_id: int) -> bool:
+    @retried
+    def hand_back(self, trial_id: int) -> bool:
         with self.db.locked(self.study_id):
             if self.db.journal.get_trial(trial_id).state != TrialState.RUNNING:
                 return False
@@ -294,7 +301,8 @@ class RedisTrialSlots(TrialSlots):
             self.db.redis.hdel(_beats(self.study_id), str(trial_id))
             return True
 
-    def _fail_once(self, trial_id: int, reason: str) -> Failure | None:
+    @retried
+    def fail(self, trial_id: int, reason: str) -> Failure | None:
         with self.db.locked(self.study_id):
             return self._fail_locked(trial_id, reason)
 
@@ -312,7 +320,7 @@ class RedisTrialSlots(TrialSlots):
 
     def _requeue(self, failed: FrozenTrial) -> Failure:
         """Queue ``failed``'s retry while its retries last (a separate journal entry)."""
-        copy = retry_of(failed, self.retries)
+        copy = retry_copy(failed, self.retries)
         if copy is None:
             return Failure(failed.number, None)
         retry = self.db.journal.create_new_trial(self.study_id, copy)

@@ -25,11 +25,11 @@ import optuna
 from optuna.trial import TrialState
 
 from storage._url import proxy_address
-from storage.database import Database, StorageError, TrialReport, one_line
+from storage.base import BaseDatabase, BaseTrialSlots, Failure, StorageError, TrialReport
+from storage.database import one_line
 from storage.optuna_internals import add_optuna_proxy
 from storage.resilience import RetryingStorage, is_transient, retrying
 from storage.tables import EpochPoint, StepPoint
-from storage.trial_slots import Failure, TrialSlots
 
 SERVICE = "lr_sweeps.Storage"
 CALL = f"/{SERVICE}/Call"
@@ -40,10 +40,10 @@ _EPOCH_COLUMNS = ("epoch", "value", "val_loss")
 # The proxy's side ------------------------------------------------------------------------
 
 # Each call: how the proxy runs it on the database, and how its result travels.
-_Handler = Callable[[Database, dict[str, Any]], Any]
+_Handler = Callable[[BaseDatabase, dict[str, Any]], Any]
 
 
-def _slots(db: Database, args: dict[str, Any]) -> TrialSlots:
+def _slots(db: BaseDatabase, args: dict[str, Any]) -> BaseTrialSlots:
     return db.trial_slots(
         args.pop("study_id"), retries=args.pop("retries"), worker=args.pop("worker")
     )
@@ -74,7 +74,7 @@ HANDLERS: dict[str, _Handler] = {
 }
 
 
-def serve(db: Database, host: str, port: int, *, threads: int = 32) -> grpc.Server:
+def serve(db: BaseDatabase, host: str, port: int, *, threads: int = 32) -> grpc.Server:
     """A started server for ``db``: Optuna's storage proxy and our calls, on ``host:port``."""
 
     def call(request: dict[str, Any], context: grpc.ServicerContext) -> Any:
@@ -111,9 +111,10 @@ def _dumps(value: Any) -> bytes:
 # The worker's side -----------------------------------------------------------------------
 
 
-class RemoteDatabase(Database):
-    """A `Database` whose calls the proxy at ``grpc://HOST:PORT`` runs (for workers only:
-    launching a study, migrations and reports need the database itself)."""
+class RemoteDatabase(BaseDatabase):
+    """The backend (`storage.base`) whose calls the proxy at ``grpc://HOST:PORT`` runs on its
+    database (for workers only: launching a study, migrations and reports need the database
+    itself)."""
 
     def __init__(self, url: str) -> None:  # no engine here: the proxy holds the connections
         host, port = proxy_address(url)
@@ -152,11 +153,10 @@ class RemoteDatabase(Database):
 
         return retrying(attempt, what=name)
 
-    def trial_slots(self, study_id: int, *, retries: int, worker: str | None = None) -> TrialSlots:
+    def trial_slots(
+        self, study_id: int, *, retries: int, worker: str | None = None
+    ) -> RemoteTrialSlots:
         return RemoteTrialSlots(self, study_id, retries=retries, worker=worker)
-
-    def session(self) -> Any:
-        raise StorageError(f"storage {self.url}: a proxy runs whole calls, not sessions")
 
     def set_budget(self, study_id: int, trials: int) -> None:
         raise StorageError(f"storage {self.url}: launch studies on the database, not a proxy")
@@ -195,8 +195,8 @@ class RemoteDatabase(Database):
         ]
 
 
-class RemoteTrialSlots(TrialSlots):
-    """`TrialSlots` run by the proxy; the trials are stored as taken by this process."""
+class RemoteTrialSlots(BaseTrialSlots):
+    """Trial slots the proxy runs; the trials are stored as taken by this process."""
 
     db: RemoteDatabase
 

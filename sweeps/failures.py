@@ -13,7 +13,7 @@ import datetime
 import optuna
 from optuna.trial import FrozenTrial, TrialState
 
-from storage.trial_slots import STALE
+from storage.base import STALE
 from sweeps.config import SweepConfig
 from sweeps.trial_attrs import REASON, params_of
 

@@ -19,7 +19,7 @@ import optuna
 from optuna.distributions import BaseDistribution
 from optuna.trial import FrozenTrial, TrialState
 
-from storage.trial_slots import first_attempt
+from storage.base import first_attempt
 
 FAMILY = "schedule"  # the Optuna parameter that picks the family (`sweeps.space`)
 

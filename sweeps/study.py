@@ -7,7 +7,7 @@ from dataclasses import dataclass
 
 import optuna
 
-from storage import Database, mask_url
+from storage import BaseDatabase, mask_url
 from sweeps.config import Grid, SweepConfig
 from sweeps.errors import UsageError
 from sweeps.failures import forget_failures
@@ -25,7 +25,7 @@ class StudyHandle:
     space: Space
 
 
-def launch(db: Database, config: SweepConfig, *, resume: bool = False) -> StudyHandle:
+def launch(db: BaseDatabase, config: SweepConfig, *, resume: bool = False) -> StudyHandle:
     """Create the study (or, with ``resume``, continue it under this config's budget, its
     failures so far no longer counting towards a stop: `sweeps.failures`).
 
@@ -61,7 +61,7 @@ def launch(db: Database, config: SweepConfig, *, resume: bool = False) -> StudyH
 
 
 def _check_resumable(
-    db: Database, study: optuna.Study, study_id: int, config: SweepConfig
+    db: BaseDatabase, study: optuna.Study, study_id: int, config: SweepConfig
 ) -> None:
     if study.direction.name.lower() != config.direction:
         raise UsageError(
@@ -76,7 +76,7 @@ def _check_resumable(
         )
 
 
-def load(db: Database, name: str, *, worker: int | None = None) -> StudyHandle:
+def load(db: BaseDatabase, name: str, *, worker: int | None = None) -> StudyHandle:
     """Load a study created by `launch`, with the config stored in it. For ``worker``
     (a worker's number), the study samples and prunes as its config says.
 

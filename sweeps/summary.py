@@ -8,14 +8,14 @@ from typing import Any
 
 from optuna.trial import FrozenTrial, TrialState
 
-from storage import Database, mask_url
+from storage import BaseDatabase, mask_url
 from sweeps.study import StudyHandle
 from sweeps.trial_attrs import REASON, WORKER, params_of
 
 TOP_FAILURES = 3  # failure reasons listed, most frequent first
 
 
-def summarize(db: Database, handle: StudyHandle) -> dict[str, Any]:
+def summarize(db: BaseDatabase, handle: StudyHandle) -> dict[str, Any]:
     """A JSON-ready summary of the study (`status --format json` prints exactly this)."""
     trials = handle.study.get_trials(deepcopy=False)
     maximize = handle.config.direction == "maximize"

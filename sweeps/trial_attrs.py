@@ -7,7 +7,7 @@ from typing import Any
 
 from optuna.trial import FrozenTrial
 
-from storage.trial_slots import ATTEMPT, REASON, RETRY_OF, WORKER
+from storage.base import ATTEMPT, REASON, RETRY_OF, WORKER
 
 PARAMS = "sweeps:params"  # the complete parameters, fixed values included
 

@@ -30,9 +30,9 @@ import optuna
 from optuna.trial import TrialState
 
 import objectives
-from storage import CheckpointStore, Database
+from storage import BaseDatabase, CheckpointStore
+from storage.base import Failure, Heartbeat, first_attempt
 from storage.optuna_internals import trial_id_of
-from storage.trial_slots import Failure, Heartbeat, first_attempt
 from sweeps.batch_ask import ask_batch, room
 from sweeps.device import resolve_device
 from sweeps.failures import FailureWatch
@@ -60,7 +60,7 @@ class Worker:
 
     def __init__(
         self,
-        db: Database,
+        db: BaseDatabase,
         study: str,
         *,
         artifacts: Path,

@@ -1,11 +1,12 @@
-"""Shared fixtures: the throwaway PostgreSQL cluster and the storage backends every
-storage-facing test runs on."""
+"""Shared fixtures: the throwaway PostgreSQL cluster and Redis server, and the storage
+backends every storage-facing test runs on."""
 
 from __future__ import annotations
 
 import itertools
 import os
 from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
 from typing import NoReturn
 
@@ -13,6 +14,7 @@ import pytest
 
 from pg_cluster import PostgresCluster, find_bindir
 from redis_server import RedisServer, find_redis_server
+from storage import BaseDatabase
 
 # Keras is a test-only reference for schedule formulas; it must run on torch, not TensorFlow.
 os.environ.setdefault("KERAS_BACKEND", "torch")
@@ -41,10 +43,51 @@ def postgres() -> Iterator[PostgresCluster]:
 @pytest.fixture(params=["sqlite", "postgresql"])
 def storage_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
     """A fresh, empty database on each backend: the same test runs on SQLite and PostgreSQL."""
-    if request.param == "sqlite":
+    return _sql_url(request, request.param, tmp_path)
+
+
+def _sql_url(request: pytest.FixtureRequest, dialect: str, tmp_path: Path) -> str:
+    if dialect == "sqlite":
         return f"sqlite:///{tmp_path / 'sweeps.db'}"
     cluster: PostgresCluster = request.getfixturevalue("postgres")
     return cluster.create_database(f"test_{os.getpid()}_{next(_database_ids)}")
+
+
+@dataclass
+class Backend:
+    """A fresh, empty study store (`storage.base.BaseDatabase`) of one backend."""
+
+    url: str  # what a worker opens (`storage.open_database`), in this process or another
+    db: BaseDatabase  # opened on ``url``
+    launcher: BaseDatabase  # where studies are launched (a proxy's is its database's)
+
+
+@pytest.fixture(params=["sqlite", "postgresql", "redis", "proxy"])
+def backend(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Backend]:
+    """Every backend in turn: the contract's suite (`test_backends.py`) runs on each, the
+    proxy serving an SQLite database."""
+    from storage import open_database
+    from storage.remote import serve
+    from sweeps_helpers import free_port
+
+    if request.param != "proxy":
+        if request.param == "redis":
+            url = request.getfixturevalue("redis_url")
+        else:
+            url = _sql_url(request, request.param, tmp_path)
+        db = open_database(url)
+        yield Backend(url, db, db)
+        db.close()
+        return
+    database = open_database(_sql_url(request, "sqlite", tmp_path))
+    port = free_port()
+    server = serve(database, "127.0.0.1", port)
+    url = f"grpc://127.0.0.1:{port}"
+    remote = open_database(url, wait=True)
+    yield Backend(url, remote, database)
+    remote.close()
+    server.stop(grace=None)
+    database.close()
 
 
 @pytest.fixture(scope="session")

@@ -19,6 +19,8 @@ import sqlalchemy
 import yaml
 from optuna.trial import FrozenTrial
 
+from storage.optuna_internals import trial_id_of
+
 BASE: dict[str, Any] = {
     "study": "t",
     "objective": "digits_mlp",
@@ -72,7 +74,7 @@ def assert_epoch_curves_stored(url: str, trials: list[FrozenTrial]) -> None:
         for t in trials:
             epochs = conn.execute(
                 sqlalchemy.text("SELECT count(*) FROM sweeps_curve_epochs WHERE trial_id = :t"),
-                {"t": t._trial_id},
+                {"t": trial_id_of(t)},
             ).scalar_one()
             assert epochs == len(t.intermediate_values) > 0
     engine.dispose()

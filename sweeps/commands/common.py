@@ -9,7 +9,7 @@ from typing import TYPE_CHECKING
 from sweeps.errors import RunFailed, UsageError
 
 if TYPE_CHECKING:
-    from storage import Database
+    from storage import BaseDatabase
     from sweeps.config import SweepConfig
     from sweeps.results.artifact_store import ArtifactStore
 
@@ -72,20 +72,20 @@ def check_stack(args: argparse.Namespace) -> None:
 
 
 # Every database a command opened, for `close_databases` when the process ends.
-_OPENED: list[Database] = []
+_OPENED: list[BaseDatabase] = []
 
 
 def open_database(
     args: argparse.Namespace, *, create: bool = False, wait: bool = False
-) -> Database:
-    """The study database named by ``--storage``/``$SWEEPS_STORAGE``/the default. Only
-    commands that create studies (``create``) may create an SQLite file. With ``wait`` (a
-    worker, which may start while its database restarts), an unreachable database is
-    retried as every worker call is (`storage.resilience`)."""
+) -> BaseDatabase:
+    """The study database named by ``--storage``/``$SWEEPS_STORAGE``/the default
+    (`storage.open_database`). Only commands that create studies (``create``) may create an
+    SQLite file. With ``wait`` (a worker, which may start while its database or proxy
+    restarts), an unreachable one is retried as every worker call is (`storage.resilience`)."""
     import sqlalchemy
 
     import storage
-    from storage.resilience import retry_seconds, retrying
+    from storage.resilience import retry_seconds
 
     try:
         retry_seconds()  # checked before anything runs: every storage call reads it
@@ -93,25 +93,12 @@ def open_database(
         raise UsageError(str(e)) from None
 
     url = storage_url(args)
-    if url.startswith(storage.PROXY_SCHEME):
-        from storage.remote import RemoteDatabase
-
-        db = RemoteDatabase(url)
-        _OPENED.append(db)
-        try:
-            if wait:
-                db.wait_ready(retry_seconds())
-        except storage.StorageError as e:
-            raise RunFailed(str(e)) from None
-        return db
-    path = sqlalchemy.make_url(url).database
-    if not create and url.startswith("sqlite") and path and not Path(path).exists():
-        raise UsageError(f"--storage: no database at {path}; create one with 'sweeps launch'")
+    if not create and url.startswith("sqlite"):
+        path = sqlalchemy.make_url(url).database
+        if path and not Path(path).exists():
+            raise UsageError(f"--storage: no database at {path}; create one with 'sweeps launch'")
     try:
-        if wait:
-            opened = retrying(lambda: storage.open_database(url), what="open the database")
-        else:
-            opened = storage.open_database(url)
+        opened = storage.open_database(url, wait=wait)
     except storage.StorageError as e:
         raise RunFailed(str(e)) from None
     _OPENED.append(opened)

@@ -8,7 +8,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from storage import Database
+from storage import BaseDatabase
 
 if TYPE_CHECKING:
     from objectives import Run
@@ -28,7 +28,7 @@ class Curves:
         return cls(run.logged_steps, run.reported)
 
     @classmethod
-    def of_trial(cls, db: Database, trial_id: int) -> Curves:
+    def of_trial(cls, db: BaseDatabase, trial_id: int) -> Curves:
         steps = [{c: getattr(p, c) for c in STEP_COLUMNS} for p in db.step_curve(trial_id)]
         epochs = [{c: getattr(p, c) for c in EPOCH_COLUMNS} for p in db.epoch_curve(trial_id)]
         return cls(steps, epochs)

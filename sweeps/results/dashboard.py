@@ -5,7 +5,7 @@
   Optuna refuses to change a finished trial.)
 - As trials finish, the study's note (`note.study_note`) and its graphs (`figures`) are
   rewritten, by one worker at a time and at most every `EVERY` seconds (a lease in
-  `storage.Database.claim_publication`), so racing workers never interleave them.
+  `storage.base.BaseDatabase.claim_publication`), so racing workers never interleave them.
 
 Nothing here may end a trial or a worker: a failure to publish is logged and training goes on.
 """
@@ -21,7 +21,7 @@ import optuna
 from optuna.artifacts import upload_artifact
 from optuna_dashboard import save_note, save_plotly_graph_object
 
-from storage import Database, one_line
+from storage import BaseDatabase, one_line
 from sweeps.results import figures
 from sweeps.results.artifact_store import ArtifactStore
 from sweeps.results.curves import Curves
@@ -43,7 +43,7 @@ FINAL_WAIT = 60.0  # seconds a final refresh waits for another worker's refresh 
 class Publisher:
     def __init__(
         self,
-        db: Database,
+        db: BaseDatabase,
         handle: StudyHandle,
         store: ArtifactStore,
         log: Callable[[str], None] = print,
@@ -96,7 +96,7 @@ class Publisher:
             self.db.end_publication(study_id, now=time.time())
 
 
-def publish_study(db: Database, handle: StudyHandle) -> None:
+def publish_study(db: BaseDatabase, handle: StudyHandle) -> None:
     """Write the study's note and graphs (callers make sure no one else writes them now)."""
     data = StudyData(db, handle)
     save_note(handle.study, study_note(data))

@@ -8,7 +8,7 @@ from typing import Any
 from optuna.distributions import FloatDistribution, IntDistribution
 from optuna.trial import FrozenTrial, TrialState
 
-from storage import Database
+from storage import BaseDatabase
 from storage.optuna_internals import trial_id_of
 from sweeps.results.curves import Curves
 from sweeps.study import StudyHandle
@@ -18,7 +18,7 @@ from sweeps.trial_attrs import params_of
 
 @dataclass
 class StudyData:
-    db: Database
+    db: BaseDatabase
     handle: StudyHandle
     summary: dict[str, Any] = field(init=False)
     finished: list[FrozenTrial] = field(init=False)  # COMPLETE and PRUNED

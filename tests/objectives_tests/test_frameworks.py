@@ -19,6 +19,7 @@ from optuna.artifacts import get_all_artifact_meta
 from optuna.trial import FrozenTrial, TrialState
 
 import objectives
+from storage.optuna_internals import storage_of, trial_id_of
 from sweeps.trial_attrs import params_of
 from sweeps_helpers import config, sweeps, wait_until
 
@@ -185,7 +186,7 @@ def test_two_workers_sweep_exactly_the_budget_with_pruning(tmp_path: Path, frame
     assert states.count(TrialState.COMPLETE) + states.count(TrialState.PRUNED) == 6
     assert TrialState.PRUNED in states, [t.intermediate_values for t in done]
     dashboard = tmp_path / "s.db.artifacts" / "dashboard"
-    storage = optuna.load_study(study_name="t", storage=url)._storage
+    storage = storage_of(optuna.load_study(study_name="t", storage=url))
     engine = sqlalchemy.create_engine(url)
     for t in done:
         applied_matches_the_schedule(tmp_path, t)
@@ -195,7 +196,7 @@ def test_two_workers_sweep_exactly_the_budget_with_pruning(tmp_path: Path, frame
                 sqlalchemy.text(
                     "SELECT step, lr, train_loss FROM sweeps_curve_steps WHERE trial_id = :t"
                 ),
-                {"t": t._trial_id},
+                {"t": trial_id_of(t)},
             ).all()
         applied = dict(json.loads((tmp_path / f"applied-{t.number}.json").read_text()))
         assert {step: lr for step, lr, _ in rows} == pytest.approx(applied)

@@ -1,9 +1,10 @@
-"""Studies on Redis (`storage.redis_journal`): the trial slots' guarantees, curves and the
-dashboard lease, on a real throwaway Redis server that tests stop and restart."""
+"""What only Redis studies (`storage.redis_journal`) have, on a real throwaway Redis server
+that tests stop and restart: riding out a restart, the lock as a fence, claims and failures
+cut off between journal entries, plain Optuna reading the study. The contract every backend
+keeps is tested in `test_backends.py`."""
 
 from __future__ import annotations
 
-import multiprocessing
 import threading
 from typing import Any
 
@@ -14,15 +15,12 @@ from optuna.trial import TrialState
 
 from redis_server import RedisServer
 from storage import TrialReport, open_database
-from storage.redis_journal import RedisDatabase
-from storage.trial_slots import ATTEMPT, REASON, RETRY_OF, Failure, TrialSlots
+from storage.optuna_internals import trial_id_of
+from storage.redis_journal import RedisDatabase, RedisTrialSlots
 from sweeps_helpers import rounds_around_an_outage, wait_until
 
-# A silent trial is reaped after this; a beating one never is, however slow the machine.
-GRACE_S = 2.0
 
-
-def slots_on(url: str, budget: int, retries: int = 1) -> tuple[optuna.Study, TrialSlots]:
+def slots_on(url: str, budget: int, retries: int = 1) -> tuple[optuna.Study, RedisTrialSlots]:
     db = open_database(url)
     assert isinstance(db, RedisDatabase)
     study = optuna.create_study(storage=db.optuna, study_name="t")
@@ -33,115 +31,6 @@ def slots_on(url: str, budget: int, retries: int = 1) -> tuple[optuna.Study, Tri
 
 def states(study: optuna.Study) -> list[str]:
     return [t.state.name for t in study.get_trials()]
-
-
-def test_claims_stop_at_the_budget_and_failures_requeue_with_params(redis_url: str) -> None:
-    study, slots = slots_on(redis_url, budget=2, retries=1)
-    a, b = slots.claim(), slots.claim()
-    assert a is not None and b is not None and slots.claim() is None
-    optuna.Trial(study, a).suggest_float("lr", 0.01, 0.1)
-    failed = slots.fail(a, "boom")
-    assert failed is not None and failed.retry == 2
-    retry = slots.claim()  # the queued copy, before any new trial
-    assert retry is not None and slots.claim() is None
-    copy = study._storage.get_trial(retry)
-    assert copy.params == study.trials[0].params
-    assert copy.user_attrs[ATTEMPT] == 2 and copy.user_attrs[RETRY_OF] == 0
-    assert study.trials[0].user_attrs[REASON] == "boom"
-    assert slots.fail(retry, "again") == (2, None)  # retries spent: nothing queued
-    study.tell(optuna.Trial(study, b), 1.0)
-    assert states(study) == ["FAIL", "COMPLETE", "FAIL"]
-    assert slots.db.budget(slots.study_id) == (2, 1)
-
-
-def test_handed_back_trials_are_taken_again_and_claims_count_every_worker(
-    redis_url: str,
-) -> None:
-    study, first = slots_on(redis_url, budget=5)
-    second = first.db.trial_slots(first.study_id, retries=1)
-    taken = [slots.claim(below=3) for slots in (first, second, first, second)]
-    assert taken[3] is None and None not in taken[:3]
-    assert taken[0] is not None and first.hand_back(taken[0])
-    assert not first.hand_back(taken[0])  # no longer RUNNING
-    assert second.claim() == taken[0]  # the WAITING trial first
-    assert first.counts() == {TrialState.RUNNING: 3}
-
-
-def test_a_claim_retried_with_its_token_takes_one_trial(redis_url: str) -> None:
-    _, slots = slots_on(redis_url, budget=5)
-    trial_id = slots.claim(token="abc")
-    assert slots.claim(token="abc") == trial_id
-    assert slots.counts() == {TrialState.RUNNING: 1}
-
-
-def test_silent_trials_are_failed_and_requeued_beaten_ones_are_not(redis_url: str) -> None:
-    study, slots = slots_on(redis_url, budget=4)
-    silent, beaten = slots.claim(), slots.claim()
-    assert silent is not None and beaten is not None
-    reaped: list[Failure] = []
-
-    def silent_reaped() -> bool:
-        slots.beat([beaten])  # just before each look: never silent for GRACE_S
-        reaped.extend(slots.reap_stale(GRACE_S))
-        return bool(reaped)
-
-    wait_until(silent_reaped)
-    assert [f.number for f in reaped] == [0] and reaped[0].retry == 2
-    assert states(study) == ["FAIL", "RUNNING", "WAITING"]
-    assert slots.reap_stale(GRACE_S) == []  # failed once only
-
-
-def _claim_until_full(url: str, study_id: int, start: Any, out: Any) -> None:
-    slots = open_database(url).trial_slots(study_id, retries=0)
-    start.wait()  # every process ready: they claim at the same time
-    while (trial_id := slots.claim()) is not None:
-        out.put(trial_id)
-
-
-def test_racing_processes_claim_exactly_the_budget(redis_url: str) -> None:
-    _, slots = slots_on(redis_url, budget=60)
-    spawn = multiprocessing.get_context("spawn")
-    out: Any = spawn.Queue()
-    start: Any = spawn.Barrier(4)
-    procs = [
-        spawn.Process(target=_claim_until_full, args=(redis_url, slots.study_id, start, out))
-        for _ in range(4)
-    ]
-    for p in procs:
-        p.start()
-    taken = [out.get(timeout=120) for _ in range(60)]
-    for p in procs:
-        p.join(timeout=120)
-    assert sorted(taken) == sorted(set(taken))
-    assert slots.counts() == {TrialState.RUNNING: 60}
-
-
-def test_reports_and_curves_are_stored_once_and_finished_trials_refused(
-    redis_url: str,
-) -> None:
-    study, slots = slots_on(redis_url, budget=3)
-    db = slots.db
-    a, b = slots.claim(), slots.claim()
-    assert a is not None and b is not None
-    step = {"step": 0, "lr": 0.1, "train_loss": 2.0, "grad_norm": None}
-    reports = [TrialReport(t, 1, 0.5, 0.9, [step]) for t in (a, b)]
-    study.tell(optuna.Trial(study, b), 1.0)
-    assert db.add_reports(reports) == {b}
-    assert db.add_reports(reports[:1]) == set()  # a retried write stores nothing twice
-    assert [(p.step, p.lr) for p in db.step_curve(a)] == [(0, 0.1)]
-    assert [(p.epoch, p.value, p.val_loss) for p in db.epoch_curve(a)] == [(1, 0.5, 0.9)]
-    assert db.epoch_curve(b) == [] and study.trials[0].intermediate_values == {1: 0.5}
-
-
-def test_one_process_at_a_time_refreshes_the_dashboard(redis_url: str) -> None:
-    _, slots = slots_on(redis_url, budget=1)
-    db, sid = slots.db, slots.study_id
-    assert db.claim_publication(sid, now=100.0, every=10.0, lease=60.0)
-    assert not db.claim_publication(sid, now=101.0, every=10.0, lease=60.0)  # leased
-    db.end_publication(sid, now=102.0)
-    assert not db.claim_publication(sid, now=105.0, every=10.0, lease=60.0)  # too soon
-    assert db.claim_publication(sid, now=112.0, every=10.0, lease=60.0)
-    assert db.claim_publication(sid, now=200.0, every=0.0, lease=60.0)  # the lease lapsed
 
 
 def test_claims_and_writes_ride_out_a_redis_restart(redis_server: RedisServer) -> None:
@@ -231,7 +120,7 @@ def test_a_claim_cut_off_midway_leaves_the_waiting_trial_to_its_retry(
 
     monkeypatch.setattr(journal, "set_trial_user_attr", cut_once)
     trial_id = slots.claim()  # retried: takes the same queued trial
-    assert trial_id == study.trials[0]._trial_id
+    assert trial_id == trial_id_of(study.trials[0])
     assert states(study) == ["RUNNING"]
 
 

@@ -10,6 +10,7 @@ import optuna
 
 from objectives import Diverged, Lost, Run, report_all
 from storage import Database, TrialReport
+from storage.optuna_internals import trial_id_of
 
 
 def study_with_trials(db: Database, n: int) -> tuple[optuna.Study, list[optuna.Trial]]:
@@ -26,7 +27,7 @@ def steps(*numbers: int) -> list[dict[str, float | int | None]]:
 def test_add_reports_stores_values_optuna_reads_and_curves(storage_url: str) -> None:
     db = Database(storage_url)
     _, trials = study_with_trials(db, 2)
-    a, b = (t._trial_id for t in trials)
+    a, b = (trial_id_of(t) for t in trials)
     db.add_reports(
         [TrialReport(a, 1, 0.5, 2.0, steps(0, 10)), TrialReport(b, 1, 0.25, None, steps(0))]
     )
@@ -49,14 +50,14 @@ def test_add_reports_skips_and_names_finished_trials(storage_url: str) -> None:
     study.tell(finished, 0.9)  # as if another worker had failed it as stale
     skipped = db.add_reports(
         [
-            TrialReport(running._trial_id, 1, 0.5, None, steps(0, 1)),
-            TrialReport(finished._trial_id, 1, 0.5, None, steps(0, 1)),
+            TrialReport(trial_id_of(running), 1, 0.5, None, steps(0, 1)),
+            TrialReport(trial_id_of(finished), 1, 0.5, None, steps(0, 1)),
         ]
     )
-    assert skipped == {finished._trial_id}
+    assert skipped == {trial_id_of(finished)}
     assert [t.intermediate_values for t in study.trials] == [{1: 0.5}, {}]
-    assert len(db.step_curve(running._trial_id)) == 2
-    assert db.step_curve(finished._trial_id) == db.epoch_curve(finished._trial_id) == []
+    assert len(db.step_curve(trial_id_of(running))) == 2
+    assert db.step_curve(trial_id_of(finished)) == db.epoch_curve(trial_id_of(finished)) == []
 
 
 def test_report_all_writes_a_stack_once_and_leaves_out_diverged_runs(storage_url: str) -> None:
@@ -78,7 +79,7 @@ def test_report_all_writes_a_stack_once_and_leaves_out_diverged_runs(storage_url
     assert list(diverged) == [1] and isinstance(diverged[1], Diverged)
     stored = optuna.load_study(study_name="t", storage=storage_url).trials
     assert [t.intermediate_values for t in stored] == [{1: 0.5}, {}, {1: 0.7}]
-    assert [len(db.step_curve(t._trial_id)) for t in trials] == [1, 0, 1]
+    assert [len(db.step_curve(trial_id_of(t))) for t in trials] == [1, 0, 1]
     assert [r["epoch"] for r in runs[0].reported] == [1]
 
 

@@ -11,6 +11,7 @@ from optuna.distributions import BaseDistribution
 from optuna.trial import FrozenTrial, TrialState
 
 from storage import Database
+from storage.optuna_internals import storage_of, study_id_of, trial_id_of
 from storage.trial_slots import TrialSlots
 from sweeps.batch_ask import ask_batch, room
 from sweeps.config import parse_config
@@ -52,8 +53,11 @@ def take(study: optuna.Study) -> Callable[[], int]:
     """A claim that always succeeds: a queued trial, else a new one (as `study.ask`)."""
 
     def claim() -> int:
-        trial_id = study._pop_waiting_trial_id()
-        return study._storage.create_new_trial(study._study_id) if trial_id is None else trial_id
+        storage, study_id = storage_of(study), study_id_of(study)
+        for t in storage.get_all_trials(study_id, deepcopy=False, states=(TrialState.WAITING,)):
+            if storage.set_trial_state_values(trial_id_of(t), TrialState.RUNNING):
+                return trial_id_of(t)
+        return storage.create_new_trial(study_id)
 
     return claim
 

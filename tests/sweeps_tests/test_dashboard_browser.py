@@ -13,6 +13,8 @@ import optuna
 import pytest
 from test_results import png_size, run_study, start_dashboard, svg_polylines
 
+from storage.optuna_internals import study_id_of
+
 pytestmark = pytest.mark.slow
 
 CHROMIUM = "/usr/bin/chromium"
@@ -58,7 +60,7 @@ def test_dashboard_shows_graphs_note_and_each_trials_lr_curve(
     proc, port = start_dashboard(tmp_path, url)
     try:
         page = browser.new_page(viewport={"width": 1400, "height": 1000})
-        base = f"http://127.0.0.1:{port}/dashboard/studies/{study._study_id}"
+        base = f"http://127.0.0.1:{port}/dashboard/studies/{study_id_of(study)}"
 
         page.goto(base)
         for title in (

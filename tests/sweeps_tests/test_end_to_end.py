@@ -20,6 +20,7 @@ from test_results import start_dashboard
 
 from objectives import Outcome, Run
 from storage import Database, open_database
+from storage.optuna_internals import trial_id_of
 from sweeps.config import load_yaml, parse_config
 from sweeps.study import launch
 from sweeps.worker import Worker
@@ -85,8 +86,8 @@ def test_a_study_in_redis_runs_end_to_end(tmp_path: Path, redis_url: str) -> Non
     assert [t.state for t in trials] == [TrialState.COMPLETE] * 8
     db = open_database(redis_url)
     for t in trials:
-        assert [p.epoch for p in db.epoch_curve(t._trial_id)] == [1, 2, 3]
-        assert db.step_curve(t._trial_id)
+        assert [p.epoch for p in db.epoch_curve(trial_id_of(t))] == [1, 2, 3]
+        assert db.step_curve(trial_id_of(t))
 
     exported = sweeps(
         "export", "--study", "t", "--out", "t.csv", "--storage", redis_url, cwd=tmp_path
@@ -120,14 +121,14 @@ def test_curves_are_stored_per_trial_and_bounded(tmp_path: Path, storage_url: st
                     "SELECT step, lr, train_loss, grad_norm FROM sweeps_curve_steps "
                     "WHERE trial_id = :t ORDER BY step"
                 ),
-                {"t": t._trial_id},
+                {"t": trial_id_of(t)},
             ).all()
             epochs = conn.execute(
                 sqlalchemy.text(
                     "SELECT epoch, value FROM sweeps_curve_epochs WHERE trial_id = :t "
                     "ORDER BY epoch"
                 ),
-                {"t": t._trial_id},
+                {"t": trial_id_of(t)},
             ).all()
             # 1437 examples / 8 per batch = 180 steps per epoch, 720 in all: thinned to <= 500.
             assert 300 <= len(steps) <= 500

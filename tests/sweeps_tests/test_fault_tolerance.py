@@ -21,7 +21,7 @@ from optuna.trial import FrozenTrial, TrialState
 from objectives import BUILTIN, Diverged, Run
 from pg_cluster import PostgresCluster, find_bindir
 from redis_server import RedisServer
-from storage.trial_slots import ATTEMPT, REASON, RETRY_OF, WORKER, first_attempt
+from storage.base import ATTEMPT, REASON, RETRY_OF, WORKER, first_attempt
 from sweeps.trial_attrs import params_of
 from sweeps.worker import trial_seed
 from sweeps_helpers import BASE, config, optuna_storage, sweeps, wait_until

@@ -18,6 +18,7 @@ import pytest
 from optuna.artifacts import get_all_artifact_meta
 from test_results import start_dashboard, svg_polylines
 
+from storage.optuna_internals import storage_of, study_id_of, trial_id_of
 from sweeps_helpers import config, free_port, sweeps
 
 pytestmark = pytest.mark.slow
@@ -81,7 +82,7 @@ def test_workers_and_dashboard_share_an_s3_artifact_store(tmp_path: Path, s3: st
     trial = study.trials[0]
     image = next(
         m
-        for m in get_all_artifact_meta(trial, storage=study._storage)
+        for m in get_all_artifact_meta(trial, storage=storage_of(study))
         if m.filename.endswith(".svg")
     )
     os.environ["SWEEPS_ARTIFACT_STORE"] = f"s3://{s3}"  # the dashboard takes it from the env
@@ -91,7 +92,7 @@ def test_workers_and_dashboard_share_an_s3_artifact_store(tmp_path: Path, s3: st
         del os.environ["SWEEPS_ARTIFACT_STORE"]
     try:
         address = (
-            f"http://127.0.0.1:{port}/artifacts/{study._study_id}/{trial._trial_id}/"
+            f"http://127.0.0.1:{port}/artifacts/{study_id_of(study)}/{trial_id_of(trial)}/"
             f"{image.artifact_id}"
         )
         with urllib.request.urlopen(address, timeout=30) as response:

@@ -23,6 +23,7 @@ from optuna_dashboard import get_note
 from optuna_dashboard._custom_plot_data import get_plotly_graph_objects
 
 from storage import Database
+from storage.optuna_internals import storage_of, study_id_of, trial_id_of
 from sweeps.results.trial_svg import ticks
 from sweeps_helpers import config, free_port, sweeps
 
@@ -67,7 +68,7 @@ def test_every_finished_trial_carries_its_curves_and_the_study_its_pages(
         store = FileSystemArtifactStore(str(tmp_path / "sweeps.db.artifacts" / "dashboard"))
     engine = sqlalchemy.create_engine(storage_url)
     for trial in study.trials:
-        metas = {m.filename: m for m in get_all_artifact_meta(trial, storage=study._storage)}
+        metas = {m.filename: m for m in get_all_artifact_meta(trial, storage=storage_of(study))}
         n = trial.number
         assert set(metas) == {
             f"trial-{n}-curves.svg",
@@ -100,7 +101,7 @@ def test_every_finished_trial_carries_its_curves_and_the_study_its_pages(
                         sqlalchemy.text(
                             f"SELECT {key} FROM {name} WHERE trial_id = :t ORDER BY {key}"
                         ),
-                        {"t": trial._trial_id},
+                        {"t": trial_id_of(trial)},
                     )
                     .scalars()
                     .all()
@@ -123,7 +124,7 @@ def test_every_finished_trial_carries_its_curves_and_the_study_its_pages(
     assert "## Leaderboard by schedule family" in note
     assert f"{study.best_value:.4f}" in note
     assert "## Config" in note and "objective: digits_mlp" in note
-    graphs = get_plotly_graph_objects(study._storage.get_study_system_attrs(study._study_id))
+    graphs = get_plotly_graph_objects(storage_of(study).get_study_system_attrs(study_id_of(study)))
     assert set(graphs) == GRAPHS
     for graph_id, text in graphs.items():
         assert json.loads(text)["data"], graph_id  # whole JSON: no interleaved chunks
@@ -132,7 +133,7 @@ def test_every_finished_trial_carries_its_curves_and_the_study_its_pages(
 def test_publication_is_leased_to_one_process_and_throttled(storage_url: str) -> None:
     db = Database(storage_url)
     study = optuna.create_study(storage=db.optuna, study_name="p")
-    sid = study._study_id
+    sid = study_id_of(study)
     assert db.claim_publication(sid, now=100.0, every=10, lease=60)
     assert not db.claim_publication(sid, now=101.0, every=0, lease=60)  # held
     assert db.claim_publication(sid, now=161.0, every=0, lease=60)  # lease ran out

@@ -15,8 +15,8 @@ import pytest
 from optuna.trial import TrialState
 
 from storage import Database
+from storage.base import WORKER
 from storage.remote import RemoteDatabase, serve
-from storage.trial_slots import WORKER
 from sweeps.config import parse_config
 from sweeps.study import launch
 from sweeps_helpers import BASE, assert_epoch_curves_stored, config, free_port, sweeps
