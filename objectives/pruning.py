@@ -3,7 +3,7 @@
 Optuna's ``trial.should_prune()`` reads the study's trials from storage on every call; for a
 stack of K trials at the end of an epoch that is K reads of the same rows, and on a database
 those reads cost more than the epoch's training (BENCHMARKS.md). `should_prune_all` reads
-once (`storage.snapshot`) and asks the study's own pruner about each trial against that
+once (`objectives.study_snapshot`) and asks the study's own pruner about each trial against that
 snapshot. What a pruner writes (successive halving records rungs) still goes to the storage.
 """
 
@@ -13,8 +13,8 @@ from collections.abc import Sequence
 
 import optuna
 
+from objectives.study_snapshot import StudySnapshot
 from storage.optuna_internals import trial_id_of
-from storage.snapshot import StudySnapshot
 
 
 def should_prune_all(trials: Sequence[optuna.Trial]) -> list[bool]:

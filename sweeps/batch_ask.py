@@ -3,9 +3,10 @@
 ``study.ask()`` plus sampling reads the study's trials from storage once per parameter group
 with constant-liar TPE, re-reading every running trial each time: for a stack of K that is
 the largest cost of a stacked study (BENCHMARKS.md). `ask_batch` claims the K trials, reads
-once (`storage.snapshot`) and samples all K against that snapshot, adding each sampled trial
-to it with its parameters, so the sampler still sees the batch's earlier trials as running
-(constant liar) and every finished trial up to the read, as Optuna's batched ``optimize``.
+once (`objectives.study_snapshot`, which pruning shares) and samples all K against that
+snapshot, adding each sampled trial to it with its parameters, so the sampler still sees the
+batch's earlier trials as running (constant liar) and every finished trial up to the read,
+as Optuna's batched ``optimize``.
 """
 
 from __future__ import annotations
@@ -15,8 +16,8 @@ from typing import Any
 
 import optuna
 
+from objectives.study_snapshot import StudySnapshot
 from storage.optuna_internals import storage_of
-from storage.snapshot import StudySnapshot
 
 
 def ask_batch(
