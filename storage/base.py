@@ -100,7 +100,7 @@ class BaseDatabase(ABC):
 
     @abstractmethod
     def budget(self, study_id: int) -> tuple[int, int]:
-        """``(trials, used)``: the budget, and how many trials hold slots now. A study
+        """``(trials, held)``: the budget, and how many trials hold slots now (`HOLDING`). A study
         without a budget (not launched by lr-sweeps) raises `StorageError`."""
 
     # Dashboard pages
@@ -221,9 +221,9 @@ def claim_retried(
     return retrying(attempt, what="claim a trial")
 
 
-def full(used: int, budget: int, below: int | None) -> bool:
-    """Whether a claim must take nothing: ``used`` slots fill the budget, or ``below``."""
-    return used >= (budget if below is None else min(budget, below))
+def full(held: int, budget: int, below: int | None) -> bool:
+    """Whether a claim must take nothing: ``held`` slots fill the budget, or ``below``."""
+    return held >= (budget if below is None else min(budget, below))
 
 
 def stale_reason(grace_period: float) -> str:

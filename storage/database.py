@@ -92,13 +92,11 @@ class Database(BaseDatabase):
 
     @retried
     def budget(self, study_id: int) -> tuple[int, int]:
-        """(trials, used) of the study's budget: used slots are trials RUNNING, COMPLETE or
-        PRUNED (`storage.trial_slots`)."""
         with self.session() as s:
             row = s.get(Budget, study_id)
             if row is None:
                 raise StorageError(f"study {study_id} has no budget; was it launched by sweeps?")
-            return row.trials, used_slots(s, study_id)
+            return row.trials, held_slots(s, study_id)
 
     # Dashboard pages ---------------------------------------------------------------------
 
@@ -210,14 +208,14 @@ class Database(BaseDatabase):
             return list(rows)
 
 
-def used_slots(s: Session, study_id: int) -> int:
+def held_slots(s: Session, study_id: int) -> int:
     """How many of the study's trials hold a slot of its budget (`HOLDING`)."""
-    used = s.scalar(
+    held = s.scalar(
         select(func.count())
         .select_from(models.TrialModel)
         .where(models.TrialModel.study_id == study_id, models.TrialModel.state.in_(HOLDING))
     )
-    return int(used or 0)
+    return int(held or 0)
 
 
 def first_line(error: BaseException) -> str:

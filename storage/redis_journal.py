@@ -172,8 +172,8 @@ class RedisDatabase(BaseDatabase):
 
     @retried
     def budget(self, study_id: int) -> tuple[int, int]:
-        used = _used(self.journal.get_all_trials(study_id, deepcopy=False))
-        return self.budget_trials(study_id), used
+        held = _held(self.journal.get_all_trials(study_id, deepcopy=False))
+        return self.budget_trials(study_id), held
 
     def budget_trials(self, study_id: int) -> int:
         trials = self.redis.get(f"sweeps:{study_id}:budget")
@@ -264,7 +264,7 @@ class RedisTrialSlots(BaseTrialSlots):
                 for t in trials:
                     if t.system_attrs.get(CLAIM) == token and t.state == TrialState.RUNNING:
                         return trial_id_of(t)
-            if full(_used(trials), self.db.budget_trials(self.study_id), below):
+            if full(_held(trials), self.db.budget_trials(self.study_id), below):
                 return None
             trial_id = self._take_waiting(trials, token)
             if trial_id is None:  # one entry: the trial exists RUNNING with its token, or not
@@ -374,7 +374,7 @@ class RedisTrialSlots(BaseTrialSlots):
         return dict(collections.Counter(t.state for t in trials))
 
 
-def _used(trials: Iterable[FrozenTrial]) -> int:
+def _held(trials: Iterable[FrozenTrial]) -> int:
     return sum(t.state in HOLDING for t in trials)
 
 

@@ -162,8 +162,8 @@ class RemoteDatabase(BaseDatabase):
         raise StorageError(f"storage {self.url}: launch studies on the database, not a proxy")
 
     def budget(self, study_id: int) -> tuple[int, int]:
-        trials, used = self.call("budget", study_id=study_id)
-        return int(trials), int(used)
+        trials, held = self.call("budget", study_id=study_id)
+        return int(trials), int(held)
 
     def claim_publication(self, study_id: int, *, now: float, every: float, lease: float) -> bool:
         return bool(

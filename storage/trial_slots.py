@@ -39,7 +39,7 @@ from storage.base import (
     retry_copy,
     stale_reason,
 )
-from storage.database import Database, used_slots
+from storage.database import Database, held_slots
 from storage.optuna_internals import add_trial, frozen_trial, models, set_user_attr
 from storage.resilience import retried
 from storage.tables import Budget
@@ -62,7 +62,7 @@ class TrialSlots(BaseTrialSlots):
             if looks and (taken := self._claimed_with(s, token)) is not None:
                 return taken
             budget = self._lock_budget(s)  # first: the count must see every claim
-            if full(used_slots(s, self.study_id), budget, below):
+            if full(held_slots(s, self.study_id), budget, below):
                 return None
             waiting = s.scalars(
                 select(models.TrialModel)

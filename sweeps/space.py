@@ -174,70 +174,80 @@ def _middle(dim: Dimension) -> Any:
 
 def parse_dimension(spec: Any, param: Param, path: str, errors: list[str]) -> Dimension | None:
     """Parse a fixed value, a list or a range for ``param``; append errors naming ``path``."""
-
-    def check(value: Any, where: str) -> Any:
-        try:
-            value = param.coerce(value)
-        except TypeError:
-            errors.append(f"{where}: must be {param.allowed()}, got {value!r}")
-            return None
-        if not param.contains(value):
-            errors.append(f"{where}: must be {param.allowed()}, got {value!r}")
-            return None
-        return value
-
-    before = len(errors)
+    mine: list[str] = []
+    dim: Dimension | None
     if isinstance(spec, dict):
-        if param.kind in (str, bool):
-            errors.append(f"{path}: {param.allowed()} or a list of them; a range needs numbers")
-            return None
-        unknown = sorted(set(spec) - RANGE_KEYS, key=str)
-        if unknown:
-            errors.append(f"{path}.{unknown[0]}: unknown field; a range has low, high, log, step")
-        for key in ("low", "high"):
-            if key not in spec:
-                errors.append(f"{path}.{key}: required in a range ({param.allowed()})")
-        low = check(spec["low"], f"{path}.low") if "low" in spec else None
-        high = check(spec["high"], f"{path}.high") if "high" in spec else None
-        log, step = spec.get("log", False), spec.get("step")
-        if not isinstance(log, bool):
-            errors.append(f"{path}.log: must be true or false, got {log!r}")
-        if step is not None and (
-            isinstance(step, bool)
-            or not isinstance(step, int | float)
-            or step <= 0
-            or (param.kind is int and step != int(step))
-        ):
-            kind = "a positive integer" if param.kind is int else "a positive number"
-            errors.append(f"{path}.step: must be {kind}, got {step!r}")
-        if len(errors) > before or low is None or high is None:
-            return None
-        if low > high:
-            errors.append(f"{path}: low must be <= high, got low={low!r} high={high!r}")
-        elif log and low <= 0:
-            errors.append(f"{path}.low: must be > 0 with log: true, got {low!r}")
-        elif log and step is not None:
-            errors.append(f"{path}.step: cannot be combined with log: true")
-        if len(errors) > before:
-            return None
-        return Dimension(param.kind, low=low, high=high, log=log, step=step)
-    if isinstance(spec, list):
-        if not spec:
-            errors.append(f"{path}: an empty list; give at least one value ({param.allowed()})")
-            return None
-        values = [check(v, f"{path}[{i}]") for i, v in enumerate(spec)]
-        if len(errors) > before:
-            return None
-        if len(set(values)) != len(values):
-            errors.append(f"{path}: lists a value twice: {spec!r}")
-            return None
-        return (
-            Dimension(param.kind, choices=tuple(values))
-            if len(values) > 1
-            else (Dimension(param.kind, fixed=values[0]))
-        )
-    value = check(spec, path)
-    return None if len(errors) > before else Dimension(param.kind, fixed=value)
+        dim = _parse_range(spec, param, path, mine)
+    elif isinstance(spec, list):
+        dim = _parse_list(spec, param, path, mine)
+    else:
+        dim = Dimension(param.kind, fixed=_checked(spec, param, path, mine))
+    errors.extend(mine)
+    return None if mine else dim
+
+
+def _checked(value: Any, param: Param, where: str, errors: list[str]) -> Any:
+    """``value`` as ``param`` takes it; None, with an error naming ``where``, if it can't."""
+    try:
+        value = param.coerce(value)
+    except TypeError:
+        pass
+    else:
+        if param.contains(value):
+            return value
+    errors.append(f"{where}: must be {param.allowed()}, got {value!r}")
+    return None
+
+
+def _parse_range(
+    spec: dict[str, Any], param: Param, path: str, errors: list[str]
+) -> Dimension | None:
+    if param.kind in (str, bool):
+        errors.append(f"{path}: {param.allowed()} or a list of them; a range needs numbers")
+        return None
+    unknown = sorted(set(spec) - RANGE_KEYS, key=str)
+    if unknown:
+        errors.append(f"{path}.{unknown[0]}: unknown field; a range has low, high, log, step")
+    for key in ("low", "high"):
+        if key not in spec:
+            errors.append(f"{path}.{key}: required in a range ({param.allowed()})")
+    low = _checked(spec["low"], param, f"{path}.low", errors) if "low" in spec else None
+    high = _checked(spec["high"], param, f"{path}.high", errors) if "high" in spec else None
+    log, step = spec.get("log", False), spec.get("step")
+    if not isinstance(log, bool):
+        errors.append(f"{path}.log: must be true or false, got {log!r}")
+    if step is not None and (
+        isinstance(step, bool)
+        or not isinstance(step, int | float)
+        or step <= 0
+        or (param.kind is int and step != int(step))
+    ):
+        kind = "a positive integer" if param.kind is int else "a positive number"
+        errors.append(f"{path}.step: must be {kind}, got {step!r}")
+    if errors or low is None or high is None:
+        return None
+    if low > high:
+        errors.append(f"{path}: low must be <= high, got low={low!r} high={high!r}")
+    elif log and low <= 0:
+        errors.append(f"{path}.low: must be > 0 with log: true, got {low!r}")
+    elif log and step is not None:
+        errors.append(f"{path}.step: cannot be combined with log: true")
+    return None if errors else Dimension(param.kind, low=low, high=high, log=log, step=step)
+
+
+def _parse_list(spec: list[Any], param: Param, path: str, errors: list[str]) -> Dimension | None:
+    if not spec:
+        errors.append(f"{path}: an empty list; give at least one value ({param.allowed()})")
+        return None
+    values = [_checked(v, param, f"{path}[{i}]", errors) for i, v in enumerate(spec)]
+    if errors:
+        return None
+    if len(set(values)) != len(values):
+        errors.append(f"{path}: lists a value twice: {spec!r}")
+        return None
+    if len(values) == 1:
+        return Dimension(param.kind, fixed=values[0])
+    return Dimension(param.kind, choices=tuple(values))
 
 
 def parse_space(space: Mapping[str, Any]) -> Space:

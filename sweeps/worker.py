@@ -23,7 +23,7 @@ import sys
 import threading
 import time
 import traceback
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import optuna
@@ -152,7 +152,7 @@ class Worker:
                 batch = ask_batch(
                     self.handle.study,
                     len(caps),
-                    claim=functools.partial(self._claim, caps),
+                    claim=functools.partial(self._claim, iter(caps)),
                     sample=self.handle.space.sample,
                 )
             if batch or self.pool:
@@ -170,11 +170,11 @@ class Worker:
                 waiting_said = True
             self._stopping.wait(min(beat.interval, WAIT_SECONDS))
 
-    def _claim(self, caps: list[int | None]) -> int | None:
-        """Take a trial, its claim capped by the first of ``caps`` (`TrialSlots.claim`)."""
+    def _claim(self, caps: Iterator[int | None]) -> int | None:
+        """Take a trial, its claim capped by the next of ``caps`` (`BaseTrialSlots.claim`)."""
         if self._stopping.is_set():
             return None
-        trial_id = self.slots.claim(below=caps.pop(0))
+        trial_id = self.slots.claim(below=next(caps))
         if trial_id is not None:
             self.heartbeat.watch(trial_id)
         return trial_id

@@ -67,6 +67,7 @@ def run(args: argparse.Namespace) -> int:
     )
     if sys.stdout.isatty():  # a person watches: a live bar under the trial lines
         progress = Progress(lambda: summarize(db, worker.handle))
+    log_storage_retries(worker.log)
     stop_on_signals(worker, log=lambda line: print(line, file=sys.stderr, flush=True))
     try:
         code = worker.run()
@@ -76,6 +77,20 @@ def run(args: argparse.Namespace) -> int:
     ended = "stopped" if code or worker.stopping else "budget met"
     print(f"worker done: {ended}", file=sys.stderr)
     return code
+
+
+def log_storage_retries(log: Callable[[str], None]) -> None:
+    """Storage retries (`storage.resilience`, through an outage) go to the worker's log, in
+    order with its trial lines, instead of Python's last-resort stderr handler."""
+    import logging
+
+    class ToLog(logging.Handler):
+        def emit(self, record: logging.LogRecord) -> None:
+            log(f"storage: {record.getMessage()}")
+
+    logger = logging.getLogger("sweeps.storage")
+    logger.addHandler(ToLog())
+    logger.propagate = False
 
 
 def stop_on_signals(worker: Worker, *, log: Callable[[str], None]) -> None:
