@@ -31,7 +31,7 @@ def launch(db: BaseDatabase, config: SweepConfig, *, resume: bool = False) -> St
 
     Raises:
         UsageError: the study exists and ``resume`` is off; or ``resume`` would shrink the
-            budget below what is already claimed, or change the direction.
+            budget below the trials already holding slots, or change the direction.
     """
     exists = config.study in optuna.get_all_study_names(storage=db.optuna)
     if exists and not resume:

@@ -42,7 +42,7 @@ def summarize(db: BaseDatabase, handle: StudyHandle) -> dict[str, Any]:
             -(f["best"] or {}).get("value", 0) if maximize else (f["best"] or {}).get("value", 0),
         )
     )
-    budget, claimed = db.budget(handle.study_id)
+    budget, held = db.budget(handle.study_id)
     return {
         "study": handle.config.study,
         "storage": mask_url(db.url),
@@ -50,7 +50,7 @@ def summarize(db: BaseDatabase, handle: StudyHandle) -> dict[str, Any]:
         "direction": handle.config.direction,
         "budget": budget,
         "finished": counts["COMPLETE"] + counts["PRUNED"],
-        "claimed": claimed,
+        "held": held,  # trials holding budget slots: running and finished
         "states": counts,
         "best": _trial(complete[0]) if complete else None,
         "families": families,
@@ -86,28 +86,62 @@ def _trial(t: FrozenTrial) -> dict[str, Any]:
     }
 
 
+# The family leaderboard's columns, in the order every rendering shows them.
+LEADERBOARD = ("family", "best", "trial", "finished", "pruned", "settings")
+NUMERIC = frozenset({"best", "trial", "finished", "pruned"})  # right-aligned
+
+
+def leaderboard(summary: dict[str, Any]) -> list[dict[str, str]]:
+    """The family leaderboard, best family first, each cell as text: one row per family of
+    the space (``—`` where a family has no COMPLETE trial)."""
+    rows = []
+    for f in summary["families"]:
+        b = f["best"]
+        rows.append(
+            {
+                "family": f["family"],
+                "best": f"{b['value']:.4f}" if b else "—",
+                "trial": str(b["number"]) if b else "—",
+                "finished": str(f["finished"]),
+                "pruned": str(f["pruned"]),
+                "settings": describe(b["params"], family=False) if b else "",
+            }
+        )
+    return rows
+
+
+def states_line(summary: dict[str, Any]) -> str:
+    """``complete 12, pruned 4, running 2``: the trials by state, those with any."""
+    return ", ".join(f"{n.lower()} {c}" for n, c in summary["states"].items() if c) or "none yet"
+
+
+def best_line(summary: dict[str, Any]) -> str | None:
+    """``trial 7, value 0.9833: cosine lr=0.12 ...``, or None before a trial completes."""
+    best = summary["best"]
+    if not best:
+        return None
+    return f"trial {best['number']}, value {best['value']:.4f}: {describe(best['params'])}"
+
+
 def format_table(summary: dict[str, Any]) -> str:
     """The summary as text for people."""
-    states = ", ".join(f"{n.lower()} {c}" for n, c in summary["states"].items() if c)
     lines = [
         f"study {summary['study']} ({summary['objective']}, {summary['direction']}) "
         f"in {summary['storage']}",
-        f"finished {summary['finished']} of {summary['budget']} trials ({states or 'none yet'})",
+        f"finished {summary['finished']} of {summary['budget']} trials ({states_line(summary)})",
     ]
-    best = summary["best"]
-    if best:
-        lines.append(
-            f"best: trial {best['number']} value {best['value']:.4f} {describe(best['params'])}"
-        )
-    lines += ["", f"{'family':14} {'finished':>8} {'pruned':>7} {'best':>8}  trial  settings"]
-    for f in summary["families"]:
-        b = f["best"]
-        cells = (
-            f"{b['value']:>8.4f}  {b['number']:>5}  {describe(b['params'], family=False)}"
-            if b
-            else f"{'—':>8}"
-        )
-        lines.append(f"{f['family']:14} {f['finished']:>8} {f['pruned']:>7} {cells}")
+    if best := best_line(summary):
+        lines.append(f"best: {best}")
+    widths = {"family": 14, "best": 8, "trial": 5, "finished": 8, "pruned": 6, "settings": 0}
+
+    def cells(row: dict[str, str]) -> str:
+        return " ".join(
+            f"{row[c]:>{widths[c]}}" if c in NUMERIC else f"{row[c]:{widths[c]}}"
+            for c in LEADERBOARD
+        ).rstrip()
+
+    lines += ["", cells({c: c for c in LEADERBOARD})]
+    lines += [cells(row) for row in leaderboard(summary)]
     short = [f for f in summary["families"] if f["finished"] < summary["min_trials_per_family"]]
     if short and not summary["running"]:  # the study has ended (or paused) that way
         lines.append(

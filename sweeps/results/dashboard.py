@@ -3,8 +3,8 @@
 - When a trial ends, its curves go to the artifact store as an SVG and two CSVs; the
   dashboard's trial page shows them. (Uploaded before Optuna is told the trial's state:
   Optuna refuses to change a finished trial.)
-- As trials finish, the study's note (`note.study_note`) and its graphs (`figures`) are
-  rewritten, by one worker at a time and at most every `EVERY` seconds (a lease in
+- As trials finish, the study's note (`note.study_note`) and its graphs (`charts`, drawn by
+  `figures`) are rewritten, by one worker at a time and at most every `EVERY` seconds (a lease in
   `storage.base.BaseDatabase.claim_publication`), so racing workers never interleave them.
 
 Nothing here may end a trial or a worker: a failure to publish is logged and training goes on.
@@ -18,11 +18,12 @@ from collections.abc import Callable
 from pathlib import Path
 
 import optuna
+import plotly.graph_objects as go
 from optuna.artifacts import upload_artifact
 from optuna_dashboard import save_note, save_plotly_graph_object
 
 from storage import BaseDatabase, one_line
-from sweeps.results import figures
+from sweeps.results import charts, figures
 from sweeps.results.artifact_store import ArtifactStore
 from sweeps.results.curves import Curves
 from sweeps.results.note import study_note
@@ -30,9 +31,9 @@ from sweeps.results.study_data import StudyData
 from sweeps.results.trial_svg import trial_svg
 from sweeps.study import StudyHandle
 
-GRAPHS = {  # graph id in the dashboard -> figure
-    "sweeps-lr-schedules": figures.lr_schedules,
-    "sweeps-best-by-family": figures.best_by_family,
+GRAPHS: dict[str, Callable[[StudyData], go.Figure]] = {  # graph id in the dashboard -> figure
+    "sweeps-lr-schedules": lambda data: figures.plotly_figure(charts.lr_schedules(data)),
+    "sweeps-best-by-family": lambda data: figures.plotly_figure(charts.best_by_family(data)),
     "sweeps-value-vs-params": figures.value_vs_params,
 }
 EVERY = 10.0  # seconds between refreshes of the study's pages

@@ -7,12 +7,11 @@ import time
 import yaml
 
 from sweeps.results.study_data import StudyData
-from sweeps.summary import describe
+from sweeps.summary import LEADERBOARD, NUMERIC, best_line, leaderboard, states_line
 
 
 def study_note(data: StudyData) -> str:
     s, config = data.summary, data.handle.config
-    states = ", ".join(f"{n.lower()} {c}" for n, c in s["states"].items() if c) or "none yet"
     lines = [
         f"# {config.study}",
         "",
@@ -20,30 +19,21 @@ def study_note(data: StudyData) -> str:
         f"**{config.budget.trials} trials** of up to **{config.budget.epochs} epochs**; "
         f"sampler `{config.sampler.name}`, pruner `{config.pruner.name}`.",
         "",
-        f"Finished **{s['finished']} of {s['budget']}** ({states}). "
+        f"Finished **{s['finished']} of {s['budget']}** ({states_line(s)}). "
         f"Updated {time.strftime('%Y-%m-%d %H:%M:%S %Z')} by lr-sweeps.",
         "",
     ]
-    if s["best"]:
-        best = s["best"]
-        lines += [
-            f"Best: trial **{best['number']}**, value **{best['value']:.4f}**: "
-            f"`{describe(best['params'])}`",
-            "",
-        ]
+    if best := best_line(s):
+        lines += [f"Best: {best}", ""]
     lines += [
         "## Leaderboard by schedule family",
         "",
-        "| family | best | trial | finished | pruned | settings |",
-        "|---|---:|---:|---:|---:|---|",
+        "| " + " | ".join(LEADERBOARD) + " |",
+        "|" + "|".join("---:" if c in NUMERIC else "---" for c in LEADERBOARD) + "|",
     ]
-    for f in s["families"]:
-        b = f["best"]
-        best_cells = f"{b['value']:.4f} | {b['number']} " if b else "— | — "
-        settings = f"`{describe(b['params'], family=False)}`" if b else ""
-        lines.append(
-            f"| {f['family']} | {best_cells}| {f['finished']} | {f['pruned']} | {settings} |"
-        )
+    for row in leaderboard(s):
+        cells = [f"`{row[c]}`" if c == "settings" and row[c] else row[c] for c in LEADERBOARD]
+        lines.append("| " + " | ".join(cells) + " |")
     pruning = data.pruning()
     lines += [
         "",

@@ -12,10 +12,10 @@ from pathlib import Path
 import optuna
 
 from storage import first_line
-from sweeps.results import figures
+from sweeps.results import charts, figures
 from sweeps.results.report_png import write_pngs
 from sweeps.results.study_data import StudyData
-from sweeps.summary import describe
+from sweeps.summary import LEADERBOARD, NUMERIC, describe, leaderboard, states_line
 
 STYLE = """body{font-family:system-ui,sans-serif;max-width:1100px;margin:2em auto;padding:0 1em}
 table{border-collapse:collapse}td,th{border:1px solid #ccc;padding:4px 8px}
@@ -27,17 +27,19 @@ def write_report(data: StudyData, out: Path, *, top: int = 8) -> list[Path]:
     out.mkdir(parents=True, exist_ok=True)
     best = data.complete()[:top]
     scores, why_no_scores = importances(data.handle.study)
-    pngs = write_pngs(data, best, scores, out)
-    graphs = [
-        figures.history(data),
-        figures.best_by_family(data),
-        figures.lr_curves(data, best, f"Learning rate of the top {len(best)} trials"),
-        figures.validation_curves(data, best),
-        figures.value_vs_params(data),
-        figures.pruning(data),
-    ]
-    if scores:
-        graphs.insert(4, figures.importances(scores))
+    pictures = {  # PNG name -> chart, in the page's order
+        "history.png": charts.history(data),
+        "leaderboard.png": charts.best_by_family(data),
+        "lr_curves.png": charts.lr_curves(
+            data, best, f"Learning rate of the top {len(best)} trials"
+        ),
+        "validation_curves.png": charts.validation_curves(data, best),
+        **({"importances.png": charts.importances(scores)} if scores else {}),
+        "pruning.png": charts.pruning(data),
+    }
+    pngs = write_pngs(pictures, out)
+    graphs = [figures.plotly_figure(chart) for chart in pictures.values()]
+    graphs.insert(-1, figures.value_vs_params(data))  # plotly's alone: a menu picks the axis
     parts = [_header(data), _leaderboard(data), _pruning(data)]
     if why_no_scores:
         parts.append(f"<p>No parameter importances: {html.escape(why_no_scores)}</p>")
@@ -68,43 +70,40 @@ def importances(study: optuna.Study) -> tuple[dict[str, float] | None, str]:
 def _header(data: StudyData) -> str:
     s, config = data.summary, data.handle.config
     best = s["best"]
-    best_line = (
+    best_html = (
         f"<p>Best: trial <b>{best['number']}</b>, value <b>{best['value']:.4f}</b>: "
         f"<code>{html.escape(describe(best['params']))}</code></p>"
         if best
         else "<p>No trial completed yet.</p>"
     )
-    states = ", ".join(f"{n.lower()} {c}" for n, c in s["states"].items() if c)
     return (
         f"<h1>{html.escape(config.study)}</h1>"
         f"<p><b>{html.escape(config.objective)}</b>, {config.direction}; budget "
         f"{config.budget.trials} trials of up to {config.budget.epochs} epochs; sampler "
         f"{config.sampler.name}, pruner {config.pruner.name}. Finished {s['finished']} of "
-        f"{s['budget']} ({states or 'none yet'}). Storage {html.escape(s['storage'])}. "
-        f"Written {time.strftime('%Y-%m-%d %H:%M:%S %Z')}.</p>{best_line}"
+        f"{s['budget']} ({states_line(s)}). Storage {html.escape(s['storage'])}. "
+        f"Written {time.strftime('%Y-%m-%d %H:%M:%S %Z')}.</p>{best_html}"
     )
 
 
 def _leaderboard(data: StudyData) -> str:
-    rows = []
-    for f in data.summary["families"]:
-        b = f["best"]
-        cells = (
-            f"<td class=n>{b['value']:.4f}</td><td class=n>{b['number']}</td>"
-            f"<td><code>{html.escape(describe(b['params'], family=False))}</code></td>"
-            if b
-            else "<td class=n>—</td><td></td><td></td>"
+    head = "".join(f"<th>{c}</th>" for c in LEADERBOARD)
+    rows = "".join(
+        "<tr>"
+        + "".join(
+            f"<td class=n>{row[c]}</td>"
+            if c in NUMERIC
+            else f"<td>{_code(row[c]) if c == 'settings' else html.escape(row[c])}</td>"
+            for c in LEADERBOARD
         )
-        rows.append(
-            f"<tr><td>{html.escape(f['family'])}</td>{cells}"
-            f"<td class=n>{f['finished']}</td><td class=n>{f['pruned']}</td></tr>"
-        )
-    return (
-        "<h2>Leaderboard by schedule family</h2><table><tr><th>family</th><th>best</th>"
-        "<th>trial</th><th>settings</th><th>finished</th><th>pruned</th></tr>"
-        + "".join(rows)
-        + "</table>"
+        + "</tr>"
+        for row in leaderboard(data.summary)
     )
+    return f"<h2>Leaderboard by schedule family</h2><table><tr>{head}</tr>{rows}</table>"
+
+
+def _code(text: str) -> str:
+    return f"<code>{html.escape(text)}</code>" if text else ""
 
 
 def _pruning(data: StudyData) -> str:

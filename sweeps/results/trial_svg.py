@@ -1,4 +1,5 @@
-"""A trial's learning rate, training loss and validation curves as one SVG image.
+"""A trial's learning rate, training loss and validation curves (`charts.trial_panels`) as one
+SVG image.
 
 Written by hand rather than with matplotlib: every finished trial gets one, and matplotlib
 spends ~0.1 s of a worker's time per figure (a quarter of a demo trial's training), this
@@ -10,15 +11,10 @@ from __future__ import annotations
 import math
 from html import escape
 
+from sweeps.results.charts import Chart, trial_panels
 from sweeps.results.curves import Curves
 
 WIDTH, HEIGHT = 720, 448
-PANELS = (  # (table, column, title, x label)
-    ("steps", "lr", "learning rate", "step"),
-    ("steps", "train_loss", "training loss", "step"),
-    ("epochs", "val_loss", "validation loss", "epoch"),
-    ("epochs", "value", "validation metric (reported)", "epoch"),
-)
 TOP = 40  # room for the title
 CELL_W, CELL_H = WIDTH / 2, (HEIGHT - TOP) / 2
 LEFT, RIGHT, ABOVE, BELOW = 56, 14, 22, 34  # margins of a plot inside its cell
@@ -33,10 +29,8 @@ def trial_svg(curves: Curves, title: str) -> str:
         f'<rect width="{WIDTH}" height="{HEIGHT}" fill="white"/>',
         *_title(title),
     ]
-    for i, (table, column, name, x_label) in enumerate(PANELS):
-        x0, y0 = (i % 2) * CELL_W, TOP + (i // 2) * CELL_H
-        xs, ys = curves.series(table, column)
-        parts += _panel(x0, y0, xs, ys, name, x_label, markers=table == "epochs")
+    for i, chart in enumerate(trial_panels(curves)):
+        parts += _panel((i % 2) * CELL_W, TOP + (i // 2) * CELL_H, chart)
     parts.append("</svg>")
     return "\n".join(parts)
 
@@ -56,32 +50,25 @@ def _title(title: str) -> list[str]:
     ]
 
 
-def _panel(
-    x0: float,
-    y0: float,
-    xs: list[float],
-    ys: list[float],
-    name: str,
-    x_label: str,
-    *,
-    markers: bool,
-) -> list[str]:
+def _panel(x0: float, y0: float, chart: Chart) -> list[str]:
     left, top = x0 + LEFT, y0 + ABOVE
     width, height = CELL_W - LEFT - RIGHT, CELL_H - ABOVE - BELOW
     out = [
         f'<text x="{left + width / 2}" y="{top - 7}" text-anchor="middle" font-size="11">'
-        f"{name}</text>",
+        f"{escape(chart.title)}</text>",
         f'<text x="{left + width / 2}" y="{top + height + 28}" text-anchor="middle">'
-        f"{x_label}</text>",
+        f"{escape(chart.x_label)}</text>",
         f'<rect x="{left}" y="{top}" width="{width}" height="{height}" fill="none" '
         'stroke="#444" stroke-width="0.8"/>',
     ]
-    if not xs:
+    if not chart.series:
         return [
             *out,
             f'<text x="{left + width / 2}" y="{top + height / 2}" '
-            'text-anchor="middle" fill="#888">not recorded</text>',
+            f'text-anchor="middle" fill="#888">{escape(chart.empty)}</text>',
         ]
+    (line,) = chart.series
+    xs, ys = [float(x) for x in line.x], [float(y) for y in line.y]
     x_ticks, y_ticks = ticks(min(xs), max(xs)), ticks(min(ys), max(ys))
     x_lo, x_hi = min(x_ticks[0], min(xs)), max(x_ticks[-1], max(xs))
     y_lo, y_hi = min(y_ticks[0], min(ys)), max(y_ticks[-1], max(ys))
@@ -111,7 +98,7 @@ def _panel(
         )
     points = " ".join(f"{px(x):.1f},{py(y):.1f}" for x, y in zip(xs, ys, strict=True))
     out.append(f'<polyline points="{points}" fill="none" stroke="{COLOUR}" stroke-width="1.4"/>')
-    if markers:
+    if "markers" in line.style:
         out += [
             f'<circle cx="{px(x):.1f}" cy="{py(y):.1f}" r="2.2" fill="{COLOUR}"/>'
             for x, y in zip(xs, ys, strict=True)

@@ -129,8 +129,14 @@ def running_trials(url: str) -> list[optuna.trial.FrozenTrial]:
 
 def kill_a_worker(url: str) -> int:
     """SIGKILL the worker of a trial in training; its process id."""
-    wait_until(lambda: running_trials(url))
-    pid = int(running_trials(url)[0].user_attrs["sweeps:worker"].rpartition(":")[2])
+    seen: list[optuna.trial.FrozenTrial] = []
+
+    def one_running() -> bool:
+        seen[:] = running_trials(url)  # kept: a second read may find the trial ended
+        return bool(seen)
+
+    wait_until(one_running)
+    pid = int(seen[0].user_attrs["sweeps:worker"].rpartition(":")[2])
     os.kill(pid, signal.SIGKILL)
     return pid
 
