@@ -4,11 +4,16 @@ end with a summary. The one-command demo."""
 from __future__ import annotations
 
 import argparse
+from typing import TYPE_CHECKING, Any
 
 from sweeps.commands.common import add_storage_arguments, add_training_arguments
 
 HELP = "launch a study and run N local worker processes until its budget is met"
 POLL_SECONDS = 0.5
+
+if TYPE_CHECKING:
+    from sweeps.local_workers import LocalWorkers
+    from sweeps.results.progress import Progress
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -31,13 +36,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    import contextlib
     import os
-    import subprocess
     import sys
 
     import objectives
-    from storage import is_redis
     from sweeps.commands.common import (
         artifacts_root,
         check_artifact_store,
@@ -51,7 +53,7 @@ def run(args: argparse.Namespace) -> int:
     from sweeps.local_workers import LocalWorkers
     from sweeps.results.progress import Progress
     from sweeps.study import launch
-    from sweeps.summary import format_table, summarize
+    from sweeps.summary import summarize
 
     if args.workers < 1:
         raise UsageError(f"--workers: must be an integer >= 1, got {args.workers}")
@@ -71,23 +73,9 @@ def run(args: argparse.Namespace) -> int:
     # Split the cores between the workers: oversubscribed torch threads slow everyone down.
     threads = max(1, (os.cpu_count() or 1) // args.workers)
     env = {**os.environ, "SWEEPS_STORAGE": db.url}  # not on the command line: `ps` shows it
-
-    def command(i: int) -> list[str]:
-        cmd = [sys.executable, "-m", "sweeps", "worker", "--study", config.study]
-        cmd += ["--threads", str(threads)]
-        if args.artifacts:
-            cmd += ["--artifacts", args.artifacts]
-        if args.artifact_store:
-            cmd += ["--artifact-store", args.artifact_store]
-        if args.stack is not None:
-            cmd += ["--stack", str(args.stack)]
-        if args.device:
-            cmd += ["--device", args.device]
-        return cmd
-
     progress = Progress(lambda: summarize(db, handle))
     workers = LocalWorkers(
-        command,
+        lambda i: worker_command(args, config.study, threads),
         lambda i: {**env, INDEX_ENV: str(i)},
         logs,
         args.workers,
@@ -99,15 +87,56 @@ def run(args: argparse.Namespace) -> int:
         f"worker(s) x {threads} thread(s); worker logs in {logs}/",
         flush=True,
     )
+    if not supervise(workers, progress):
+        print(
+            f"running trials went back to the queue; continue with "
+            f"sweeps run {args.config} --resume",
+            file=sys.stderr,
+        )
+        return 130
+    print_summary(summarize(db, handle), args)
+    if workers.failed:
+        raise RunFailed(
+            f"worker(s) {workers.failed} ended with an error (said above; logs in {logs}/); "
+            f"once its cause is fixed, continue with: sweeps run {args.config} --resume"
+        )
+    return 0
+
+
+def worker_command(args: argparse.Namespace, study: str, threads: int) -> list[str]:
+    """The ``sweeps worker`` command line of each local worker (the storage goes in its
+    environment: `ps` would show a password on the command line)."""
+    import sys
+
+    cmd = [sys.executable, "-m", "sweeps", "worker", "--study", study]
+    cmd += ["--threads", str(threads)]
+    if args.artifacts:
+        cmd += ["--artifacts", args.artifacts]
+    if args.artifact_store:
+        cmd += ["--artifact-store", args.artifact_store]
+    if args.stack is not None:
+        cmd += ["--stack", str(args.stack)]
+    if args.device:
+        cmd += ["--device", args.device]
+    return cmd
+
+
+def supervise(workers: LocalWorkers, progress: Progress) -> bool:
+    """Watch the workers until the last one ends, with a live progress bar. False when
+    Ctrl-C stopped them: they handed their trials back (`sweeps worker`)."""
+    import contextlib
+    import subprocess
+    import sys
+
     try:
         while True:
             workers.check()
             if not (running := workers.running):
-                break
+                return True
             progress.update()
             with contextlib.suppress(subprocess.TimeoutExpired):
                 running[0].wait(POLL_SECONDS)  # back as soon as the last worker ends
-    except KeyboardInterrupt:  # the workers hand their trials back (`sweeps worker`)
+    except KeyboardInterrupt:
         progress.close()
         print(
             "interrupted: workers save the epoch in progress and hand their trials back "
@@ -121,30 +150,26 @@ def run(args: argparse.Namespace) -> int:
         except KeyboardInterrupt:  # a second signal: the workers stop at once
             workers.terminate()
             workers.wait()
-        print(
-            f"running trials went back to the queue; continue with "
-            f"sweeps run {args.config} --resume",
-            file=sys.stderr,
-        )
-        return 130
+        return False
     finally:
         progress.close()
-    summary = summarize(db, handle)
+
+
+def print_summary(summary: dict[str, Any], args: argparse.Namespace) -> None:
+    """The study's table, where its data lives, and the commands that show it."""
+    from storage import is_redis
+    from sweeps.summary import format_table
+
     print(f"\n{format_table(summary)}\n")
     curves = (
         "keys sweeps:trial:<id>:steps and :epochs"
-        if is_redis(db.url)
+        if is_redis(summary["storage"])
         else "tables sweeps_curve_steps, sweeps_curve_epochs"
     )
     print(f"data: {summary['storage']} (curves in {curves})")
     where = f" --artifacts {args.artifacts}" if args.artifacts else ""
     where += f" --artifact-store {args.artifact_store}" if args.artifact_store else ""
+    study = summary["study"]
     print(f"browse: sweeps dashboard --storage {summary['storage']}{where}")
-    print(f"report: sweeps report --study {config.study} --out {config.study}-report/")
-    print(f"export: sweeps export --study {config.study} --out {config.study}.csv")
-    if workers.failed:
-        raise RunFailed(
-            f"worker(s) {workers.failed} ended with an error (said above; logs in {logs}/); "
-            f"once its cause is fixed, continue with: sweeps run {args.config} --resume"
-        )
-    return 0
+    print(f"report: sweeps report --study {study} --out {study}-report/")
+    print(f"export: sweeps export --study {study} --out {study}.csv")
