@@ -27,6 +27,8 @@ What every method promises, on every backend:
 
 from __future__ import annotations
 
+import os
+import socket
 import threading
 import uuid
 from abc import ABC, abstractmethod
@@ -151,9 +153,6 @@ class BaseTrialSlots(ABC):
     def __init__(
         self, db: BaseDatabase, study_id: int, *, retries: int, worker: str | None = None
     ) -> None:
-        import os
-        import socket
-
         self.db = db
         self.study_id = study_id
         self.retries = retries
