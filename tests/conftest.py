@@ -6,15 +6,14 @@ from __future__ import annotations
 import itertools
 import os
 from collections.abc import Iterator
-from dataclasses import dataclass
 from pathlib import Path
 from typing import NoReturn
 
 import pytest
 
+from backends import Backend
 from pg_cluster import PostgresCluster, find_bindir
 from redis_server import RedisServer, find_redis_server
-from storage import BaseDatabase
 
 # Keras is a test-only reference for schedule formulas; it must run on torch, not TensorFlow.
 os.environ.setdefault("KERAS_BACKEND", "torch")
@@ -51,15 +50,6 @@ def _sql_url(request: pytest.FixtureRequest, dialect: str, tmp_path: Path) -> st
         return f"sqlite:///{tmp_path / 'sweeps.db'}"
     cluster: PostgresCluster = request.getfixturevalue("postgres")
     return cluster.create_database(f"test_{os.getpid()}_{next(_database_ids)}")
-
-
-@dataclass
-class Backend:
-    """A fresh, empty study store (`storage.base.BaseDatabase`) of one backend."""
-
-    url: str  # what a worker opens (`storage.open_database`), in this process or another
-    db: BaseDatabase  # opened on ``url``
-    launcher: BaseDatabase  # where studies are launched (a proxy's is its database's)
 
 
 @pytest.fixture(params=["sqlite", "postgresql", "redis", "proxy"])

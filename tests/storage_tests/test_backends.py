@@ -11,10 +11,10 @@ from typing import Any
 
 import optuna
 import pytest
-from conftest import Backend
 from optuna.storages import RetryHeartbeatStaleTrialCallback
 from optuna.trial import TrialState
 
+from backends import Backend
 from storage import StorageError, TrialReport, open_database
 from storage.base import ATTEMPT, REASON, RETRY_OF, WORKER, BaseTrialSlots, Failure, Heartbeat
 from sweeps_helpers import wait_until
