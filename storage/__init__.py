@@ -29,7 +29,8 @@ def open_database(url: str, *, wait: bool = False) -> BaseDatabase:
     """The backend for ``url``: a storage proxy's client for ``grpc://``, Redis for
     ``redis://``, else SQL (`Database`). With ``wait`` (a worker, which may start before its
     database or proxy), an unreachable one is waited for as every call is retried
-    (`storage.resilience`); without it, an unreachable one raises `StorageError` at once."""
+    (`storage.resilience`); without it, an unreachable database or Redis raises
+    `StorageError` at once (a proxy's client connects on its first call, which retries)."""
     from storage.resilience import retry_seconds, retrying
 
     if url.startswith(PROXY_SCHEME):
@@ -37,7 +38,11 @@ def open_database(url: str, *, wait: bool = False) -> BaseDatabase:
 
         remote = RemoteDatabase(url)
         if wait:
-            remote.wait_ready(retry_seconds())
+            try:
+                remote.wait_ready(retry_seconds())
+            except StorageError:
+                remote.close()
+                raise
         return remote
     backend: Callable[[str], BaseDatabase] = Database
     if is_redis(url):

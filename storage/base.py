@@ -17,10 +17,11 @@ suite over every backend; a new backend passes it before anything else uses it.
 What every method promises, on every backend:
 
 - **Retried, not duplicated.** A call that meets an outage is retried until
-  ``$SWEEPS_DB_RETRY_SECONDS`` runs out (`storage.resilience`), and a retry after a lost
-  answer changes nothing twice: curves keep the points already stored, a claim carries a
-  token by which its retry finds the trial the first attempt took.
-- **Errors** are `StorageError`, whose message names the storage without its password.
+  ``$SWEEPS_DB_RETRY_SECONDS`` runs out (`storage.resilience`; `beat` is not: a `Heartbeat`
+  beats again at its next interval), and a retry after a lost answer changes nothing twice:
+  curves keep the points already stored, a claim carries a token by which its retry finds
+  the trial the first attempt took.
+- **Errors** that outlast the retries are raised; no message contains a password.
 - **Exact budget.** Whatever the number of workers racing, and wherever one is killed,
   the trials holding slots (`HOLDING`) never outnumber the budget.
 """

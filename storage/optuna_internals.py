@@ -8,6 +8,11 @@ name lr-sweeps relies on is reached through this module and nowhere else (a test
 code for others), so that an Optuna release that changes one fails `check` with a message
 naming it, rather than quietly miscounting a budget. ``pyproject.toml`` allows only the
 Optuna versions this was tested with (`SUPPORTED`).
+
+One dependency is on data, not names: `storage.redis_journal` appends journal entries itself
+(fenced by the study's lock) in the key layout Optuna's Redis backend reads
+(``PREFIX:log_number``, ``PREFIX:log:N``). `check` cannot see that layout without a Redis
+server; ``test_redis_journal.py`` checks it, plain Optuna reading a study lr-sweeps wrote.
 """
 
 from __future__ import annotations

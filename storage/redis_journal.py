@@ -52,7 +52,7 @@ from storage.tables import EpochPoint, StepPoint
 
 LOCK_SECONDS = 10  # a claim takes milliseconds; a dead holder's lock frees itself after this
 
-# Take the right to refresh the dashboard pages (`Database.claim_publication`): KEYS[1] the
+# Take the right to refresh the dashboard pages (`BaseDatabase.claim_publication`): KEYS[1] the
 # study's publication hash; ARGV now, every, lease. One script: atomic in Redis.
 _CLAIM_PUBLICATION = """
 local held = tonumber(redis.call('hget', KEYS[1], 'until'))
@@ -349,7 +349,7 @@ class RedisTrialSlots(BaseTrialSlots):
 
     @retried
     def reap_stale(self, grace_period: float) -> list[Failure]:
-        """`TrialSlots.reap_stale`, and the retries a cut-off `fail` left unqueued."""
+        """`BaseTrialSlots.reap_stale`, and the retries a cut-off `fail` left unqueued."""
         self.db.journal.get_all_trials(self.study_id, deepcopy=False)  # replay outside the lock
         with self.db.locked(self.study_id):
             trials = self.db.journal.get_all_trials(self.study_id, deepcopy=False)

@@ -28,8 +28,8 @@ def ask_batch(
     sample: Callable[[optuna.Trial], Any],
 ) -> list[optuna.Trial]:
     """Up to ``size`` trials of ``study``, each taken by ``claim()`` (a trial id under the
-    budget, `storage.trial_slots`) and sampled by ``sample(trial)`` (its ``suggest_*``
-    calls, as after ``study.ask()``).
+    budget, `storage.base.BaseTrialSlots.claim`) and sampled by ``sample(trial)`` (its
+    ``suggest_*`` calls, as after ``study.ask()``).
 
     The read comes after every claim: the trials were created outside Optuna's own calls,
     and its storage cache learns of them from that read (before their parameters are set).
@@ -65,7 +65,7 @@ def room(
 
     ``blind``: more of the study's first ``blind`` trials (`sweeps.samplers.blind_trials`;
     None: every trial), which the sampler draws at random and the pruner cannot prune before
-    that many finish: they all start at once. Claimed with ``TrialSlots.claim(below=blind)``,
+    that many finish: they all start at once. Claimed with ``BaseTrialSlots.claim(below=blind)``,
     so racing workers together start no more than ``blind``.
     """
     free = size - training

@@ -53,8 +53,16 @@ def run(args: argparse.Namespace) -> int:
 
         torch.set_num_threads(args.threads)
     index = os.environ.get(INDEX_ENV)
-    db = open_database(args, wait=True)
     progress: Progress | None = None
+
+    def log(line: str) -> None:  # under the live bar when there is one
+        if progress:
+            progress.log(line)
+        else:
+            print(line, flush=True)
+
+    log_storage_retries(log)  # from the first call: a worker may start before its database
+    db = open_database(args, wait=True)
     worker = Worker(
         db,
         args.study,
@@ -63,11 +71,10 @@ def run(args: argparse.Namespace) -> int:
         worker=int(index) if index else _distinct_number(),
         stack=args.stack,
         device=args.device,
-        log=lambda line: progress.log(line) if progress else print(line, flush=True),
+        log=log,
     )
     if sys.stdout.isatty():  # a person watches: a live bar under the trial lines
         progress = Progress(lambda: summarize(db, worker.handle))
-    log_storage_retries(worker.log)
     stop_on_signals(worker, log=lambda line: print(line, file=sys.stderr, flush=True))
     try:
         code = worker.run()

@@ -30,9 +30,7 @@ def write_report(data: StudyData, out: Path, *, top: int = 8) -> list[Path]:
     pictures = {  # PNG name -> chart, in the page's order
         "history.png": charts.history(data),
         "leaderboard.png": charts.best_by_family(data),
-        "lr_curves.png": charts.lr_curves(
-            data, best, f"Learning rate of the top {len(best)} trials"
-        ),
+        "lr_curves.png": charts.lr_curves(data, best),
         "validation_curves.png": charts.validation_curves(data, best),
         **({"importances.png": charts.importances(scores)} if scores else {}),
         "pruning.png": charts.pruning(data),

@@ -54,5 +54,5 @@ def draw(ax: Axes, chart: Chart) -> None:
         ax.set_ylim(*chart.y_range)
     if chart.integer_x:
         ax.xaxis.set_major_locator(MaxNLocator(integer=True))
-    if len(chart.series) > 1:
-        ax.legend(fontsize=8)
+    if len(chart.series) > 1 or any(s.style not in ("bars", "hbars") for s in chart.series):
+        ax.legend(fontsize=8)  # (a lone bar series is named by its axis)
