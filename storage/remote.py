@@ -2,14 +2,12 @@
 proxy and the calls of lr-sweeps' own that a worker makes (claims, heartbeats, failures,
 reports, curves, the dashboard lease). Those are multi-row transactions on our tables, which
 Optuna's proxy has no call for; the proxy runs them on its real backend (SQL or Redis), with
-its retries.
-Thousands of workers then hold no database connection, only a channel to the proxy.
+its retries. Thousands of workers then hold no database connection, only a channel to the proxy.
 
 A worker given ``grpc://HOST:PORT`` opens a `RemoteDatabase`: Optuna's `GrpcStorageProxy`
 as its Optuna storage, and each `BaseDatabase`/`BaseTrialSlots` method as one call whose
-arguments
-and result travel as JSON. A call that cannot reach the proxy is retried as database calls
-are (`storage.resilience`); a retried claim carries the same token, so a lost
+arguments and result travel as JSON. A call that cannot reach the proxy is retried as
+database calls are (`storage.resilience`); a retried claim carries the same token, so a lost
 acknowledgement never takes two trials.
 """
 

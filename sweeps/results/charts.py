@@ -37,7 +37,6 @@ class Chart:
     log_y: bool = False
     y_range: tuple[float, float] | None = None  # None: fitted to the data
     integer_x: bool = False
-    empty: str = "not recorded"  # said in place of a chart without data
 
 
 def history(data: StudyData) -> Chart:

@@ -21,9 +21,16 @@ def plotly_figure(chart: Chart) -> go.Figure:
     for s in chart.series:
         if s.style in ("bars", "hbars"):
             text = [t.replace("\n", " ") for t in s.labels] if s.labels else None
-            orientation = "h" if s.style == "hbars" else "v"
-            bar = go.Bar(x=s.x, y=s.y, name=s.name, text=text, orientation=orientation)
-            fig.add_trace(bar.update(hovertext=s.hover))
+            fig.add_trace(
+                go.Bar(
+                    x=s.x,
+                    y=s.y,
+                    name=s.name,
+                    text=text,
+                    hovertext=s.hover,
+                    orientation="h" if s.style == "hbars" else "v",
+                )
+            )
         else:
             fig.add_trace(go.Scatter(x=s.x, y=s.y, mode=s.style, name=s.name, hovertext=s.hover))
     fig.update_layout(

@@ -32,11 +32,13 @@ def write_pngs(charts: dict[str, Chart], out: Path) -> list[Path]:
 
 def draw(ax: Axes, chart: Chart) -> None:
     """``chart`` drawn with matplotlib on ``ax``."""
-    bars = [s for s in chart.series if s.style == "bars"]
-    width = 0.8 / max(len(bars), 1)  # grouped bars side by side
+    groups = sum(s.style == "bars" for s in chart.series)
+    width = 0.8 / max(groups, 1)  # grouped bars side by side
+    group = 0
     for s in chart.series:
         if s.style == "bars":
-            offset = (bars.index(s) - (len(bars) - 1) / 2) * width
+            offset = (group - (groups - 1) / 2) * width
+            group += 1
             drawn = ax.bar([i + offset for i in range(len(s.x))], s.y, width, label=s.name)
             ax.set_xticks(range(len(s.x)), [str(x) for x in s.x])
             if s.labels:

@@ -65,7 +65,7 @@ def _panel(x0: float, y0: float, chart: Chart) -> list[str]:
         return [
             *out,
             f'<text x="{left + width / 2}" y="{top + height / 2}" '
-            f'text-anchor="middle" fill="#888">{escape(chart.empty)}</text>',
+            'text-anchor="middle" fill="#888">not recorded</text>',
         ]
     (line,) = chart.series
     xs, ys = [float(x) for x in line.x], [float(y) for y in line.y]
