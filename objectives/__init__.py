@@ -1,6 +1,8 @@
-"""Training objectives: built-in tasks and user functions ``def fn(run) -> float``.
+"""Training objectives: tasks (`Task`: a model, data, loss and metric that lr-sweeps trains,
+stacks and resumes; the built-in ones are tasks too) and user functions
+``def fn(run) -> float`` that run their own loop.
 
-fn = objectives.resolve("digits_mlp")            # or "package.module:function"
+fn = objectives.resolve("digits_mlp")       # or "package.module:Task" or "package.module:fn"
 """
 
 from __future__ import annotations
@@ -12,8 +14,10 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 from objectives.builtin import ClassifierTask, digits_cnn, digits_mlp, tiny_lm
+from objectives.task import BatchSource, Task
 
 if TYPE_CHECKING:
+    from objectives.data import Split
     from objectives.run import Diverged, HandBack, Lost, Run, report_all
     from objectives.train import Outcome, Pool, Stack, stack_key, train_stack
 
@@ -22,6 +26,7 @@ if TYPE_CHECKING:
 _LAZY = {
     **dict.fromkeys(["Diverged", "HandBack", "Lost", "Run", "report_all"], "objectives.run"),
     **dict.fromkeys(["Outcome", "Pool", "Stack", "stack_key", "train_stack"], "objectives.train"),
+    "Split": "objectives.data",
 }
 
 
@@ -45,7 +50,8 @@ class ObjectiveNotFound(ValueError):
 
 
 def resolve(name: str) -> Objective:
-    """A built-in task by name, or a user function given as ``package.module:function``.
+    """A built-in task by name, or a user's given as ``package.module:name``: a `Task`
+    subclass (instantiated without arguments), a `Task`, or a function ``fn(run)``.
 
     The current directory is importable, as with ``python -m``: a config next to your code
     can name ``mymodule:objective``.
@@ -72,21 +78,33 @@ def resolve(name: str) -> Objective:
             f"objective: importing {module_name!r} failed: {type(e).__name__}: {e}"
         ) from None
     fn = getattr(module, attr, None)
+    if isinstance(fn, type) and issubclass(fn, Task):
+        try:
+            fn = fn()
+        except Exception as e:
+            raise ObjectiveNotFound(
+                f"objective: {name}() failed: {type(e).__name__}: {e}"
+            ) from None
     if not callable(fn):
-        raise ObjectiveNotFound(f"objective: {module_name!r} has no function {attr!r}")
+        raise ObjectiveNotFound(f"objective: {module_name!r} has no function {attr!r} (or Task)")
     objective: Objective = fn
     return objective
 
 
 def cannot_stack(name: str) -> str | None:
     """Why the objective ``name`` trains one trial at a time even when asked to stack, or
-    None: only the built-in tasks (`ClassifierTask`) train trials as batched models."""
-    if isinstance(resolve(name), ClassifierTask):
+    None: tasks (`Task`) stack, functions that run their own loop do not. (A task whose
+    model vmap cannot batch is found when a worker probes it, `Pool`.)"""
+    if isinstance(resolve(name), Task):
         return None
-    return f"objective {name} cannot be stacked (only the built-in tasks {', '.join(BUILTIN)} can)"
+    return (
+        f"objective {name} cannot be stacked (it runs its own loop; "
+        "an objectives.Task stacks)"
+    )
 
 
 __all__ = [
+    "BatchSource",
     "BUILTIN",
     "cannot_stack",
     "ClassifierTask",
@@ -100,7 +118,9 @@ __all__ = [
     "Run",
     "report_all",
     "resolve",
+    "Split",
     "Stack",
     "stack_key",
+    "Task",
     "train_stack",
 ]

@@ -1,12 +1,12 @@
-"""K models of one architecture as one: parameters in a flat ``[K, P]`` tensor, and a batched
-forward pass for ``nn.Sequential`` models built from the layers below.
+"""Hand-batched kernels: the fast path of a stack (`objectives.stacking`) for
+``nn.Sequential`` models built from the layers below (the built-in tasks').
 
 Each layer maps to one batched kernel (``baddbmm`` for Linear, a grouped convolution for
 Conv2d, ...). A trial's slice of those kernels computes what they compute for a stack of one,
 up to rounding: a CPU may pick another blocking of the sums for K copies than for one, so
 float32 results can differ in the last bit (float64 ones near 1e-16), and every optimizer
 update is elementwise on the flat tensor. Measured faster than ``torch.func.vmap`` over
-``functional_call`` for these models (BENCHMARKS.md).
+``functional_call`` for these models (BENCHMARKS.md, ``batched_kernels_vs_vmap``).
 """
 
 from __future__ import annotations
@@ -17,6 +17,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from objectives.losses import cross_entropy
 from objectives.models import (
     CharEmbedding,
     ImageConv3x3,
@@ -24,6 +25,7 @@ from objectives.models import (
     stacked_layer_norm,
     stacked_linear,
 )
+from objectives.stacking import Loss, StackedModel, flatten
 
 Layer = Callable[[nn.Module, dict[str, torch.Tensor], torch.Tensor], torch.Tensor]
 
@@ -87,24 +89,26 @@ LAYERS: dict[type, Layer] = {
 }
 
 
-class BatchedModel:
-    """K copies of ``template``'s architecture with their own parameters.
+class BatchedModel(StackedModel):
+    """A stack of ``nn.Sequential`` models built from the layers of `LAYERS`, without
+    buffers: each layer's K copies are one batched kernel."""
 
-    ``flat`` (``[K, P]``, a leaf requiring grad) holds every parameter of every copy;
-    `params` views it per layer, so one backward fills ``flat.grad``.
-    """
+    @staticmethod
+    def covers(template: nn.Module) -> bool:
+        """Whether every layer of ``template`` has a batched kernel here."""
+        return (
+            isinstance(template, nn.Sequential)
+            and all(type(layer) in LAYERS for layer in template)
+            and not any(True for _ in template.buffers())
+        )
 
     def __init__(self, template: nn.Module, models: list[nn.Module] | torch.Tensor) -> None:
         """``models``: the copies, or their parameters already flat (``[K, P]``)."""
-        if not isinstance(template, nn.Sequential):
-            raise TypeError(f"only nn.Sequential models can be stacked, got {type(template)}")
-        for layer in template:
-            if type(layer) not in LAYERS:
-                raise TypeError(f"cannot stack a {type(layer).__name__} layer")
-        if any(True for _ in template.buffers()):
-            raise TypeError("models with buffers cannot be stacked")
-        self.template = template
-        self.shapes = {name: p.shape for name, p in template.named_parameters()}
+        if not self.covers(template):
+            raise TypeError(f"no batched kernels for every layer of {type(template).__name__}")
+        if not isinstance(models, torch.Tensor):
+            models = torch.stack([flatten(m) for m in models])
+        super().__init__(template, models)
         # For each layer, its parameters' (short name, position in `shapes`).
         self._layer_params = [
             [
@@ -114,55 +118,21 @@ class BatchedModel:
             ]
             for index in range(len(template))
         ]
-        self.names = list(self.shapes)
-        if not isinstance(models, torch.Tensor):
-            models = torch.stack([flatten(m) for m in models])
-        self.flat = models.detach().requires_grad_()
-
-    def params(self) -> dict[str, torch.Tensor]:
-        """Every parameter as a ``[K, *shape]`` view of `flat`."""
-        return self._views(self.flat)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        """``x`` is ``[K, B, ...]``: trial k's batch in row k."""
+        """``x`` is ``[K, B, ...]``: copy k's batch in row k."""
         params = list(self.params().values())
+        assert isinstance(self.template, nn.Sequential)
         for layer, names in zip(self.template, self._layer_params, strict=True):
             x = LAYERS[type(layer)](layer, {short: params[i] for short, i in names}, x)
         return x
 
-    def loss_and_grad(self, x: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """Each copy's mean cross-entropy on its own batch (``[K]``; over every target of it,
-        e.g. every position of a sequence) and its gradient in the flat layout (``[K, P]``)."""
-        self.flat.grad = None
-        logits = self.forward(x)
-        losses = F.cross_entropy(
-            logits.reshape(-1, logits.shape[-1]), y.flatten(), reduction="none"
-        )
-        losses = losses.view(len(self.flat), -1).mean(dim=1)
-        finite = torch.isfinite(losses)
-        # A copy's loss depends on its own row only: one backward gives each its gradient.
-        total = losses.sum() if bool(finite.all()) else torch.where(finite, losses, 0.0).sum()
-        total.backward()  # type: ignore[no-untyped-call]
-        assert self.flat.grad is not None
-        return losses.detach(), self.flat.grad
+    def losses(self, x: torch.Tensor, y: torch.Tensor, loss: Loss) -> torch.Tensor:
+        out = self.forward(x)
+        if loss is cross_entropy:  # the built-in tasks' loss, for all copies at once
+            flat = F.cross_entropy(out.flatten(0, -2), y.flatten(), reduction="none")
+            return flat.view(len(out), -1).mean(dim=1)
+        return torch.func.vmap(loss)(out, y)
 
-    def _views(self, flat: torch.Tensor) -> dict[str, torch.Tensor]:
-        sizes = [s.numel() for s in self.shapes.values()]
-        pieces = torch.split(flat, sizes, dim=1)
-        return {
-            name: piece.view(len(flat), *shape)
-            for (name, shape), piece in zip(self.shapes.items(), pieces, strict=True)
-        }
-
-    def select(self, index: torch.Tensor) -> None:
-        """Keep only the copies at ``index``."""
-        self.flat = self.flat.detach()[index].requires_grad_()
-
-    def state_dict(self, k: int) -> dict[str, torch.Tensor]:
-        """Copy ``k``'s parameters as its own model's ``state_dict``."""
-        return {name: p[k].detach().clone() for name, p in self.params().items()}
-
-
-def flatten(model: nn.Module) -> torch.Tensor:
-    """A model's parameters as one row of a stack's flat tensor."""
-    return torch.cat([p.detach().flatten() for p in model.parameters()])
+    def outputs(self, x: torch.Tensor) -> torch.Tensor:
+        return self.forward(x.expand(len(self.flat), *x.shape))

@@ -1,17 +1,17 @@
 """Built-in tasks: ``objective: digits_mlp``, ``digits_cnn`` or ``tiny_lm`` in a config.
 
-A `ClassifierTask` is an objective (``task(run) -> float``, one trial) that also tells the
-trainer how to build its model and data, so K of its trials can train as one stack
-(`objectives.train.train_stack`). A language model is a classifier of the next character
-at every position; it reports validation loss instead of accuracy (``metric``).
+Each is a `Task` like a user's own (`objectives.task`), trained by the same trainer. A
+language model is a classifier of the next character at every position; it reports
+validation loss instead of accuracy (``reports``).
 """
 
 from __future__ import annotations
 
-import math
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Literal
+
+from objectives.task import Task
 
 # torch is imported when a task first builds or trains, not here: declaring the tasks
 # (a config's validation, `sweeps launch`) starts without it.
@@ -20,50 +20,39 @@ if TYPE_CHECKING:
     from torch import nn
 
     from objectives.data import Split
-    from objectives.run import Run
 
 
-@dataclass(frozen=True)
-class ClassifierTask:
-    name: str
+@dataclass(frozen=True, eq=False)
+class ClassifierTask(Task):
+    """A classifier of a dataset that ships with a package."""
+
+    task_name: str
     make_model: Callable[[dict[str, Any]], nn.Module]  # from objective_args
-    data: Callable[[torch.device], Split]
+    make_data: Callable[[torch.device], Split]
     # What a trial reports and returns: validation accuracy (maximize) or mean validation
     # cross-entropy (minimize).
-    metric: Literal["accuracy", "loss"] = "accuracy"
-
-    def model(self, run: Run) -> nn.Module:
-        """The trial's model, initialised from the trial's own seed."""
-        import torch
-
-        torch.manual_seed(run.seed)
-        return self.make_model(run.args)
-
-    def steps_per_epoch(self, batch_size: int) -> int:
-        import torch
-
-        return math.ceil(len(self.data(torch.device("cpu")).x_train) / batch_size)
+    reports: Literal["accuracy", "loss"] = "accuracy"
 
     @property
-    def direction(self) -> Literal["maximize", "minimize"]:
-        """How a study must optimise this task's metric."""
-        return "maximize" if self.metric == "accuracy" else "minimize"
+    def name(self) -> str:
+        return self.task_name
 
-    def check(self, run: Run) -> None:
-        """Raises ValueError when the study optimises the metric the wrong way."""
-        if run.direction != self.direction:
-            raise ValueError(
-                f"direction: {self.name} reports validation {self.metric}; "
-                f"set direction: {self.direction}"
-            )
+    @property
+    def metric_name(self) -> str:  # type: ignore[override]
+        return self.reports
 
-    def __call__(self, run: Run) -> float:
-        from objectives.train import train_stack
+    @property
+    def direction(self) -> Literal["maximize", "minimize"]:  # type: ignore[override]
+        return "maximize" if self.reports == "accuracy" else "minimize"
 
-        (outcome,) = train_stack(self, [run])
-        if isinstance(outcome, BaseException):
-            raise outcome
-        return outcome
+    def model(self, args: dict[str, Any]) -> nn.Module:
+        return self.make_model(args)
+
+    def data(self, device: torch.device) -> Split:
+        return self.make_data(device)
+
+    def metric(self, output: torch.Tensor, target: torch.Tensor) -> torch.Tensor | float:
+        return self.loss(output, target) if self.reports == "loss" else super().metric(output, target)
 
 
 def _mlp(args: dict[str, Any]) -> nn.Module:
@@ -109,7 +98,7 @@ digits_mlp = ClassifierTask("digits_mlp", _mlp, _digits)
 digits_cnn = ClassifierTask("digits_cnn", _cnn, _digits)
 """A small CNN on scikit-learn's digits. ``objective_args``: ``channels`` (16)."""
 
-tiny_lm = ClassifierTask("tiny_lm", _char_transformer, _pydoc_topics, metric="loss")
+tiny_lm = ClassifierTask("tiny_lm", _char_transformer, _pydoc_topics, reports="loss")
 """A small causal character-level transformer on ``pydoc_data.topics``, the standard
 library's ~465k characters of English documentation (no download). It returns the mean
 validation cross-entropy in nats per character: use ``direction: minimize``.

@@ -12,15 +12,16 @@ from __future__ import annotations
 
 import math
 import statistics
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any
 
 import torch
-from torch import nn
 
-from objectives.builtin import ClassifierTask
+from objectives.data import Split
+from objectives.feed import task_data
 from objectives.run import Run
+from objectives.task import BatchSource, Task
 
 MEDIAN = 9  # steps in the median filter: removes spikes of up to 4 steps
 BETA = 0.8  # moving-average decay of the smoothed loss (each way)
@@ -47,7 +48,7 @@ class RangeTest:
 
 
 def run_test(
-    task: ClassifierTask,
+    task: Task,
     params: dict[str, Any],
     *,
     args: dict[str, Any],
@@ -59,13 +60,12 @@ def run_test(
     """Train ``task``'s model from a fresh init with the optimizer of ``params`` (its lr
     replaced) for up to ``steps`` steps, the lr growing from ``min_lr`` to ``max_lr``."""
     run = Run(None, params, seed=seed, epochs=1, args=args)  # type: ignore[arg-type]
-    torch.manual_seed(seed)
-    model = task.model(run)
-    data = task.data(torch.device("cpu"))
+    model = task.build(run)
+    data = task_data(task, torch.device("cpu"), torch.get_default_dtype())
     optimizer = run.optimizer(model.parameters())
     growth = (max_lr / min_lr) ** (1 / max(1, steps - 1))
-    batches = torch.Generator().manual_seed(seed)
-    batch = int(params["batch_size"])
+    feed = _random_batches(data, int(params["batch_size"]), seed)
+    model.train()
     lrs: list[float] = []
     losses: list[float] = []
     lowest = math.inf  # of the recent median, the spike-proof level the test stops on
@@ -73,11 +73,8 @@ def run_test(
         lr = min_lr * growth**step
         for group in optimizer.param_groups:
             group["lr"] = lr
-        index = torch.randint(0, len(data.x_train), (batch,), generator=batches)
-        logits = model(data.x_train[index])
-        loss = nn.functional.cross_entropy(
-            logits.reshape(-1, logits.shape[-1]), data.y_train[index].reshape(-1)
-        )
+        x, y = next(feed)
+        loss = task.loss(model(x), y)
         optimizer.zero_grad()
         loss.backward()  # type: ignore[no-untyped-call]
         optimizer.step()
@@ -89,6 +86,19 @@ def run_test(
         if not math.isfinite(value) or (step > SLOPE and recent > DIVERGED * lowest):
             break
     return analyse(str(params["optimizer"]), lrs, losses)
+
+
+def _random_batches(
+    data: Split | BatchSource, batch: int, seed: int
+) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+    """Training batches without end, in an order drawn from ``seed``."""
+    generator = torch.Generator().manual_seed(seed)
+    while True:
+        if isinstance(data, Split):
+            index = torch.randint(0, len(data.x_train), (batch,), generator=generator)
+            yield data.x_train[index], data.y_train[index]
+        else:
+            yield from data.train_batches(batch, generator)
 
 
 def smooth(losses: Sequence[float]) -> list[float]:

@@ -62,6 +62,7 @@ class Run:
         direction: str = "maximize",
         args: dict[str, Any] | None = None,
         device: str = "cpu",
+        precision: str = "fp32",
         curves: CurveSink | None = None,
         checkpoint: tuple[Callable[[dict[str, Any]], None], Callable[[], dict[str, Any] | None]]
         | None = None,
@@ -76,6 +77,7 @@ class Run:
         self.direction = direction
         self.args = dict(args or {})
         self.device = torch.device(device)
+        self.precision = precision  # fp32, or bf16 autocast (`objectives.stacking`)
         self._curves = curves
         self._checkpoint = checkpoint
         self._reports = reports

@@ -1,18 +1,20 @@
-"""The built-in tasks' training loop, for K trials at once (K = 1 is one at a time).
+"""The training loop of every task (`objectives.task.Task`, the built-in ones included), for
+K trials at once (K = 1 is one at a time).
 
 Small models leave a CPU or GPU mostly idle when trained one at a time; K copies stacked
-along a leading dimension (`objectives.batched_model`) turn K small matrix products into one
+along a leading dimension (`objectives.stacking`) turn K small matrix products into one
 batched product. Each trial keeps everything of its own: initialisation (its seed),
-shuffling (its generator), schedule (its `ScheduleLR`, on a one-element stand-in optimizer),
-optimizer hyperparameters (`batched_optim`), gradient norm, epoch, reports, pruning,
-divergence and checkpoints. A trial that is pruned or diverges leaves the stack at once, and
+shuffling (its generator), dropout masks, BatchNorm statistics, schedule (its
+`ScheduleLR`, on a one-element stand-in optimizer), optimizer hyperparameters
+(`batched_optim`), gradient norm, epoch, reports, pruning, divergence and checkpoints. A trial that is pruned or diverges leaves the stack at once, and
 a new trial (or a retry, from its checkpoint) can take its place at the next epoch: a
 worker's `Pool` keeps its stacks full.
 
 One loop serves both paths, so a trial's curve in a stack of K equals its curve alone, up to
-the kernels' rounding (`objectives.batched_model`; the tests check it in float64).
-Per-epoch checkpoints hold each trial's model, torch.optim state, scheduler state and
-generator, so a retry resumes wherever it runs.
+the kernels' rounding (the tests check it in float64). Per-epoch checkpoints hold each
+trial's model (with its buffers), torch.optim state, scheduler state and generator, so a
+retry resumes wherever it runs. A model that vmap cannot batch (`objectives.func_model.probe`)
+trains its trials one at a time, through the same loop.
 """
 
 from __future__ import annotations
@@ -23,20 +25,29 @@ import sys
 import traceback
 import warnings
 from collections.abc import Container, Mapping, Sequence
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 
-from objectives.batched_model import BatchedModel, flatten
+from objectives.batched_model import BatchedModel
 from objectives.batched_optim import BatchedOptimizer, Row, batched_optimizer, row_from_torch
 from objectives.data import Split
+from objectives.feed import Data, EpochFeed, steps_per_epoch, task_data, val_batches
+from objectives.func_model import probe
 from objectives.pruning import should_prune_all
 from objectives.run import Diverged, HandBack, Run, report_all
+from objectives.stacking import (
+    StackedModel,
+    flatten,
+    persistent_buffers,
+    stack_buffers,
+    stacked_model,
+    template_for,
+)
+from objectives.task import Task
 
-if TYPE_CHECKING:
-    from objectives.builtin import ClassifierTask
+VAL_CHUNK = 1024  # validation examples evaluated at a time
 
 # What a trial of a stack ends with: its value, or the exception that ended it.
 Outcome = float | BaseException
@@ -104,16 +115,21 @@ class Stack:
     so each kind's update runs on a contiguous block of rows (`batched_optim`).
     """
 
-    def __init__(self, task: ClassifierTask, device: torch.device, batch_size: int) -> None:
+    def __init__(
+        self, task: Task, device: torch.device, batch_size: int, *, vmap: bool = True
+    ) -> None:
+        """``vmap=False``: a stack of one trial, for a model that vmap cannot batch."""
         self.task = task
         self.device = device
         # Inputs in the dtype the models are built in (torch's default: float32, unless a
         # caller trains in float64, as the equivalence tests do).
-        self.data = task.data(device).to(device, torch.get_default_dtype())
+        self.data = task_data(task, device, torch.get_default_dtype())
         self.batch_size = batch_size
-        self.steps_per_epoch = math.ceil(len(self.data.y_train) / batch_size)
+        self.vmap = vmap
+        self.loss = task.training_loss()
+        self.steps_per_epoch = steps_per_epoch(self.data, batch_size)
         self.rows: list[_Trial] = []
-        self.model: BatchedModel | None = None
+        self.model: StackedModel | None = None
         self.optimizer: BatchedOptimizer | None = None
         self.values: list[float] = []  # each row's metric after the epoch `train` trained
         self.val_losses: list[float] = []
@@ -135,13 +151,15 @@ class Stack:
         for run in runs:
             self.task.check(run)
         rows = list(self.rows)
-        weights = list(self.model.flat.detach()) if self.model is not None else []
+        old = self.model
+        weights, buffers = zip(*(old.row(k) for k in range(len(old)))) if old else ((), ())
+        weights, buffers = list(weights), list(buffers)
         states = [self.optimizer.row(pos) for pos in range(len(rows))] if self.optimizer else []
-        template: nn.Module | None = self.model.template if self.model is not None else None
+        template: nn.Module | None = old.template if old is not None else None
         for run in runs:
             trial = _Trial(run, run.epochs * self.steps_per_epoch)
-            model = self.task.model(run).to(self.device)
-            template = template or model
+            model = self.task.build(run).to(self.device)
+            template = template or template_for(model)
             saved = run.load_checkpoint()  # an earlier attempt's state, if any
             state: Row = {}
             if saved is not None:
@@ -150,11 +168,18 @@ class Stack:
                 trial.resume(saved)
             rows.append(trial)
             weights.append(flatten(model))
+            buffers.append(persistent_buffers(model))
             states.append(state)
         assert template is not None
         order = sorted(range(len(rows)), key=lambda i: rows[i].run.params["optimizer"])
         self.rows = [rows[i] for i in order]
-        self.model = BatchedModel(template, torch.stack([weights[i] for i in order]))
+        self.model = stacked_model(
+            template,
+            torch.stack([weights[i] for i in order]),
+            stack_buffers([buffers[i] for i in order]),
+            vmap=self.vmap,
+        )
+        self.model.autocast = torch.bfloat16 if self.rows[0].run.precision == "bf16" else None
         self.optimizer = batched_optimizer(
             [t.run.params for t in self.rows], self.model.flat, [states[i] for i in order]
         )
@@ -177,25 +202,22 @@ class Stack:
         self.values, self.val_losses = [], []
         if self.rows:
             assert self.model is not None
-            accuracies, self.val_losses = _evaluate(self.model, self.data)
-            self.values = accuracies if self.task.metric == "accuracy" else self.val_losses
+            self.values, self.val_losses = _evaluate(self.task, self.model, self.data)
             for pos, t in enumerate(self.rows):
                 if t.scheduler.schedule.metric_driven:
-                    maximize = t.run.direction == "maximize"
-                    t.scheduler.step(accuracies[pos] if maximize else self.val_losses[pos])
+                    t.scheduler.step(self.values[pos])
                 t.final = self.values[pos]
 
     def _train_steps(self) -> None:
         assert self.model is not None and self.optimizer is not None
-        data, batch, per_epoch = self.data, self.batch_size, self.steps_per_epoch
-        n = len(data.y_train)
-        order = torch.stack([torch.randperm(n, generator=t.shuffle) for t in self.rows])
-        order = order.to(self.device)
+        per_epoch = self.steps_per_epoch
+        feed = EpochFeed(self.data, self.batch_size, [t.shuffle for t in self.rows])
         adaptive = any(not t.closed_form for t in self.rows)  # then each step needs norms
         for i in range(per_epoch):
             steps = [(t.epoch - 1) * per_epoch + i for t in self.rows]
-            idx = order[:, i * batch : (i + 1) * batch]
-            losses, grad = self.model.loss_and_grad(data.x_train[idx], data.y_train[idx])
+            self.model.set_dropout([t.run.seed for t in self.rows], steps)
+            x, y = feed.batch(i)
+            losses, grad = self.model.loss_and_grad(x, y, self.loss)
             all_finite = bool(torch.isfinite(losses).all())
             logged = [pos for pos, t in enumerate(self.rows) if t.run.wants_step(steps[pos])]
             norms = grad.pow(2).sum(dim=1).sqrt().tolist() if adaptive or logged else []
@@ -221,7 +243,7 @@ class Stack:
                     for pos, t in enumerate(self.rows)
                     if not math.isfinite(loss_values[pos])
                 }
-                order = order[self._drop(diverged)]
+                feed.select(self._drop(diverged))
                 if not self.rows:
                     return
                 adaptive = any(not t.closed_form for t in self.rows)
@@ -270,11 +292,19 @@ class Stack:
 
 class Pool:
     """The trials one worker trains: a `Stack` per `stack_key`, each trained an epoch in
-    turn. Trials join between epochs, so the worker keeps its slots full."""
+    turn. Trials join between epochs, so the worker keeps its slots full.
 
-    def __init__(self, task: ClassifierTask) -> None:
+    The first trial of each key probes whether its model stacks
+    (`objectives.func_model.probe`); if not, `cannot_stack` says why, and each trial of
+    that key trains in a stack of its own.
+    """
+
+    def __init__(self, task: Task) -> None:
         self.task = task
         self.stacks: dict[tuple[Any, ...], Stack] = {}
+        self.cannot_stack: str | None = None
+        self._unstackable: set[tuple[Any, ...]] = set()
+        self._probed: set[tuple[Any, ...]] = set()
 
     def __len__(self) -> int:
         return sum(len(stack) for stack in self.stacks.values())
@@ -283,11 +313,19 @@ class Pool:
         """Add ``runs`` to their stacks; returns those that could not join, with why."""
         groups: dict[tuple[Any, ...], list[Run]] = {}
         for run in runs:
-            groups.setdefault(stack_key(run), []).append(run)
+            key = stack_key(run)
+            if key not in self._probed:
+                self._probe(key, run)
+            if key in self._unstackable:
+                key = (*key, id(run))  # a stack of its own
+            groups.setdefault(key, []).append(run)
         failed: list[tuple[Run, Exception]] = []
         for key, group in groups.items():
             stack = self.stacks.get(key) or Stack(
-                self.task, group[0].device, int(group[0].params["batch_size"])
+                self.task,
+                group[0].device,
+                int(group[0].params["batch_size"]),
+                vmap=stack_key(group[0]) not in self._unstackable,
             )
             try:
                 stack.join(group)
@@ -334,7 +372,31 @@ class Pool:
         return ended
 
 
-def train_stack(task: ClassifierTask, runs: list[Run]) -> list[Outcome]:
+    def _probe(self, key: tuple[Any, ...], run: Run) -> None:
+        """Find out whether the models of ``key`` (``run``'s) can train as one stack."""
+        self._probed.add(key)
+        try:
+            template = template_for(self.task.build(run))
+            data = task_data(self.task, run.device, torch.get_default_dtype())
+        except Exception:  # the trial itself fails (Stack.join says how)
+            return
+        if BatchedModel.covers(template):
+            return  # hand-batched kernels: stackable by construction
+        x, y = first_batch(data, int(run.params["batch_size"]))
+        why = probe(template.to(run.device), x, y, self.task.loss)
+        if why is not None:
+            self._unstackable.add(key)
+            self.cannot_stack = f"{self.task.name} cannot be stacked ({why})"
+
+
+def first_batch(data: Data, batch_size: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """A training batch of ``batch_size`` examples, for a probe."""
+    if isinstance(data, Split):
+        return data.x_train[:batch_size], data.y_train[:batch_size]
+    return next(iter(data.train_batches(batch_size, torch.Generator().manual_seed(0))))
+
+
+def train_stack(task: Task, runs: list[Run]) -> list[Outcome]:
     """Train ``runs`` together to their end (a `Pool` of them, without refilling); one
     outcome per run, in order. A fault of the trainer itself (not of one trial) is the
     outcome of every trial of its stack.
@@ -352,19 +414,17 @@ def train_stack(task: ClassifierTask, runs: list[Run]) -> list[Outcome]:
 
 
 @torch.no_grad()
-def _evaluate(stack: BatchedModel, data: Split) -> tuple[list[float], list[float]]:
-    """Each trial's (accuracy, mean cross-entropy) on the shared validation set, over every
-    target (every position of a sequence)."""
-    k = len(stack.flat)
-    logits = stack.forward(data.x_val.expand(k, *data.x_val.shape))
-    y = data.y_val.expand(k, *data.y_val.shape)
-    losses = F.cross_entropy(logits.reshape(-1, logits.shape[-1]), y.flatten(), reduction="none")
-    accuracies = (logits.argmax(dim=-1) == y).float().view(k, -1).mean(dim=1)
-    return accuracies.tolist(), losses.view(k, -1).mean(dim=1).tolist()
+def _evaluate(task: Task, stack: StackedModel, data: Data) -> tuple[list[float], list[float]]:
+    """Each trial's (metric, loss) on the shared validation data."""
+    pieces = [(stack.evaluate(x), y) for x, y in val_batches(data, VAL_CHUNK)]
+    outputs = torch.cat([out for out, _ in pieces], dim=1)
+    y = torch.cat([y for _, y in pieces])
+    metrics = [float(task.metric(out, y)) for out in outputs]
+    return metrics, [float(task.loss(out, y)) for out in outputs]
 
 
 def _checkpoint(
-    trial: _Trial, stack: BatchedModel, optimizer: BatchedOptimizer, pos: int, steps_done: int
+    trial: _Trial, stack: StackedModel, optimizer: BatchedOptimizer, pos: int, steps_done: int
 ) -> dict[str, Any]:
     """Row ``pos``'s state in the torch format: model, optimizer and scheduler state dicts."""
     weights = stack.state_dict(pos)  # copies

@@ -177,6 +177,9 @@ class SweepConfig(_Strict):
     space: dict[str, Any]
     seed: int = 0
     device: str = Field("cpu", description="cpu, cuda, cuda:N or auto (checked by workers)")
+    precision: Literal["fp32", "bf16"] = Field(
+        "fp32", description="fp32, or bf16: forward passes under bfloat16 autocast (tasks)"
+    )
     stack: int = Field(1, ge=1, le=MAX_STACK, description="trials trained at once as one model")
     min_trials_per_family: int = Field(
         1, ge=0, description="trials each schedule family gets before the sampler chooses"

@@ -1,6 +1,6 @@
 """The worker loop: take trials under the budget, train, tell; until the budget is met.
 
-A built-in task keeps up to ``stack`` trials training at once, as batched models
+A task (`objectives.Task`) keeps up to ``stack`` trials training at once, as batched models
 (`objectives.Pool`): a round trains each stack one epoch, tells the trials that ended, and
 fills their slots with new trials, so pruning never leaves a stack half empty. Other
 objectives train one trial at a time.
@@ -92,7 +92,7 @@ class Worker:
         self.failures = FailureWatch(self.handle.study, self.config)
         # The trials in training, for a task that stacks; others train one at a time.
         self.pool: objectives.Pool | None = None
-        if isinstance(self.objective, objectives.ClassifierTask):
+        if isinstance(self.objective, objectives.Task):
             self.pool = objectives.Pool(self.objective)
         elif self.stack > 1:
             log(f"{objectives.cannot_stack(self.config.objective)}; running trials one at a time")
@@ -199,6 +199,9 @@ class Worker:
             ended = [(run, self._train_one(run)) for run in runs]
         else:
             ended = [*self.pool.join(runs), *self.pool.train_epoch()]
+            if self.pool.cannot_stack and self.stack > 1:  # found by the pool's probe
+                self.log(f"{self.pool.cannot_stack}; running trials one at a time")
+                self.stack = 1
         for run, outcome in ended:
             self._finish(run, outcome)
 
@@ -218,6 +221,7 @@ class Worker:
             direction=config.direction,
             args=self.handle.space.run_args(config.objective_args, params),
             device=self.device,
+            precision=config.precision,
             curves=lambda steps, epochs: self.db.add_curves(trial_id, steps, epochs),
             checkpoint=(
                 lambda state: self.checkpoints.save(first, state),

@@ -189,11 +189,11 @@ def load_checked_config(path: str) -> SweepConfig:
             task = objectives.resolve(objective)
         except objectives.ObjectiveNotFound as e:
             errors.append(str(e))
-        else:  # a built-in task knows which way its metric goes
+        else:  # a task knows which way its metric goes
             direction = data.get("direction", "maximize")
-            if isinstance(task, objectives.ClassifierTask) and direction != task.direction:
+            if isinstance(task, objectives.Task) and direction != task.direction:
                 errors.append(
-                    f"direction: {objective} reports validation {task.metric}; "
+                    f"direction: {objective} reports validation {task.metric_name}; "
                     f"must be {task.direction}, got {direction}"
                 )
     if errors:

@@ -54,9 +54,9 @@ def run(args: argparse.Namespace) -> int:
         )
     config = load_checked_config(args.config)
     task = objectives.resolve(config.objective)
-    if not isinstance(task, objectives.ClassifierTask):
+    if not isinstance(task, objectives.Task):
         raise UsageError(
-            f"objective: lr-range trains a built-in task ({', '.join(objectives.BUILTIN)}); "
+            f"objective: lr-range trains a task (objectives.Task or a built-in one); "
             f"{config.objective} runs its own loop"
         )
     source = Path(args.config)

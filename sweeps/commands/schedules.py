@@ -84,11 +84,11 @@ def plot(args: argparse.Namespace) -> int:
 
         config = load_checked_config(args.target)
         if args.total_steps is None and not isinstance(
-            objectives.resolve(config.objective), objectives.ClassifierTask
+            objectives.resolve(config.objective), objectives.Task
         ):
             raise UsageError(
                 f"--total-steps: required for objective {config.objective!r} "
-                "(only the built-in tasks know their steps per epoch)"
+                "(only a task knows its steps per epoch; a function runs its own loop)"
             )
         samples = sample_config(
             config, per_family=args.samples, seed=args.seed, total_steps=args.total_steps

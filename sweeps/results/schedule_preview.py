@@ -40,7 +40,7 @@ def sample_config(
             study.tell(trial, 0.0)
             steps = total_steps or (
                 config.budget.epochs * task.steps_per_epoch(params["batch_size"])
-                if isinstance(task, objectives.ClassifierTask)
+                if isinstance(task, objectives.Task)
                 else 0
             )
             run = objectives.Run(

@@ -86,12 +86,12 @@ def test_bad_arguments_are_one_line_and_exit_2(
     assert not list(tmp_path.glob("*.png"))
 
 
-def test_a_user_objective_is_refused(tmp_path: Path) -> None:
+def test_a_function_with_its_own_loop_is_refused(tmp_path: Path) -> None:
     (tmp_path / "own.py").write_text("def objective(run):\n    return 0.0\n")
     cfg = config(tmp_path, objective="own:objective")
     result = sweeps("lr-range", str(cfg), cwd=tmp_path)
     assert result.returncode == 2
-    assert result.stderr.startswith("error: objective: lr-range trains a built-in task")
+    assert result.stderr.startswith("error: objective: lr-range trains a task")
 
 
 def test_a_loss_that_diverges_at_once_is_a_one_line_error(tmp_path: Path) -> None:

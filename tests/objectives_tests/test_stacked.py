@@ -21,6 +21,7 @@ from equivalence import REL, Recorder, alone, assert_same_curves, stacked_and_al
 from objectives import Diverged, Pool, batched_optim, train, train_stack
 from objectives.batched_model import BatchedModel
 from objectives.builtin import ClassifierTask, digits_cnn, digits_mlp, tiny_lm
+from objectives.losses import cross_entropy
 
 FAMILY_PARAMS: dict[str, dict[str, Any]] = {
     "constant": {},
@@ -383,7 +384,7 @@ def test_one_float32_step_of_a_stack_is_each_models_own_to_float32_rounding(
         ]
     )
     stack = BatchedModel(models[0], models)
-    losses, grad = stack.loss_and_grad(data.x_train[batches], data.y_train[batches])
+    losses, grad = stack.loss_and_grad(data.x_train[batches], data.y_train[batches], cross_entropy)
     for k, model in enumerate(models):
         x, y = data.x_train[batches[k]], data.y_train[batches[k]]
         logits = model(x)
