@@ -78,8 +78,9 @@ class Task:
         raise NotImplementedError(f"{self.name}.model(args) is not written")
 
     def data(self, device: torch.device) -> Split | BatchSource:
-        """The training and validation data, on ``device``: a `Split` of tensors, or a
-        `BatchSource`. Called once per worker and device (cached)."""
+        """The training and validation data: a `Split` of tensors (lr-sweeps moves them to
+        ``device``, inputs in torch's default dtype), or a `BatchSource` (serving batches on
+        ``device``). Called once per worker and device (cached)."""
         raise NotImplementedError(f"{self.name}.data(device) is not written")
 
     def loss(self, output: torch.Tensor, target: torch.Tensor) -> torch.Tensor:

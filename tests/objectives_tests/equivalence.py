@@ -11,7 +11,7 @@ from typing import Any
 
 import optuna
 
-from objectives import ClassifierTask, Diverged, Outcome, Run, train_stack
+from objectives import Diverged, Outcome, Run, Task, train_stack
 
 # Relative tolerance for float64 training: kernels' rounding differences stay far below it
 # after the tests' few epochs, while a row using another row's lr, momentum, gradient or
@@ -52,7 +52,7 @@ class Recorder:
 
 
 def alone(
-    task: ClassifierTask,
+    task: Task,
     params: dict[str, Any],
     seed: int,
     epochs: int,
@@ -69,7 +69,7 @@ def alone(
 
 
 def stacked_and_alone(
-    task: ClassifierTask,
+    task: Task,
     settings: list[dict[str, Any]],
     epochs: int,
     args: dict[str, Any] | None = None,
@@ -108,3 +108,24 @@ def assert_same_curves(stacked: Recorder, single: Recorder) -> float:
             worst = max(worst, rel := _rel(a[key], b[key]))
             assert rel <= REL, (key, a, b)
     return worst
+
+
+class Preempted(Exception):
+    """The machine went away after a checkpoint."""
+
+
+def preempt_after(recorders: list[Recorder], epoch: int) -> None:
+    """`Preempted` is raised once every one of ``recorders`` has saved its checkpoint of
+    ``epoch`` (all of them: a stack saves its rows one after another)."""
+    saved: set[int] = set()
+    for rec in recorders:
+        inner = rec.run.save_checkpoint
+
+        def save(state: dict[str, Any], inner: Any = inner, rec: Recorder = rec) -> None:
+            inner(state)
+            if state["epoch"] == epoch:
+                saved.add(id(rec))
+                if len(saved) == len(recorders):
+                    raise Preempted
+
+        rec.run.save_checkpoint = save  # type: ignore[method-assign]

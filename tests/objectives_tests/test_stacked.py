@@ -17,7 +17,15 @@ import torch
 import torch.nn.functional as F
 
 import schedules
-from equivalence import REL, Recorder, alone, assert_same_curves, stacked_and_alone
+from equivalence import (
+    REL,
+    Preempted,
+    Recorder,
+    alone,
+    assert_same_curves,
+    preempt_after,
+    stacked_and_alone,
+)
 from objectives import Diverged, Pool, batched_optim, train, train_stack
 from objectives.batched_model import BatchedModel
 from objectives.builtin import ClassifierTask, digits_cnn, digits_mlp, tiny_lm
@@ -118,27 +126,6 @@ def test_a_pruned_trial_leaves_the_stack_and_the_others_are_unaffected() -> None
     for i, rec in enumerate(stacked):
         rec.run.flush()
         assert_same_curves(rec, alone(digits_mlp, params, seed=i, epochs=3))
-
-
-class Preempted(Exception):
-    """The machine went away after a checkpoint."""
-
-
-def preempt_after(recorders: list[Recorder], epoch: int) -> None:
-    """`Preempted` is raised once every one of ``recorders`` has saved its checkpoint of
-    ``epoch`` (all of them: a stack saves its rows one after another)."""
-    saved: set[int] = set()
-    for rec in recorders:
-        inner = rec.run.save_checkpoint
-
-        def save(state: dict[str, Any], inner: Any = inner, rec: Recorder = rec) -> None:
-            inner(state)
-            if state["epoch"] == epoch:
-                saved.add(id(rec))
-                if len(saved) == len(recorders):
-                    raise Preempted
-
-        rec.run.save_checkpoint = save  # type: ignore[method-assign]
 
 
 @pytest.mark.usefixtures("float64")
