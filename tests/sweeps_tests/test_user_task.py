@@ -1,0 +1,117 @@
+"""A user's own task through the CLI, as a user runs it: stacked workers finish the budget,
+and a SIGKILLed worker's trial resumes from its checkpoint with the same curve."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import optuna
+import torch
+from optuna.trial import FrozenTrial, TrialState
+
+import objectives
+from storage.base import RETRY_OF, first_attempt
+from sweeps.trial_attrs import params_of
+from sweeps.worker import trial_seed
+from sweeps_helpers import config, optuna_storage, sweeps, wait_until
+
+EXAMPLE = Path(__file__).parents[2] / "examples" / "shapes_task.py"
+# The README's example task on fewer, smaller images: quick enough for a test.
+SMALL = """
+import objectives
+from shapes_task import ShapesTask, shapes
+
+class SmallShapes(ShapesTask):
+    def data(self, device):
+        return objectives.Split(*shapes(256, seed=1), *shapes(128, seed=2))
+"""
+ARGS = {"width": 4, "dropout": 0.1}
+SPACE = {
+    "lr": {"low": 0.01, "high": 0.2, "log": True},
+    "optimizer": ["sgd", "adamw"],
+    "batch_size": 32,
+    "schedule": {"constant": {}, "cosine": {}, "wsd": {}},
+}
+FINISHED = (TrialState.COMPLETE, TrialState.PRUNED)
+
+
+def user_config(tmp_path: Path, **changes: object) -> Path:
+    shutil.copy(EXAMPLE, tmp_path / "shapes_task.py")
+    (tmp_path / "small.py").write_text(SMALL)
+    return config(
+        tmp_path, objective="small:SmallShapes", objective_args=ARGS, space=SPACE, **changes
+    )
+
+
+def study_trials(url: str) -> list[FrozenTrial]:
+    return optuna.load_study(study_name="t", storage=optuna_storage(url)).get_trials()
+
+
+def test_a_user_task_with_batchnorm_runs_stacked_on_two_workers(tmp_path: Path) -> None:
+    cfg = user_config(tmp_path, budget={"trials": 16, "epochs": 2})
+    url = f"sqlite:///{tmp_path / 's.db'}"
+    result = sweeps(
+        "run", str(cfg), "--workers", "2", "--stack", "8", "--storage", url, cwd=tmp_path
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "cannot be stacked" not in result.stdout + result.stderr
+    trials = study_trials(url)
+    assert sum(t.state in FINISHED for t in trials) == 16
+    assert all(len(t.intermediate_values) == 2 for t in trials)
+
+
+def uninterrupted(trial: FrozenTrial, epochs: int) -> dict[int, float]:
+    """The per-epoch values of ``trial``'s parameters trained in one go, here."""
+    torch.set_num_threads(1)  # as the workers: the same sums in the same order
+    sys.path.insert(0, str(Path.cwd()))
+    task = objectives.resolve("small:SmallShapes")
+    study = optuna.create_study(direction="maximize", pruner=optuna.pruners.NopPruner())
+    run = objectives.Run(
+        study.ask(),
+        params_of(trial),
+        seed=trial_seed(0, first_attempt(trial)),
+        epochs=epochs,
+        args=ARGS,
+    )
+    task(run)
+    return {e["epoch"]: e["value"] for e in run.reported}
+
+
+def test_a_killed_workers_user_task_trial_resumes_with_the_same_curve(
+    tmp_path: Path, monkeypatch: object
+) -> None:
+    epochs = 12
+    cfg = user_config(
+        tmp_path,
+        budget={"trials": 2, "epochs": epochs, "retries": 2},
+        heartbeat={"interval": 0.5, "grace_period": 3.0},
+    )
+    url = f"sqlite:///{tmp_path / 's.db'}"
+    assert sweeps("launch", str(cfg), "--storage", url, cwd=tmp_path).returncode == 0
+    env = {**os.environ, "SWEEPS_STORAGE": url}
+    worker = [sys.executable, "-m", "sweeps", "worker", "--study", "t", "--threads", "1"]
+    with (tmp_path / "victim.log").open("w") as log:
+        victim = subprocess.Popen(worker, cwd=tmp_path, env=env, stdout=log, stderr=log)
+    wait_until(
+        lambda: any(
+            t.state == TrialState.RUNNING and len(t.intermediate_values) >= 3
+            for t in study_trials(url)
+        )
+    )
+    victim.kill()  # SIGKILL: no chance to clean up
+    victim.wait()
+    (killed,) = [t for t in study_trials(url) if t.state == TrialState.RUNNING]
+
+    rescuer = subprocess.run(
+        worker, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=600
+    )
+    assert rescuer.returncode == 0, rescuer.stdout + rescuer.stderr
+    assert "resumes from the checkpoint" in rescuer.stdout
+    (retry,) = [t for t in study_trials(url) if t.user_attrs.get(RETRY_OF) == killed.number]
+    assert retry.state == TrialState.COMPLETE
+    monkeypatch.chdir(tmp_path)  # type: ignore[attr-defined]
+    assert retry.intermediate_values == uninterrupted(retry, epochs)
