@@ -42,3 +42,22 @@ def resolve_device(configured: str, option: str | None = None) -> str:
     if why:
         raise UsageError(f"{source}: {setting!r} cannot be used here: {why}")
     return setting
+
+
+def worker_devices(device: str, workers: int, cuda_devices: int) -> list[str] | None:
+    """Each of ``workers`` local workers' own GPU when ``device`` (resolved) is ``cuda`` on
+    a machine with several: worker i on ``cuda:(i mod cuda_devices)``. None when every
+    worker uses ``device`` itself (the CPU, one GPU, or a GPU named by its index)."""
+    if device != "cuda" or cuda_devices < 2:
+        return None
+    return [f"cuda:{i % cuda_devices}" for i in range(workers)]
+
+
+def cuda_device_count(device: str) -> int:
+    """CUDA devices visible to torch when ``device`` is one (torch is not imported for the
+    CPU)."""
+    if not device.startswith("cuda"):
+        return 0
+    import torch
+
+    return torch.cuda.device_count()

@@ -48,7 +48,7 @@ def run(args: argparse.Namespace) -> int:
         open_database,
     )
     from sweeps.commands.worker import INDEX_ENV
-    from sweeps.device import resolve_device
+    from sweeps.device import cuda_device_count, resolve_device, worker_devices
     from sweeps.errors import RunFailed, UsageError
     from sweeps.local_workers import LocalWorkers
     from sweeps.results.progress import Progress
@@ -61,7 +61,8 @@ def run(args: argparse.Namespace) -> int:
         raise UsageError(f"--restart-workers: must be an integer >= 0, got {args.restart_workers}")
     check_stack(args)
     config = load_checked_config(args.config)
-    resolve_device(config.device, args.device)  # as each worker will, before anything runs
+    device = resolve_device(config.device, args.device)  # as each worker will, up front
+    devices = worker_devices(device, args.workers, cuda_device_count(device))
     unstacked = objectives.cannot_stack(config.objective)
     if unstacked and (args.stack or config.stack) > 1:
         print(f"note: {unstacked}; each worker trains one trial at a time", file=sys.stderr)
@@ -75,7 +76,7 @@ def run(args: argparse.Namespace) -> int:
     env = {**os.environ, "SWEEPS_STORAGE": db.url}  # not on the command line: `ps` shows it
     progress = Progress(lambda: summarize(db, handle))
     workers = LocalWorkers(
-        lambda i: worker_command(args, config.study, threads),
+        lambda i: worker_command(args, config.study, threads, devices[i] if devices else None),
         lambda i: {**env, INDEX_ENV: str(i)},
         logs,
         args.workers,
@@ -87,6 +88,8 @@ def run(args: argparse.Namespace) -> int:
         f"worker(s) x {threads} thread(s); worker logs in {logs}/",
         flush=True,
     )
+    if devices:
+        print("one GPU per worker: " + ", ".join(f"worker {i} on {d}" for i, d in enumerate(devices)))
     if not supervise(workers, progress):
         print(
             f"running trials went back to the queue; continue with "
@@ -103,9 +106,12 @@ def run(args: argparse.Namespace) -> int:
     return 0
 
 
-def worker_command(args: argparse.Namespace, study: str, threads: int) -> list[str]:
+def worker_command(
+    args: argparse.Namespace, study: str, threads: int, device: str | None = None
+) -> list[str]:
     """The ``sweeps worker`` command line of each local worker (the storage goes in its
-    environment: `ps` would show a password on the command line)."""
+    environment: `ps` would show a password on the command line). ``device``: the
+    worker's own, else ``--device`` if given."""
     import sys
 
     cmd = [sys.executable, "-m", "sweeps", "worker", "--study", study]
@@ -116,8 +122,8 @@ def worker_command(args: argparse.Namespace, study: str, threads: int) -> list[s
         cmd += ["--artifact-store", args.artifact_store]
     if args.stack is not None:
         cmd += ["--stack", str(args.stack)]
-    if args.device:
-        cmd += ["--device", args.device]
+    if device or args.device:
+        cmd += ["--device", device or args.device]
     return cmd
 
 
