@@ -60,13 +60,13 @@ class ResNet(nn.Module):
 
 
 @cache
-def shapes(count: int, seed: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """``count`` images ``[count, 3, SIZE, SIZE]`` in [0, 1] and their shape labels."""
+def shapes(count: int, seed: int, size: int = SIZE) -> tuple[torch.Tensor, torch.Tensor]:
+    """``count`` images ``[count, 3, size, size]`` in [0, 1] and their shape labels."""
     g = torch.Generator().manual_seed(seed)
     labels = torch.randint(0, SHAPES, (count,), generator=g)
-    centre = SIZE * (0.3 + 0.4 * torch.rand(count, 2, 1, 1, generator=g))
-    radius = SIZE * (0.15 + 0.15 * torch.rand(count, 1, 1, generator=g))
-    rows, cols = torch.meshgrid(torch.arange(SIZE), torch.arange(SIZE), indexing="ij")
+    centre = size * (0.3 + 0.4 * torch.rand(count, 2, 1, 1, generator=g))
+    radius = size * (0.15 + 0.15 * torch.rand(count, 1, 1, generator=g))
+    rows, cols = torch.meshgrid(torch.arange(size), torch.arange(size), indexing="ij")
     dy, dx = rows - centre[:, 0], cols - centre[:, 1]
     distance = (dy**2 + dx**2).sqrt()
     masks = torch.stack(
@@ -79,7 +79,7 @@ def shapes(count: int, seed: int) -> tuple[torch.Tensor, torch.Tensor]:
         dim=1,
     )[torch.arange(count), labels]
     colour = 0.5 + 0.5 * torch.rand(count, 3, 1, 1, generator=g)
-    background = 0.3 * torch.rand(count, 3, SIZE, SIZE, generator=g)
+    background = 0.3 * torch.rand(count, 3, size, size, generator=g)
     images = torch.where(masks[:, None], colour, background)
     return images.clamp(0, 1), labels
 
@@ -89,11 +89,12 @@ class ShapesTask(objectives.Task):
 
     direction = "maximize"
     metric_name = "accuracy"
+    image_size = SIZE
 
     def model(self, args: dict[str, Any]) -> nn.Module:
         return ResNet(width=int(args.get("width", 16)), dropout=float(args.get("dropout", 0.1)))
 
     def data(self, device: torch.device) -> objectives.Split:
-        x_train, y_train = shapes(2048, seed=1)
-        x_val, y_val = shapes(512, seed=2)
+        x_train, y_train = shapes(2048, seed=1, size=self.image_size)
+        x_val, y_val = shapes(512, seed=2, size=self.image_size)
         return objectives.Split(x_train, y_train, x_val, y_val)  # lr-sweeps moves it to device
