@@ -36,6 +36,7 @@ from torch.utils.data import DataLoader, TensorDataset
 from objectives import Run, train_stack
 from objectives.builtin import digits_mlp
 from objectives.data import digits
+from objectives.losses import cross_entropy
 
 FAMILIES: list[tuple[str, dict[str, Any]]] = [
     ("constant", {}),
@@ -182,7 +183,7 @@ def batched_kernels_vs_vmap(k: int, steps: int = 200) -> float:
         ).sum().backward()
 
     def with_kernels() -> None:
-        stack.loss_and_grad(x, y)
+        stack.loss_and_grad(x, y, cross_entropy)
 
     times = {}
     for fn in (with_vmap, with_kernels, with_vmap, with_kernels):  # twice: warm, then timed

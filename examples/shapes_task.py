@@ -52,7 +52,10 @@ class ResNet(nn.Module):
         )
         self.blocks = nn.Sequential(Block(width, width, 1), Block(width, 2 * width, 2))
         self.head = nn.Sequential(
-            nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Dropout(dropout), nn.Linear(2 * width, SHAPES)
+            nn.AdaptiveAvgPool2d(1),
+            nn.Flatten(),
+            nn.Dropout(dropout),
+            nn.Linear(2 * width, SHAPES),
         )
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:

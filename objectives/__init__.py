@@ -77,7 +77,7 @@ def resolve(name: str) -> Objective:
         raise ObjectiveNotFound(
             f"objective: importing {module_name!r} failed: {type(e).__name__}: {e}"
         ) from None
-    fn = getattr(module, attr, None)
+    fn: Any = getattr(module, attr, None)
     if isinstance(fn, type) and issubclass(fn, Task):
         try:
             fn = fn()
@@ -97,10 +97,7 @@ def cannot_stack(name: str) -> str | None:
     model vmap cannot batch is found when a worker probes it, `Pool`.)"""
     if isinstance(resolve(name), Task):
         return None
-    return (
-        f"objective {name} cannot be stacked (it runs its own loop; "
-        "an objectives.Task stacks)"
-    )
+    return f"objective {name} cannot be stacked (it runs its own loop; an objectives.Task stacks)"
 
 
 __all__ = [

@@ -109,6 +109,8 @@ class BatchedModel(StackedModel):
         if not isinstance(models, torch.Tensor):
             models = torch.stack([flatten(m) for m in models])
         super().__init__(template, models)
+        assert isinstance(template, nn.Sequential)
+        self.layers = list(template)
         # For each layer, its parameters' (short name, position in `shapes`).
         self._layer_params = [
             [
@@ -116,14 +118,13 @@ class BatchedModel(StackedModel):
                 for i, name in enumerate(self.shapes)
                 if name.split(".", 1)[0] == str(index)
             ]
-            for index in range(len(template))
+            for index in range(len(self.layers))
         ]
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """``x`` is ``[K, B, ...]``: copy k's batch in row k."""
         params = list(self.params().values())
-        assert isinstance(self.template, nn.Sequential)
-        for layer, names in zip(self.template, self._layer_params, strict=True):
+        for layer, names in zip(self.layers, self._layer_params, strict=True):
             x = LAYERS[type(layer)](layer, {short: params[i] for short, i in names}, x)
         return x
 

@@ -52,7 +52,9 @@ class ClassifierTask(Task):
         return self.make_data(device)
 
     def metric(self, output: torch.Tensor, target: torch.Tensor) -> torch.Tensor | float:
-        return self.loss(output, target) if self.reports == "loss" else super().metric(output, target)
+        return (
+            self.loss(output, target) if self.reports == "loss" else super().metric(output, target)
+        )
 
 
 def _mlp(args: dict[str, Any]) -> nn.Module:

@@ -43,9 +43,7 @@ def steps_per_epoch(data: Data, batch_size: int) -> int:
 class EpochFeed:
     """One epoch's training batches for the rows of a stack."""
 
-    def __init__(
-        self, data: Data, batch_size: int, generators: Sequence[torch.Generator]
-    ) -> None:
+    def __init__(self, data: Data, batch_size: int, generators: Sequence[torch.Generator]) -> None:
         self.data, self.batch_size = data, batch_size
         if isinstance(data, Split):
             n = len(data.y_train)

@@ -58,8 +58,12 @@ class FuncModel(StackedModel):
     def losses(self, x: torch.Tensor, y: torch.Tensor, loss: Loss) -> torch.Tensor:
         self.template.train()
 
-        def one(p: dict[str, torch.Tensor], b: dict[str, torch.Tensor], x: torch.Tensor,
-                y: torch.Tensor) -> torch.Tensor:
+        def one(
+            p: dict[str, torch.Tensor],
+            b: dict[str, torch.Tensor],
+            x: torch.Tensor,
+            y: torch.Tensor,
+        ) -> torch.Tensor:
             return loss(functional_call(self.template, (p, b), (x,)), y)
 
         params, buffers = self._state()

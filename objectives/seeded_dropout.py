@@ -37,6 +37,8 @@ def step_key(seed: int, step: int) -> int:
 class SeededDropout(nn.Module):
     """``nn.Dropout(p)`` with masks from `key` (a buffer the stack sets every step)."""
 
+    key: torch.Tensor
+
     def __init__(self, p: float, layer: int) -> None:
         super().__init__()
         self.p = p

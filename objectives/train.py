@@ -6,9 +6,10 @@ along a leading dimension (`objectives.stacking`) turn K small matrix products i
 batched product. Each trial keeps everything of its own: initialisation (its seed),
 shuffling (its generator), dropout masks, BatchNorm statistics, schedule (its
 `ScheduleLR`, on a one-element stand-in optimizer), optimizer hyperparameters
-(`batched_optim`), gradient norm, epoch, reports, pruning, divergence and checkpoints. A trial that is pruned or diverges leaves the stack at once, and
-a new trial (or a retry, from its checkpoint) can take its place at the next epoch: a
-worker's `Pool` keeps its stacks full.
+(`batched_optim`), gradient norm, epoch, reports, pruning, divergence and checkpoints. A
+trial that is pruned or diverges leaves the stack at once, and a new trial (or a retry,
+from its checkpoint) can take its place at the next epoch: a worker's `Pool` keeps its
+stacks full.
 
 One loop serves both paths, so a trial's curve in a stack of K equals its curve alone, up to
 the kernels' rounding (the tests check it in float64). Per-epoch checkpoints hold each
@@ -152,8 +153,8 @@ class Stack:
             self.task.check(run)
         rows = list(self.rows)
         old = self.model
-        weights, buffers = zip(*(old.row(k) for k in range(len(old)))) if old else ((), ())
-        weights, buffers = list(weights), list(buffers)
+        kept = [old.row(k) for k in range(len(old))] if old is not None else []
+        weights, buffers = [w for w, _ in kept], [b for _, b in kept]
         states = [self.optimizer.row(pos) for pos in range(len(rows))] if self.optimizer else []
         template: nn.Module | None = old.template if old is not None else None
         for run in runs:
@@ -370,7 +371,6 @@ class Pool:
             if not stack:
                 del self.stacks[key]
         return ended
-
 
     def _probe(self, key: tuple[Any, ...], run: Run) -> None:
         """Find out whether the models of ``key`` (``run``'s) can train as one stack."""

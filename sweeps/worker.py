@@ -198,10 +198,11 @@ class Worker:
         if self.pool is None:
             ended = [(run, self._train_one(run)) for run in runs]
         else:
-            ended = [*self.pool.join(runs), *self.pool.train_epoch()]
+            failed = self.pool.join(runs)
             if self.pool.cannot_stack and self.stack > 1:  # found by the pool's probe
                 self.log(f"{self.pool.cannot_stack}; running trials one at a time")
                 self.stack = 1
+            ended = [*failed, *self.pool.train_epoch()]
         for run, outcome in ended:
             self._finish(run, outcome)
 

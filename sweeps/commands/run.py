@@ -89,7 +89,9 @@ def run(args: argparse.Namespace) -> int:
         flush=True,
     )
     if devices:
-        print("one GPU per worker: " + ", ".join(f"worker {i} on {d}" for i, d in enumerate(devices)))
+        print(
+            "one GPU per worker: " + ", ".join(f"worker {i} on {d}" for i, d in enumerate(devices))
+        )
     if not supervise(workers, progress):
         print(
             f"running trials went back to the queue; continue with "

@@ -59,8 +59,8 @@ def test_sweeps_run_says_on_the_console_that_a_user_objective_is_not_stacked(
     result = sweeps("run", str(cfg), "--stack", "4", cwd=tmp_path)
     assert result.returncode == 0, result.stderr
     assert (
-        "note: objective quick:objective cannot be stacked (only the built-in tasks "
-        "digits_mlp, digits_cnn, tiny_lm can); each worker trains one trial at a time"
+        "note: objective quick:objective cannot be stacked (it runs its own loop; an "
+        "objectives.Task stacks); each worker trains one trial at a time"
     ) in result.stderr
 
 

@@ -64,6 +64,41 @@ def test_a_user_task_with_batchnorm_runs_stacked_on_two_workers(tmp_path: Path) 
     assert all(len(t.intermediate_values) == 2 for t in trials)
 
 
+BRANCHY = """
+from torch import nn
+from small import SmallShapes
+
+class Branchy(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.body = nn.Sequential(nn.Flatten(), nn.Linear(3 * 16 * 16, 4))
+
+    def forward(self, x):
+        out = self.body(x)
+        return out * 2 if x.mean() > 0.5 else out  # data-dependent: vmap cannot batch it
+
+class BranchyTask(SmallShapes):
+    def model(self, args):
+        return Branchy()
+"""
+
+
+def test_a_task_vmap_cannot_batch_is_said_in_one_line_and_trains_one_at_a_time(
+    tmp_path: Path,
+) -> None:
+    cfg = user_config(tmp_path, objective="branchy:BranchyTask", budget={"trials": 4, "epochs": 1})
+    (tmp_path / "branchy.py").write_text(BRANCHY)
+    url = f"sqlite:///{tmp_path / 's.db'}"
+    assert sweeps("launch", str(cfg), "--storage", url, cwd=tmp_path).returncode == 0
+    result = sweeps("worker", "--study", "t", "--stack", "4", "--storage", url, cwd=tmp_path)
+    assert result.returncode == 0, result.stdout + result.stderr
+    said = [line for line in result.stdout.splitlines() if "cannot be stacked" in line]
+    assert len(said) == 1, result.stdout
+    assert said[0].startswith("BranchyTask cannot be stacked (RuntimeError: ")
+    assert said[0].endswith("; running trials one at a time")
+    assert sum(t.state in FINISHED for t in study_trials(url)) == 4
+
+
 def uninterrupted(trial: FrozenTrial, epochs: int) -> dict[int, float]:
     """The per-epoch values of ``trial``'s parameters trained in one go, here."""
     torch.set_num_threads(1)  # as the workers: the same sums in the same order
