@@ -42,9 +42,12 @@ FINISHED = (TrialState.COMPLETE, TrialState.PRUNED)
 def user_config(tmp_path: Path, **changes: object) -> Path:
     shutil.copy(EXAMPLE, tmp_path / "shapes_task.py")
     (tmp_path / "small.py").write_text(SMALL)
-    return config(
-        tmp_path, objective="small:SmallShapes", objective_args=ARGS, space=SPACE, **changes
-    )
+    defaults: dict[str, object] = {
+        "objective": "small:SmallShapes",
+        "objective_args": ARGS,
+        "space": SPACE,
+    }
+    return config(tmp_path, **(defaults | changes))
 
 
 def study_trials(url: str) -> list[FrozenTrial]:
