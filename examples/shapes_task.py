@@ -7,7 +7,7 @@ lr-sweeps trains it with each trial's optimizer and schedule, stacks 8 trials in
 model per worker, reports and prunes every epoch, checkpoints, resumes and logs curves.
 
 The data is generated (no download): 16x16 RGB images of one of four shapes (a bar, a
-ring, a cross, a disc) at a random place, size and colour on a noisy background.
+ring, a cross, a disc) at a random place and size, faint on a noisy background.
 """
 
 from __future__ import annotations
@@ -81,21 +81,25 @@ def shapes(count: int, seed: int, size: int = SIZE) -> tuple[torch.Tensor, torch
         ],
         dim=1,
     )[torch.arange(count), labels]
-    colour = 0.5 + 0.5 * torch.rand(count, 3, 1, 1, generator=g)
-    background = 0.3 * torch.rand(count, 3, size, size, generator=g)
-    images = torch.where(masks[:, None], colour, background)
+    # A faint shape on a plain background of a random colour, under pixel noise: hard enough
+    # that the schedule matters within a few epochs.
+    background = torch.rand(count, 3, 1, 1, generator=g)
+    contrast = 0.25 + 0.25 * torch.rand(count, 3, 1, 1, generator=g)
+    contrast = torch.where(background > 0.5, -contrast, contrast)
+    noise = 0.1 * torch.randn(count, 3, size, size, generator=g)
+    images = background + contrast * masks[:, None] + noise
     return images.clamp(0, 1), labels
 
 
 class ShapesTask(objectives.Task):
-    """``objective_args``: ``width`` (16), ``dropout`` (0.1); validation accuracy."""
+    """``objective_args``: ``width`` (8), ``dropout`` (0.1); validation accuracy."""
 
     direction = "maximize"
     metric_name = "accuracy"
     image_size = SIZE
 
     def model(self, args: dict[str, Any]) -> nn.Module:
-        return ResNet(width=int(args.get("width", 16)), dropout=float(args.get("dropout", 0.1)))
+        return ResNet(width=int(args.get("width", 8)), dropout=float(args.get("dropout", 0.1)))
 
     def data(self, device: torch.device) -> objectives.Split:
         x_train, y_train = shapes(2048, seed=1, size=self.image_size)
