@@ -99,6 +99,7 @@ class Trial:
     epochs: int  # epochs trained (reports made)
     params: dict[str, Any]
     val_loss: float | None  # at the last epoch trained
+    reused: int = 0  # of ``epochs``, those a branch took from its trunk (`sweeps.branches`)
 
 
 def config(
@@ -131,6 +132,7 @@ def _run_one(config: dict[str, Any]) -> list[Trial]:
 
     from storage import Database
     from storage.optuna_internals import trial_id_of
+    from sweeps.branches import BRANCHED_AT
     from sweeps.config import parse_config
     from sweeps.study import launch
     from sweeps.worker import Worker
@@ -146,10 +148,10 @@ def _run_one(config: dict[str, Any]) -> list[Trial]:
         for t in sorted(study.trials, key=lambda t: t.number):
             curve = db.epoch_curve(trial_id_of(t))
             val_loss = curve[-1].val_loss if curve else None
+            reused = int(t.user_attrs.get(BRANCHED_AT, 0))
+            epochs = len(t.intermediate_values)
             trials.append(
-                Trial(
-                    t.number, t.state.name, t.value, len(t.intermediate_values), t.params, val_loss
-                )
+                Trial(t.number, t.state.name, t.value, epochs, t.params, val_loss, reused)
             )
         db.engine.dispose()
     return trials

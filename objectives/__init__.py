@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING, Any
 
 from objectives.builtin import ClassifierTask, digits_cnn, digits_mlp, tiny_lm
 from objectives.task import BatchSource, Task
+from objectives.trunks import Branch, Trunk
 
 if TYPE_CHECKING:
     from objectives.data import Split
@@ -102,6 +103,7 @@ def cannot_stack(name: str) -> str | None:
 
 __all__ = [
     "BatchSource",
+    "Branch",
     "BUILTIN",
     "cannot_stack",
     "ClassifierTask",
@@ -120,4 +122,5 @@ __all__ = [
     "stack_key",
     "Task",
     "train_stack",
+    "Trunk",
 ]

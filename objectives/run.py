@@ -23,6 +23,7 @@ import optuna
 import torch
 
 import schedules
+from objectives.trunks import Branch, Trunk
 from storage import TrialReport
 from storage.optuna_internals import storage_of, trial_id_of
 
@@ -69,7 +70,11 @@ class Run:
         reports: ReportSink | None = None,
         stopping: Callable[[], bool] = lambda: False,
         checkpoint_dir: Path | None = None,
+        trunk: Trunk | None = None,
+        branch: Branch | None = None,
     ) -> None:
+        """``trunk``, ``branch``: this run's part in sharing a stable phase
+        (`objectives.trunks`); a task's trainer uses them, a function objective does not."""
         self.trial = trial
         self.params = params
         self.seed = seed
@@ -83,6 +88,9 @@ class Run:
         self._reports = reports
         self._stopping = stopping
         self._checkpoint_dir = checkpoint_dir
+        self.trunk = trunk
+        self.branch = branch
+        self.branched_at = 0  # the trunk's epochs a branch started from (0: none)
         self._saved = False  # whether this run saved a checkpoint
         self._stride = 1
         self._steps: list[dict[str, Any]] = []  # every point kept so far (for checkpoints)
@@ -220,23 +228,30 @@ class Run:
         """Whether `save_checkpoint` stores anything (skip building a state when not)."""
         return self._checkpoint is not None
 
-    def save_checkpoint(self, state: dict[str, Any]) -> None:
+    def save_checkpoint(
+        self, state: dict[str, Any], *, stable: bool = False, last_stable: bool = False
+    ) -> None:
         """Save ``state`` (tensors, numbers, lists, dicts) with the curves reported so far.
+        ``stable``: the trainer says every step so far held the schedule's stable lr (a
+        trunk keeps such checkpoints for its branches); ``last_stable``: the next epoch
+        will not.
 
         Raises:
             HandBack: the worker is stopping; the trial resumes from this checkpoint.
         """
         if self._checkpoint is not None:
-            self._checkpoint[0](
-                {
-                    "user": state,
-                    # Columns, not one dict per point: a checkpoint is written every epoch,
-                    # and serialising hundreds of small dicts cost as much as the weights.
-                    "steps": _columns(self._steps),
-                    "epochs": list(self._epochs),
-                    "stride": self._stride,
-                }
-            )
+            saved = {
+                "user": state,
+                # Columns, not one dict per point: a checkpoint is written every epoch,
+                # and serialising hundreds of small dicts cost as much as the weights.
+                "steps": _columns(self._steps),
+                "epochs": list(self._epochs),
+                "stride": self._stride,
+                "branched_at": self.branched_at,
+            }
+            self._checkpoint[0](saved)
+            if stable and self.trunk is not None:
+                self.trunk.keep(self._epochs[-1]["epoch"], saved, last_stable)
             self._saved = True
         self.check_stopping()
 
@@ -264,8 +279,20 @@ class Run:
         and curves see the whole run.
         """
         saved = self._checkpoint[1]() if self._checkpoint is not None else None
+        return None if saved is None else self._restore(saved)
+
+    def start_branch(self, epoch: int) -> dict[str, Any] | None:
+        """The state of this branch's trunk after ``epoch`` (`Branch.load`), its reports and
+        curves replayed into this trial as an earlier attempt's are; None if it is gone."""
+        saved = self.branch.load(epoch) if self.branch is not None else None
         if saved is None:
             return None
+        user = self._restore(saved)
+        self.branched_at = epoch
+        return user
+
+    def _restore(self, saved: dict[str, Any]) -> dict[str, Any]:
+        self.branched_at = saved.get("branched_at", 0)
         self._stride = saved["stride"]
         self._steps = _rows(saved["steps"])
         self._unsaved_steps = list(self._steps)

@@ -79,10 +79,18 @@ class _Trial:
         self.lrs: list[float] = []
         self.epoch = 1  # the next one to train
         self.final = math.nan  # the last reported value
+        # Steps that hold the stable lr (`objectives.trunks`): infinite for none.
+        stable = self.scheduler.schedule.stable_steps
+        self.stable_steps = math.inf if stable is None else stable
 
-    def resume(self, saved: dict[str, Any]) -> None:
-        """Continue after the epoch of checkpoint ``saved`` (`Run.load_checkpoint`)."""
-        self.scheduler.load_state_dict(saved["scheduler"])
+    def resume(self, saved: dict[str, Any], *, branch: bool = False) -> None:
+        """Continue after the epoch of checkpoint ``saved`` (`Run.load_checkpoint`), or,
+        for a ``branch``, of its trunk's (`Run.start_branch`): the trunk's scheduler ran
+        another cooldown's schedule, identical up to there."""
+        scheduler = dict(saved["scheduler"])
+        if branch:
+            del scheduler["schedule"]  # the record of which schedule made the state
+        self.scheduler.load_state_dict(scheduler)
         self.shuffle.set_state(saved["shuffle"])
         self.epoch = int(saved["epoch"]) + 1
         self.final = self.run.reported[-1]["value"]
@@ -162,11 +170,16 @@ class Stack:
             model = self.task.build(run).to(self.device)
             template = template or template_for(model)
             saved = run.load_checkpoint()  # an earlier attempt's state, if any
+            branch = saved is None and run.branch is not None
+            if branch:
+                assert run.branch is not None
+                start = run.branch.start(int(trial.stable_steps // self.steps_per_epoch))
+                saved = run.start_branch(start) if start is not None else None
             state: Row = {}
             if saved is not None:
                 model.load_state_dict(saved["model"])
                 state = row_from_torch(saved["optimizer"], list(dict(model.named_parameters())))
-                trial.resume(saved)
+                trial.resume(saved, branch=branch)
             rows.append(trial)
             weights.append(flatten(model))
             buffers.append(persistent_buffers(model))
@@ -266,7 +279,11 @@ class Stack:
                 steps_done = t.epoch * self.steps_per_epoch
                 state = _checkpoint(t, self.model, self.optimizer, pos, steps_done)
                 try:
-                    t.run.save_checkpoint({**state, "epoch": t.epoch})
+                    t.run.save_checkpoint(
+                        {**state, "epoch": t.epoch},
+                        stable=steps_done <= t.stable_steps,
+                        last_stable=steps_done + self.steps_per_epoch > t.stable_steps,
+                    )
                 except HandBack as e:
                     ended[pos] = e
             t.epoch += 1

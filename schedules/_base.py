@@ -134,6 +134,9 @@ class Schedule:
     closed_form: ClassVar[bool] = True
     metric_driven: ClassVar[bool] = False  # fed a validation metric via scheduler.step(m)
     PARAMS: ClassVar[Mapping[str, Param]] = {}
+    # The parameters that act only from `stable_steps` on (a cooldown's): trials that differ
+    # only in these train the same steps until then, so they can branch from one trunk.
+    COOLDOWN: ClassVar[tuple[str, ...]] = ()
     COMMON: ClassVar[Mapping[str, Param]] = {
         "lr": Param(float, "peak learning rate α0", low=0.0, low_open=True, log=True),
         "warmup_steps": Param(int, "linear warmup steps before the family starts", 0, default=0),
@@ -189,6 +192,13 @@ class Schedule:
             raise ScheduleError(
                 f"{self.name}.min_lr: must be a number in [0, lr={self.lr!r}], got {min_lr!r}"
             )
+
+    @property
+    def stable_steps(self) -> float | None:
+        """How many optimizer steps this schedule holds `lr` after its warmup: every step
+        ``t < stable_steps`` has the lr of the ``constant`` family with the same lr and
+        warmup. None for a family without a cooldown (`COOLDOWN`)."""
+        return None
 
     def _factor(self, t: int) -> float:
         """The family's multiplier of `lr` at its own step ``t >= 0`` (closed forms only)."""

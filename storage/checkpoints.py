@@ -46,22 +46,49 @@ class CheckpointStore:
         return self.dir / f"trial-{key}.files"
 
     def save(self, key: int, state: dict[str, Any]) -> None:
+        self._write(self.path(key), state)
+
+    def load(self, key: int) -> dict[str, Any] | None:
+        return self._read(self.path(key))
+
+    def _write(self, path: Path, state: dict[str, Any]) -> None:
         """Write atomically: a crash mid-write leaves the previous checkpoint intact."""
         import torch  # here, not above: only workers save or load; other commands skip torch
 
         self.dir.mkdir(parents=True, exist_ok=True)
-        tmp = self.path(key).with_suffix(f".tmp{os.getpid()}")
+        tmp = path.with_suffix(f".tmp{os.getpid()}")
         torch.save(state, tmp)
-        os.replace(tmp, self.path(key))
+        os.replace(tmp, path)
 
-    def load(self, key: int) -> dict[str, Any] | None:
+    def _read(self, path: Path) -> dict[str, Any] | None:
         import torch
 
-        path = self.path(key)
         if not path.exists():
             return None
         state: dict[str, Any] = torch.load(path, weights_only=True)
         return state
+
+    # A trunk's stable-phase checkpoints (`sweeps.branches`), one file per kept epoch, kept
+    # for its branches until the study ends.
+
+    def stable_path(self, key: int, epoch: int) -> Path:
+        return self.dir / f"trunk-{key}-epoch-{epoch}.pt"
+
+    def save_stable(self, key: int, epoch: int, state: dict[str, Any]) -> None:
+        self._write(self.stable_path(key, epoch), state)
+
+    def load_stable(self, key: int, epoch: int) -> dict[str, Any] | None:
+        return self._read(self.stable_path(key, epoch))
+
+    def stable_epochs(self, key: int) -> list[int]:
+        """The epochs of trunk ``key``'s kept checkpoints."""
+        found = self.dir.glob(f"trunk-{key}-epoch-*.pt")
+        return sorted(int(p.stem.rsplit("-", 1)[1]) for p in found)
+
+    def delete_stable(self) -> None:
+        """Every trunk's kept checkpoints (the study is over)."""
+        for path in self.dir.glob("trunk-*-epoch-*.pt"):
+            path.unlink(missing_ok=True)
 
     def delete(self, key: int) -> None:
         self.path(key).unlink(missing_ok=True)

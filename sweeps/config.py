@@ -22,6 +22,7 @@ from pydantic import (
     model_validator,
 )
 
+import schedules
 from sweeps.errors import UsageError
 
 if TYPE_CHECKING:
@@ -62,6 +63,12 @@ class Budget(_Strict):
         ge=2,
         description="trials failing in a row with one error, across schedule families, "
         "after which the sweep stops",
+    )
+
+
+class Branches(_Strict):
+    per_trunk: int = Field(
+        ge=2, le=64, description="trials sharing one stable phase: a trunk and its branches"
     )
 
 
@@ -185,6 +192,9 @@ class SweepConfig(_Strict):
         1, ge=0, description="trials each schedule family gets before the sampler chooses"
     )
     heartbeat: Heartbeat = Field(default_factory=Heartbeat)
+    branches: Branches | None = Field(
+        None, description="cooldown branches from shared stable phases (sweeps.branches)"
+    )
 
     @field_validator("device")
     @classmethod
@@ -203,6 +213,14 @@ class SweepConfig(_Strict):
                 f"pruner.min_resource: must be <= budget.epochs={self.budget.epochs}, "
                 f"got {min_resource}"
             )
+        families = self.space.get("schedule")
+        if self.branches is not None and isinstance(families, dict):
+            cooling = [n for n, f in schedules.SCHEDULES.items() if f.COOLDOWN]
+            if not set(families) & set(cooling):
+                raise ValueError(
+                    f"branches: needs a family with a cooldown in space.schedule "
+                    f"({', '.join(cooling)}); add one or remove branches"
+                )
         if self.heartbeat.grace_period <= 2 * self.heartbeat.interval:
             raise ValueError(
                 "heartbeat.grace_period: must be more than twice heartbeat.interval="

@@ -9,6 +9,7 @@ from typing import Any
 import optuna
 
 from sweeps import config as c
+from sweeps.branches import FixedParams
 from sweeps.family_quota import FamilyQuota
 
 
@@ -43,7 +44,8 @@ SAMPLERS: dict[type, Callable[[Any, int | None], optuna.samplers.BaseSampler]] =
 def build_sampler(config: c.SweepConfig, worker: int) -> optuna.samplers.BaseSampler:
     """The config's sampler for worker number ``worker``: workers get distinct seeds, so
     parallel workers do not suggest the same random points. Each schedule family gets its
-    ``min_trials_per_family`` first (`sweeps.family_quota`; a grid enumerates them all)."""
+    ``min_trials_per_family`` first (`sweeps.family_quota`; a grid enumerates them all).
+    With ``branches``, it fixes a branch's parameters to its trunk's (`sweeps.branches`)."""
     seed = None if config.sampler.seed is None else config.sampler.seed + worker
     with warnings.catch_warnings():  # group-TPE and QMC are chosen knowingly
         warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
@@ -54,7 +56,9 @@ def build_sampler(config: c.SweepConfig, worker: int) -> optuna.samplers.BaseSam
         and config.min_trials_per_family
         and not isinstance(config.sampler, c.Grid)
     ):
-        return FamilyQuota(sampler, families, config.min_trials_per_family)
+        sampler = FamilyQuota(sampler, families, config.min_trials_per_family)
+    if config.branches is not None:  # a branch's parameters are its trunk's, but the cooldown
+        sampler = FixedParams(sampler)
     return sampler
 
 

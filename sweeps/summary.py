@@ -9,6 +9,7 @@ from typing import Any
 from optuna.trial import FrozenTrial, TrialState
 
 from storage import BaseDatabase, mask_url
+from sweeps.branches import tree, tree_line
 from sweeps.study import StudyHandle
 from sweeps.trial_attrs import REASON, WORKER, params_of
 
@@ -55,6 +56,7 @@ def summarize(db: BaseDatabase, handle: StudyHandle) -> dict[str, Any]:
         "best": _trial(complete[0]) if complete else None,
         "families": families,
         "min_trials_per_family": handle.config.min_trials_per_family,
+        "branches": tree(trials) if handle.config.branches is not None else None,
         "running": [_running(t) for t in trials if t.state == TrialState.RUNNING],
         "failures": [
             {"reason": reason, "count": count}
@@ -142,6 +144,8 @@ def format_table(summary: dict[str, Any]) -> str:
 
     lines += ["", cells({c: c for c in LEADERBOARD})]
     lines += [cells(row) for row in leaderboard(summary)]
+    if summary["branches"] is not None:
+        lines += ["", f"branches: {tree_line(summary['branches'])}"]
     short = [f for f in summary["families"] if f["finished"] < summary["min_trials_per_family"]]
     if short and not summary["running"]:  # the study has ended (or paused) that way
         lines.append(

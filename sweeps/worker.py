@@ -25,6 +25,7 @@ import time
 import traceback
 from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any
 
 import optuna
 from optuna.trial import TrialState
@@ -34,6 +35,16 @@ from storage import BaseDatabase, CheckpointStore
 from storage.base import Failure, Heartbeat, first_attempt
 from storage.optuna_internals import trial_id_of
 from sweeps.batch_ask import ask_batch, room
+from sweeps.branches import (
+    BRANCHED_AT,
+    STABLE_EPOCHS,
+    TRUNK,
+    FixedParams,
+    branch_params,
+    earliest_branch_epoch,
+    is_trunk,
+    open_trunk,
+)
 from sweeps.device import resolve_device
 from sweeps.failures import FailureWatch
 from sweeps.results.artifact_store import ArtifactStore, artifact_store
@@ -153,13 +164,14 @@ class Worker:
                     self.handle.study,
                     len(caps),
                     claim=functools.partial(self._claim, iter(caps)),
-                    sample=self.handle.space.sample,
+                    sample=self._sample,
                 )
             if batch or self.pool:
                 self.train(batch)
                 waiting_said = False
                 continue
             if finished >= self.config.budget.trials:
+                self.checkpoints.delete_stable()  # no branch is left to start from them
                 self.publisher.refresh(final=True)
                 return 0
             # The budget is full but not finished: other workers' trials still run. Wait for
@@ -206,6 +218,26 @@ class Worker:
         for run, outcome in ended:
             self._finish(run, outcome)
 
+    def _sample(self, trial: optuna.Trial) -> dict[str, Any]:
+        """Sample a new trial; with ``branches``, as the next branch of an open trunk
+        (`sweeps.branches`) if there is one."""
+        sampler, branches = self.handle.study.sampler, self.config.branches
+        trunk = None
+        if branches is not None and isinstance(sampler, FixedParams):
+            # A fresh read, not the batch's snapshot: other workers' branches count too.
+            trials = self.handle.study.get_trials(deepcopy=False)
+            trunk = open_trunk(trials, branches.per_trunk)
+        if trunk is None:
+            return self.handle.space.sample(trial)
+        assert isinstance(sampler, FixedParams)
+        epochs = trunk.user_attrs[STABLE_EPOCHS]
+        trial.set_user_attr(TRUNK, {"trial": first_attempt(trunk), "epochs": epochs})
+        sampler.fix(trial.number, branch_params(trunk))
+        try:
+            return self.handle.space.sample(trial)
+        finally:
+            sampler.unfix(trial.number)
+
     def _start(self, trial: optuna.Trial) -> objectives.Run:
         config = self.config
         params = self.handle.space.sample(trial)
@@ -214,10 +246,19 @@ class Worker:
             self.log(f"trial {trial.number} resumes from the checkpoint of trial {first}")
         trial.set_user_attr(PARAMS, params)
         trial_id = trial_id_of(trial)
+        trunk, branch, seed_of = None, None, first
+        if self.config.branches is not None:
+            if TRUNK in trial.user_attrs:  # a branch: its trunk's seed and checkpoints
+                seed_of, kept = trial.user_attrs[TRUNK]["trial"], trial.user_attrs[TRUNK]["epochs"]
+                branch = objectives.Branch(
+                    kept, functools.partial(self.checkpoints.load_stable, seed_of)
+                )
+            elif is_trunk(params, trial):
+                trunk = objectives.Trunk(functools.partial(self._keep_stable, trial))
         return objectives.Run(
             trial,
             params,
-            seed=trial_seed(config.seed, first),
+            seed=trial_seed(config.seed, seed_of),
             epochs=config.budget.epochs,
             direction=config.direction,
             args=self.handle.space.run_args(config.objective_args, params),
@@ -231,7 +272,20 @@ class Worker:
             reports=self.db.add_reports,
             stopping=self._stopping.is_set,
             checkpoint_dir=self.checkpoints.files(first),
+            trunk=trunk,
+            branch=branch,
         )
+
+    def _keep_stable(
+        self, trial: optuna.Trial, epoch: int, saved: dict[str, Any], last: bool
+    ) -> None:
+        """A trunk's stable-phase checkpoint: kept from the first epoch a branch may start
+        from; once the phase is over, the trunk opens for branches (`STABLE_EPOCHS`)."""
+        first = first_attempt(trial)
+        if epoch >= earliest_branch_epoch(self.handle.space, self.config.budget.epochs):
+            self.checkpoints.save_stable(first, epoch, saved)
+        if last:
+            trial.set_user_attr(STABLE_EPOCHS, self.checkpoints.stable_epochs(first))
 
     def _train_one(self, run: objectives.Run) -> objectives.Outcome:
         try:
@@ -277,6 +331,8 @@ class Worker:
             state, reason, value = TrialState.COMPLETE, "", outcome
         if reason and state != TrialState.FAIL:  # `slots.fail` stores a failure's reason
             trial.set_user_attr(REASON, reason[:2000])
+        if run.branched_at:
+            trial.set_user_attr(BRANCHED_AT, run.branched_at)
         shown = f" {value:.6g}" if value is not None else ""
         self.publisher.trial_ended(
             trial,

@@ -32,6 +32,7 @@ class WarmupStableDecay(Schedule):
         "decay_shape": Param(str, "shape of the decay", choices=tuple(_SHAPES), default="1-sqrt"),
         "min_lr": MIN_LR,
     }
+    COOLDOWN = ("decay_fraction", "decay_shape", "min_lr")
     total_steps: int
     decay_fraction: float
     decay_shape: str
@@ -39,6 +40,10 @@ class WarmupStableDecay(Schedule):
 
     def _check(self) -> None:
         self._check_min_lr()
+
+    @property
+    def stable_steps(self) -> float:
+        return self.warmup_steps + (self.total_steps - self.decay_fraction * self.total_steps)
 
     def _factor(self, t: int) -> float:
         decay_steps = self.decay_fraction * self.total_steps

@@ -6,6 +6,7 @@ import time
 
 import yaml
 
+from sweeps.branches import tree_line, trunk_line
 from sweeps.results.study_data import StudyData
 from sweeps.summary import LEADERBOARD, NUMERIC, best_line, leaderboard, states_line
 
@@ -42,6 +43,11 @@ def study_note(data: StudyData) -> str:
         "",
         "Each trial's page holds its learning-rate and loss curves (SVG and CSV artifacts).",
         "",
+    ]
+    if s["branches"] is not None:
+        lines += ["## Trunks and branches", "", tree_line(s["branches"]) + ":", ""]
+        lines += [f"- {trunk_line(t)}" for t in s["branches"]["trunks"]] + [""]
+    lines += [
         "## Config",
         "",
         "```yaml",

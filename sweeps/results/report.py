@@ -12,6 +12,7 @@ from pathlib import Path
 import optuna
 
 from storage import first_line
+from sweeps.branches import tree_line, trunk_line
 from sweeps.results import charts, figures
 from sweeps.results.report_png import write_pngs
 from sweeps.results.study_data import StudyData
@@ -38,7 +39,7 @@ def write_report(data: StudyData, out: Path, *, top: int = 8) -> list[Path]:
     pngs = write_pngs(pictures, out)
     graphs = [figures.plotly_figure(chart) for chart in pictures.values()]
     graphs.insert(-1, figures.value_vs_params(data))  # plotly's alone: a menu picks the axis
-    parts = [_header(data), _leaderboard(data), _pruning(data)]
+    parts = [_header(data), _leaderboard(data), _branches(data), _pruning(data)]
     if why_no_scores:
         parts.append(f"<p>No parameter importances: {html.escape(why_no_scores)}</p>")
     parts += [
@@ -98,6 +99,16 @@ def _leaderboard(data: StudyData) -> str:
         for row in leaderboard(data.summary)
     )
     return f"<h2>Leaderboard by schedule family</h2><table><tr>{head}</tr>{rows}</table>"
+
+
+def _branches(data: StudyData) -> str:
+    branches = data.summary["branches"]
+    if branches is None:
+        return ""
+    items = "".join(f"<li>{html.escape(trunk_line(t))}</li>" for t in branches["trunks"])
+    return (
+        f"<h2>Trunks and branches</h2><p>{html.escape(tree_line(branches))}:</p><ul>{items}</ul>"
+    )
 
 
 def _code(text: str) -> str:

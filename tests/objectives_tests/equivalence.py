@@ -31,7 +31,9 @@ class Recorder:
         direction: str = "maximize",
         args: dict[str, Any] | None = None,
         pruner: optuna.pruners.BasePruner | None = None,
+        **options: Any,
     ) -> None:
+        """``options``: more of `Run`'s keywords (``trunk``, ``branch``)."""
         study = optuna.create_study(direction=direction, pruner=pruner)
         self.steps: list[dict[str, Any]] = []
         self.epochs: list[dict[str, Any]] = []
@@ -45,6 +47,7 @@ class Recorder:
             args=args,
             curves=lambda s, e: (self.steps.extend(s), self.epochs.extend(e)),
             checkpoint=(self._save, lambda: self.saved),
+            **options,
         )
 
     def _save(self, state: dict[str, Any]) -> None:
@@ -121,8 +124,10 @@ def preempt_after(recorders: list[Recorder], epoch: int) -> None:
     for rec in recorders:
         inner = rec.run.save_checkpoint
 
-        def save(state: dict[str, Any], inner: Any = inner, rec: Recorder = rec) -> None:
-            inner(state)
+        def save(
+            state: dict[str, Any], inner: Any = inner, rec: Recorder = rec, **flags: bool
+        ) -> None:
+            inner(state, **flags)
             if state["epoch"] == epoch:
                 saved.add(id(rec))
                 if len(saved) == len(recorders):

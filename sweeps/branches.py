@@ -1,0 +1,181 @@
+"""Cooldown branches (`branches: {per_trunk: M}`): trials that differ only in their cooldown
+share one trunk's stable phase (`objectives.trunks`).
+
+How the sampler sees it: a trial whose family has a cooldown (``wsd``) and that is no
+branch is a *trunk*, sampled as any trial. Once its stable phase is trained (its kept
+epochs in `STABLE_EPOCHS`), the next M − 1 trials any worker takes become its *branches*:
+every parameter but the cooldown's is fixed to the trunk's (`FixedParams`, so the sampler
+still sees them as observations), and the sampler chooses the cooldown (``decay_fraction``,
+``decay_shape``, ``min_lr``). Each branch starts from the trunk's checkpoint at its own
+decay start, with the trunk's seed, and trains only the rest. Branches are created only
+once that checkpoint exists, so no worker ever waits for one; a pruned trunk takes no
+more branches. The budget counts trials as always: a branch is one trial.
+
+Racing workers may each give a trunk its last branch at once: a trunk then has one or two
+more than M − 1.
+"""
+
+from __future__ import annotations
+
+import math
+from collections import Counter
+from collections.abc import Sequence
+from typing import Any
+
+import optuna
+from optuna.distributions import BaseDistribution
+from optuna.trial import FrozenTrial, TrialState
+
+import schedules
+from storage.base import first_attempt
+from sweeps.space import Space
+from sweeps.trial_attrs import params_of
+
+TRUNK = "sweeps:trunk"  # on a branch: {"trial": its trunk's number, "epochs": kept epochs}
+STABLE_EPOCHS = "sweeps:stable_epochs"  # on a trunk, once its stable phase is trained
+BRANCHED_AT = "sweeps:branched_at"  # on a branch: the trunk's epochs it did not train again
+
+
+def cooldown(params: dict[str, Any]) -> tuple[str, ...]:
+    """The names (``family.param``) of ``params``' cooldown parameters; none for a family
+    without a cooldown."""
+    family = params["schedule"]
+    return tuple(f"{family}.{p}" for p in schedules.SCHEDULES[family].COOLDOWN)
+
+
+def is_trunk(params: dict[str, Any], trial: optuna.Trial | FrozenTrial) -> bool:
+    """Whether a trial of ``params`` keeps its stable phase for branches."""
+    return bool(cooldown(params)) and TRUNK not in trial.user_attrs
+
+
+def earliest_branch_epoch(space: Space, epochs: int) -> int:
+    """The first epoch a branch may start from: the largest decay the space allows
+    (``wsd``'s ``decay_fraction``) leaves this many whole epochs before it. A trunk keeps
+    no earlier checkpoint."""
+    dim = space.families.get("wsd", {}).get("decay_fraction")
+    default = schedules.SCHEDULES["wsd"].PARAMS["decay_fraction"].default
+    largest = float(dim.bounds()[1] if dim else default)
+    return max(1, math.floor((1.0 - largest) * epochs))
+
+
+def open_trunk(trials: Sequence[FrozenTrial], per_trunk: int) -> FrozenTrial | None:
+    """The oldest trunk that takes another branch: its stable phase is trained, it was not
+    pruned, and it has fewer than ``per_trunk − 1`` branches (a trial and its retries count
+    once)."""
+    branches = Counter(
+        t.user_attrs[TRUNK]["trial"]
+        for t in trials
+        if TRUNK in t.user_attrs and first_attempt(t) == t.number
+    )
+    latest = {first_attempt(t): t for t in sorted(trials, key=lambda t: t.number)}
+    for number, trunk in sorted(latest.items()):
+        if (
+            trunk.user_attrs.get(STABLE_EPOCHS)
+            and trunk.state != TrialState.PRUNED
+            and branches[number] < per_trunk - 1
+        ):
+            return trunk
+    return None
+
+
+def branch_params(trunk: FrozenTrial) -> dict[str, Any]:
+    """What a branch of ``trunk`` takes from it: every parameter but the cooldown's."""
+    params = params_of(trunk)
+    return {k: v for k, v in params.items() if k not in cooldown(params)}
+
+
+class FixedParams(optuna.samplers.BaseSampler):
+    """A sampler that gives the trials it is told of (`fix`) fixed values for some
+    parameters, and leaves every other parameter, and every other trial, to ``sampler``."""
+
+    def __init__(self, sampler: optuna.samplers.BaseSampler) -> None:
+        self.sampler = sampler
+        self._fixed: dict[int, dict[str, Any]] = {}  # by trial number
+
+    def fix(self, number: int, params: dict[str, Any]) -> None:
+        self._fixed[number] = params
+
+    def unfix(self, number: int) -> None:
+        self._fixed.pop(number, None)
+
+    def infer_relative_search_space(
+        self, study: optuna.Study, trial: FrozenTrial
+    ) -> dict[str, BaseDistribution]:
+        space = self.sampler.infer_relative_search_space(study, trial)
+        fixed = self._fixed.get(trial.number, {})
+        return {k: v for k, v in space.items() if k not in fixed}
+
+    def sample_relative(
+        self, study: optuna.Study, trial: FrozenTrial, search_space: dict[str, BaseDistribution]
+    ) -> dict[str, Any]:
+        return self.sampler.sample_relative(study, trial, search_space)
+
+    def sample_independent(
+        self,
+        study: optuna.Study,
+        trial: FrozenTrial,
+        param_name: str,
+        param_distribution: BaseDistribution,
+    ) -> Any:
+        fixed = self._fixed.get(trial.number, {})
+        if param_name in fixed:
+            return fixed[param_name]
+        return self.sampler.sample_independent(study, trial, param_name, param_distribution)
+
+    def before_trial(self, study: optuna.Study, trial: FrozenTrial) -> None:
+        self.sampler.before_trial(study, trial)
+
+    def after_trial(
+        self,
+        study: optuna.Study,
+        trial: FrozenTrial,
+        state: TrialState,
+        values: Sequence[float] | None,
+    ) -> None:
+        self.sampler.after_trial(study, trial, state, values)
+
+    def reseed_rng(self) -> None:
+        self.sampler.reseed_rng()
+
+
+def tree(trials: Sequence[FrozenTrial]) -> dict[str, Any]:
+    """The study's trunks and branches, JSON-ready: each trunk (a trial with kept stable
+    epochs) with its branches (trial number, the epoch it started from once finished),
+    and the epochs the branches took from trunks instead of training them
+    (``epochs_reused``) out of all epochs the trials reported."""
+    trunks: dict[int, dict[str, Any]] = {}
+    for t in trials:
+        if STABLE_EPOCHS in t.user_attrs and first_attempt(t) == t.number:
+            trunks[t.number] = {"trial": t.number, "branches": []}
+    for t in trials:
+        if TRUNK in t.user_attrs and t.user_attrs[TRUNK]["trial"] in trunks:
+            trunks[t.user_attrs[TRUNK]["trial"]]["branches"].append(
+                {"trial": t.number, "branched_at": t.user_attrs.get(BRANCHED_AT)}
+            )
+    return {
+        "trunks": list(trunks.values()),
+        "epochs_reused": sum(t.user_attrs.get(BRANCHED_AT, 0) for t in trials),
+        "epochs_reported": sum(len(t.intermediate_values) for t in trials),
+    }
+
+
+def tree_line(branches: dict[str, Any]) -> str:
+    """``12 branches of 5 trunks reused 96 of 410 epochs (23 %)``."""
+    count = sum(len(t["branches"]) for t in branches["trunks"])
+    reused, reported = branches["epochs_reused"], branches["epochs_reported"]
+    share = f" ({reused / reported:.0%})" if reported else ""
+    return (
+        f"{count} branches of {len(branches['trunks'])} trunks reused {reused} of "
+        f"{reported} epochs{share}"
+    )
+
+
+def trunk_line(trunk: dict[str, Any]) -> str:
+    """``trunk 3: branches 9 (from epoch 8), 12 (from epoch 10), 14``."""
+    shown = [
+        f"{b['trial']} (from epoch {b['branched_at']})" if b["branched_at"] else str(b["trial"])
+        for b in trunk["branches"]
+    ]
+    return f"trunk {trunk['trial']}: " + (
+        f"branches {', '.join(shown)}" if shown else "no branches"
+    )

@@ -1,0 +1,119 @@
+"""Cooldown branches through the CLI (`branches: {per_trunk: M}`, `sweeps.branches`): trials
+that differ only in their cooldown share a trunk's stable phase, train only the rest, and
+end with the curve the same schedule trains from scratch."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import optuna
+import pytest
+import torch
+from optuna.trial import FrozenTrial, TrialState
+
+import objectives
+from sweeps.branches import BRANCHED_AT, STABLE_EPOCHS, TRUNK
+from sweeps.trial_attrs import params_of
+from sweeps.worker import trial_seed
+from sweeps_helpers import config, sweeps
+
+EPOCHS = 6
+SPACE = {
+    "lr": {"low": 0.01, "high": 0.5, "log": True},
+    "optimizer": ["sgd", "adamw"],
+    "batch_size": 128,
+    "schedule": {
+        "wsd": {
+            "warmup_steps": [0, 10],
+            "decay_fraction": {"low": 0.2, "high": 0.5},  # a branch starts at epoch 3 or 4
+            "decay_shape": ["linear", "cosine"],
+        }
+    },
+}
+COOLDOWN = {"wsd.decay_fraction", "wsd.decay_shape", "wsd.min_lr"}
+
+
+def branched_study(tmp_path: Path, trials: int) -> list[FrozenTrial]:
+    cfg = config(
+        tmp_path,
+        budget={"trials": trials, "epochs": EPOCHS},
+        space=SPACE,
+        branches={"per_trunk": 3},
+    )
+    url = f"sqlite:///{tmp_path / 's.db'}"
+    assert sweeps("launch", str(cfg), "--storage", url, cwd=tmp_path).returncode == 0
+    worker = sweeps("worker", "--study", "t", "--threads", "1", "--storage", url, cwd=tmp_path)
+    assert worker.returncode == 0, worker.stdout + worker.stderr
+    status = sweeps("status", "--study", "t", "--storage", url, cwd=tmp_path)
+    assert "branches: " in status.stdout and " reused " in status.stdout, status.stdout
+    # The trunks' kept checkpoints go once the study is over.
+    assert not list(tmp_path.glob("s.db.artifacts/t/checkpoints/trunk-*"))
+    return optuna.load_study(study_name="t", storage=url).get_trials()
+
+
+def from_scratch(trial: FrozenTrial, seed_of: int) -> dict[int, float]:
+    """The per-epoch values of ``trial``'s parameters trained here from step 0, with the
+    seed of trial ``seed_of`` (a branch's trunk)."""
+    torch.set_num_threads(1)  # as the worker: the same sums in the same order
+    study = optuna.create_study(direction="maximize", pruner=optuna.pruners.NopPruner())
+    run = objectives.Run(
+        study.ask(),
+        params_of(trial),
+        seed=trial_seed(0, seed_of),
+        epochs=EPOCHS,
+        args={"hidden": 32},
+    )
+    objectives.resolve("digits_mlp")(run)
+    return {e["epoch"]: e["value"] for e in run.reported}
+
+
+def test_branches_share_their_trunks_stable_phase_and_train_the_same_curve(
+    tmp_path: Path,
+) -> None:
+    trials = branched_study(tmp_path, trials=12)
+    assert sum(t.state == TrialState.COMPLETE for t in trials) == 12  # no pruner: all finish
+    by_number = {t.number: t for t in trials}
+    branches = [t for t in trials if TRUNK in t.user_attrs]
+    assert len(branches) >= 4
+    per_trunk: dict[int, int] = {}
+    for branch in branches:
+        trunk = by_number[branch.user_attrs[TRUNK]["trial"]]
+        per_trunk[trunk.number] = per_trunk.get(trunk.number, 0) + 1
+        assert branch.user_attrs[TRUNK]["epochs"] == trunk.user_attrs[STABLE_EPOCHS]
+        # Everything but the cooldown is the trunk's; the sampler chose the cooldown.
+        mine, theirs = params_of(branch), params_of(trunk)
+        assert {k: v for k, v in mine.items() if k not in COOLDOWN} == {
+            k: v for k, v in theirs.items() if k not in COOLDOWN
+        }
+        start = branch.user_attrs[BRANCHED_AT]
+        assert start in trunk.user_attrs[STABLE_EPOCHS]
+        assert start / EPOCHS <= 1 - mine["wsd.decay_fraction"]  # before its own cooldown
+        for epoch in range(1, start + 1):  # the trunk's reports, up to where it branched
+            assert branch.intermediate_values[epoch] == trunk.intermediate_values[epoch]
+    assert max(per_trunk.values()) <= 2  # per_trunk 3: a trunk and two branches (one worker)
+    # The same schedule trained from step 0, with the trunk's seed: the same curve.
+    branch = max(branches, key=lambda t: t.user_attrs[BRANCHED_AT])
+    assert branch.intermediate_values == from_scratch(branch, branch.user_attrs[TRUNK]["trial"])
+
+
+@pytest.mark.parametrize(
+    ("branches", "schedule", "message"),
+    [
+        (
+            {"per_trunk": 3},
+            {"cosine": {}},
+            "error: branches: needs a family with a cooldown in space.schedule (wsd)",
+        ),
+        ({"per_trunk": 1}, {"wsd": {}}, "error: branches.per_trunk: "),
+        ({"per_trunk": 3, "trunks": 2}, {"wsd": {}}, "error: branches.trunks: unknown field"),
+    ],
+)
+def test_a_bad_branches_setting_is_one_line_naming_it(
+    tmp_path: Path, branches: dict[str, Any], schedule: dict[str, Any], message: str
+) -> None:
+    cfg = config(tmp_path, branches=branches, space={**SPACE, "schedule": schedule})
+    result = sweeps("validate", str(cfg), cwd=tmp_path)
+    assert result.returncode == 2
+    assert result.stderr.startswith(message), result.stderr
+    assert len(result.stderr.splitlines()) == 1 and "Traceback" not in result.stderr
