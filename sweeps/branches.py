@@ -6,10 +6,12 @@ branch is a *trunk*, sampled as any trial. Once its stable phase is trained (its
 epochs in `STABLE_EPOCHS`), the next M − 1 trials any worker takes become its *branches*:
 every parameter but the cooldown's is fixed to the trunk's (`FixedParams`, so the sampler
 still sees them as observations), and the sampler chooses the cooldown (``decay_fraction``,
-``decay_shape``, ``min_lr``). Each branch starts from the trunk's checkpoint at its own
-decay start, with the trunk's seed, and trains only the rest. Branches are created only
-once that checkpoint exists, so no worker ever waits for one; a pruned trunk takes no
-more branches. The budget counts trials as always: a branch is one trial.
+``decay_shape``, ``min_lr``). Each branch starts from the trunk's last kept checkpoint
+before its own decay starts, with the trunk's seed, and trains only the rest. Branches are
+created only once those checkpoints exist, so no worker ever waits for one; a pruned trunk
+takes no more branches. The budget counts trials as always: a branch is one trial. A
+branch whose worker cannot read the trunk's checkpoint (``--artifacts`` not shared) trains
+from step 0, to the same curve.
 
 Racing workers may each give a trunk its last branch at once: a trunk then has one or two
 more than M − 1.
@@ -17,19 +19,25 @@ more than M − 1.
 
 from __future__ import annotations
 
+import functools
 import math
 from collections import Counter
 from collections.abc import Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import optuna
 from optuna.distributions import BaseDistribution
 from optuna.trial import FrozenTrial, TrialState
 
 import schedules
+from objectives.trunks import Branch, Trunk
 from storage.base import first_attempt
 from sweeps.space import Space
 from sweeps.trial_attrs import params_of
+
+if TYPE_CHECKING:
+    from storage import CheckpointStore
+    from sweeps.study import StudyHandle
 
 TRUNK = "sweeps:trunk"  # on a branch: {"trial": its trunk's number, "epochs": kept epochs}
 STABLE_EPOCHS = "sweeps:stable_epochs"  # on a trunk, once its stable phase is trained
@@ -41,11 +49,6 @@ def cooldown(params: dict[str, Any]) -> tuple[str, ...]:
     without a cooldown."""
     family = params["schedule"]
     return tuple(f"{family}.{p}" for p in schedules.SCHEDULES[family].COOLDOWN)
-
-
-def is_trunk(params: dict[str, Any], trial: optuna.Trial | FrozenTrial) -> bool:
-    """Whether a trial of ``params`` keeps its stable phase for branches."""
-    return bool(cooldown(params)) and TRUNK not in trial.user_attrs
 
 
 def earliest_branch_epoch(space: Space, epochs: int) -> int:
@@ -136,6 +139,61 @@ class FixedParams(optuna.samplers.BaseSampler):
 
     def reseed_rng(self) -> None:
         self.sampler.reseed_rng()
+
+
+class Branching:
+    """A worker's part in branches: which new trial branches from which trunk, and the
+    hooks each run gets (`objectives.trunks`)."""
+
+    def __init__(self, handle: StudyHandle, checkpoints: CheckpointStore) -> None:
+        config = handle.config
+        assert config.branches is not None and isinstance(handle.study.sampler, FixedParams)
+        self.handle = handle
+        self.sampler = handle.study.sampler
+        self.per_trunk = config.branches.per_trunk
+        self.checkpoints = checkpoints
+        self.earliest = earliest_branch_epoch(handle.space, config.budget.epochs)
+
+    def sample(self, trial: optuna.Trial) -> dict[str, Any]:
+        """Sample a new trial: as the next branch of an open trunk if there is one."""
+        # A fresh read, not the batch's snapshot: other workers' branches count too.
+        trunk = open_trunk(self.handle.study.get_trials(deepcopy=False), self.per_trunk)
+        if trunk is None:
+            return self.handle.space.sample(trial)
+        epochs = trunk.user_attrs[STABLE_EPOCHS]
+        trial.set_user_attr(TRUNK, {"trial": first_attempt(trunk), "epochs": epochs})
+        self.sampler.fix(trial.number, branch_params(trunk))
+        try:
+            return self.handle.space.sample(trial)
+        finally:
+            self.sampler.unfix(trial.number)
+
+    def roles(
+        self, trial: optuna.Trial, params: dict[str, Any]
+    ) -> tuple[Trunk | None, Branch | None, int]:
+        """A run's trunk hooks, or where its branch starts, and the trial whose seed it
+        trains with (a branch: its trunk's)."""
+        if TRUNK in trial.user_attrs:
+            trunk, kept = trial.user_attrs[TRUNK]["trial"], trial.user_attrs[TRUNK]["epochs"]
+            return (
+                None,
+                Branch(kept, functools.partial(self.checkpoints.load_stable, trunk)),
+                trunk,
+            )
+        hooks = Trunk(functools.partial(self._keep, trial)) if cooldown(params) else None
+        return hooks, None, first_attempt(trial)
+
+    def _keep(self, trial: optuna.Trial, epoch: int, saved: dict[str, Any], last: bool) -> None:
+        """A trunk's stable-phase checkpoint: kept from the first epoch a branch may start
+        from; once the phase is over, the trunk opens for branches (`STABLE_EPOCHS`)."""
+        first = first_attempt(trial)
+        if epoch >= self.earliest:
+            self.checkpoints.save_stable(first, epoch, saved)
+        if last:
+            try:
+                trial.set_user_attr(STABLE_EPOCHS, self.checkpoints.stable_epochs(first))
+            except optuna.exceptions.UpdateFinishedTrialError:
+                pass  # taken over by another worker (`Lost`): its retry opens the trunk
 
 
 def tree(trials: Sequence[FrozenTrial]) -> dict[str, Any]:

@@ -25,7 +25,6 @@ import time
 import traceback
 from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Any
 
 import optuna
 from optuna.trial import TrialState
@@ -35,16 +34,7 @@ from storage import BaseDatabase, CheckpointStore
 from storage.base import Failure, Heartbeat, first_attempt
 from storage.optuna_internals import trial_id_of
 from sweeps.batch_ask import ask_batch, room
-from sweeps.branches import (
-    BRANCHED_AT,
-    STABLE_EPOCHS,
-    TRUNK,
-    FixedParams,
-    branch_params,
-    earliest_branch_epoch,
-    is_trunk,
-    open_trunk,
-)
+from sweeps.branches import BRANCHED_AT, Branching
 from sweeps.device import resolve_device
 from sweeps.failures import FailureWatch
 from sweeps.results.artifact_store import ArtifactStore, artifact_store
@@ -108,6 +98,15 @@ class Worker:
         elif self.stack > 1:
             log(f"{objectives.cannot_stack(self.config.objective)}; running trials one at a time")
             self.stack = 1
+        # Trials that share a stable phase (`sweeps.branches`): a task's only.
+        self.branching: Branching | None = None
+        if self.config.branches is not None and self.pool is not None:
+            self.branching = Branching(self.handle, self.checkpoints)
+        elif self.config.branches is not None:
+            log(
+                f"branches: objective {self.config.objective} runs its own loop, so no trial "
+                "branches from another (an objectives.Task does)"
+            )
 
     @property
     def stopping(self) -> bool:
@@ -164,7 +163,7 @@ class Worker:
                     self.handle.study,
                     len(caps),
                     claim=functools.partial(self._claim, iter(caps)),
-                    sample=self._sample,
+                    sample=self.branching.sample if self.branching else self.handle.space.sample,
                 )
             if batch or self.pool:
                 self.train(batch)
@@ -218,26 +217,6 @@ class Worker:
         for run, outcome in ended:
             self._finish(run, outcome)
 
-    def _sample(self, trial: optuna.Trial) -> dict[str, Any]:
-        """Sample a new trial; with ``branches``, as the next branch of an open trunk
-        (`sweeps.branches`) if there is one."""
-        sampler, branches = self.handle.study.sampler, self.config.branches
-        trunk = None
-        if branches is not None and isinstance(sampler, FixedParams):
-            # A fresh read, not the batch's snapshot: other workers' branches count too.
-            trials = self.handle.study.get_trials(deepcopy=False)
-            trunk = open_trunk(trials, branches.per_trunk)
-        if trunk is None:
-            return self.handle.space.sample(trial)
-        assert isinstance(sampler, FixedParams)
-        epochs = trunk.user_attrs[STABLE_EPOCHS]
-        trial.set_user_attr(TRUNK, {"trial": first_attempt(trunk), "epochs": epochs})
-        sampler.fix(trial.number, branch_params(trunk))
-        try:
-            return self.handle.space.sample(trial)
-        finally:
-            sampler.unfix(trial.number)
-
     def _start(self, trial: optuna.Trial) -> objectives.Run:
         config = self.config
         params = self.handle.space.sample(trial)
@@ -247,14 +226,8 @@ class Worker:
         trial.set_user_attr(PARAMS, params)
         trial_id = trial_id_of(trial)
         trunk, branch, seed_of = None, None, first
-        if self.config.branches is not None:
-            if TRUNK in trial.user_attrs:  # a branch: its trunk's seed and checkpoints
-                seed_of, kept = trial.user_attrs[TRUNK]["trial"], trial.user_attrs[TRUNK]["epochs"]
-                branch = objectives.Branch(
-                    kept, functools.partial(self.checkpoints.load_stable, seed_of)
-                )
-            elif is_trunk(params, trial):
-                trunk = objectives.Trunk(functools.partial(self._keep_stable, trial))
+        if self.branching is not None:
+            trunk, branch, seed_of = self.branching.roles(trial, params)
         return objectives.Run(
             trial,
             params,
@@ -275,17 +248,6 @@ class Worker:
             trunk=trunk,
             branch=branch,
         )
-
-    def _keep_stable(
-        self, trial: optuna.Trial, epoch: int, saved: dict[str, Any], last: bool
-    ) -> None:
-        """A trunk's stable-phase checkpoint: kept from the first epoch a branch may start
-        from; once the phase is over, the trunk opens for branches (`STABLE_EPOCHS`)."""
-        first = first_attempt(trial)
-        if epoch >= earliest_branch_epoch(self.handle.space, self.config.budget.epochs):
-            self.checkpoints.save_stable(first, epoch, saved)
-        if last:
-            trial.set_user_attr(STABLE_EPOCHS, self.checkpoints.stable_epochs(first))
 
     def _train_one(self, run: objectives.Run) -> objectives.Outcome:
         try:

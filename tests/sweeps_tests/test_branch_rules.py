@@ -1,0 +1,59 @@
+"""Which trunk a new trial branches from (`sweeps.branches.open_trunk`), and what it takes."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import optuna
+from optuna.distributions import FloatDistribution
+from optuna.trial import FrozenTrial, TrialState
+
+from storage.base import RETRY_OF
+from sweeps.branches import STABLE_EPOCHS, TRUNK, branch_params, open_trunk
+from sweeps.trial_attrs import PARAMS
+
+PARAMS_OF_TRUNK = {"lr": 0.1, "schedule": "wsd", "wsd.decay_fraction": 0.3, "wsd.min_lr": 0.0}
+
+
+def trial(number: int, state: TrialState = TrialState.RUNNING, **attrs: Any) -> FrozenTrial:
+    made = optuna.trial.create_trial(
+        state=state,
+        value=0.5 if state == TrialState.COMPLETE else None,
+        params={"lr": 0.1},
+        distributions={"lr": FloatDistribution(0.01, 1.0)},
+        user_attrs={PARAMS: PARAMS_OF_TRUNK, **attrs},
+    )
+    made.number = number
+    return made
+
+
+def branch_of(number: int, trunk: int) -> FrozenTrial:
+    return trial(number, **{TRUNK: {"trial": trunk, "epochs": [3]}})
+
+
+def test_a_trunk_opens_once_its_stable_phase_is_kept_and_until_its_group_is_full() -> None:
+    training = trial(0)  # still in its stable phase: nothing to branch from yet
+    assert open_trunk([training], per_trunk=3) is None
+    trunk = trial(0, **{STABLE_EPOCHS: [3, 4]})
+    assert open_trunk([trunk], per_trunk=3) is trunk
+    assert open_trunk([trunk, branch_of(1, 0)], per_trunk=3) is trunk
+    assert open_trunk([trunk, branch_of(1, 0), branch_of(2, 0)], per_trunk=3) is None
+
+
+def test_a_pruned_trunk_takes_no_branches_and_the_oldest_open_one_comes_first() -> None:
+    pruned = trial(0, TrialState.PRUNED, **{STABLE_EPOCHS: [3]})
+    done = trial(1, TrialState.COMPLETE, **{STABLE_EPOCHS: [3]})
+    later = trial(2, **{STABLE_EPOCHS: [3]})
+    assert open_trunk([pruned, done, later], per_trunk=2) is done
+
+
+def test_a_branch_and_its_retry_count_once_and_a_trunks_retry_is_the_trunk() -> None:
+    trunk = trial(0, TrialState.FAIL, **{STABLE_EPOCHS: [3]})
+    retry = trial(2, **{STABLE_EPOCHS: [3], RETRY_OF: 0})
+    branch = branch_of(1, 0)
+    branch_retry = trial(3, **{TRUNK: {"trial": 0, "epochs": [3]}, RETRY_OF: 1})
+    assert open_trunk([trunk, branch, retry, branch_retry], per_trunk=3) is retry
+
+
+def test_a_branch_takes_every_parameter_but_the_cooldown() -> None:
+    assert branch_params(trial(0)) == {"lr": 0.1, "schedule": "wsd"}
