@@ -47,6 +47,7 @@ from objectives.stacking import (
     template_for,
 )
 from objectives.task import Task
+from objectives.trunks import Branch
 
 VAL_CHUNK = 1024  # validation examples evaluated at a time
 
@@ -83,14 +84,9 @@ class _Trial:
         stable = self.scheduler.schedule.stable_steps
         self.stable_steps = math.inf if stable is None else stable
 
-    def resume(self, saved: dict[str, Any], *, branch: bool = False) -> None:
-        """Continue after the epoch of checkpoint ``saved`` (`Run.load_checkpoint`), or,
-        for a ``branch``, of its trunk's (`Run.start_branch`): the trunk's scheduler ran
-        another cooldown's schedule, identical up to there."""
-        scheduler = dict(saved["scheduler"])
-        if branch:
-            del scheduler["schedule"]  # the record of which schedule made the state
-        self.scheduler.load_state_dict(scheduler)
+    def resume(self, saved: dict[str, Any]) -> None:
+        """Continue after the epoch of checkpoint ``saved`` (`Run.load_checkpoint`)."""
+        self.scheduler.load_state_dict(saved["scheduler"])
         self.shuffle.set_state(saved["shuffle"])
         self.epoch = int(saved["epoch"]) + 1
         self.final = self.run.reported[-1]["value"]
@@ -170,16 +166,13 @@ class Stack:
             model = self.task.build(run).to(self.device)
             template = template or template_for(model)
             saved = run.load_checkpoint()  # an earlier attempt's state, if any
-            branch = saved is None and run.branch is not None
-            if branch:
-                assert run.branch is not None
-                start = run.branch.start(int(trial.stable_steps // self.steps_per_epoch))
-                saved = run.start_branch(start) if start is not None else None
+            if saved is None and run.branch is not None:
+                saved = _branch_start(run, run.branch, trial, self.steps_per_epoch)
             state: Row = {}
             if saved is not None:
                 model.load_state_dict(saved["model"])
                 state = row_from_torch(saved["optimizer"], list(dict(model.named_parameters())))
-                trial.resume(saved, branch=branch)
+                trial.resume(saved)
             rows.append(trial)
             weights.append(flatten(model))
             buffers.append(persistent_buffers(model))
@@ -431,6 +424,21 @@ def train_stack(task: Task, runs: list[Run]) -> list[Outcome]:
 
 
 @torch.no_grad()
+def _branch_start(
+    run: Run, branch: Branch, trial: _Trial, steps_per_epoch: int
+) -> dict[str, Any] | None:
+    """A branch's trunk's state at the latest kept epoch within the branch's own stable
+    phase (`objectives.trunks`), or None (then it trains from step 0)."""
+    start = branch.start(int(trial.stable_steps // steps_per_epoch))
+    saved = run.start_branch(start) if start is not None else None
+    if saved is None:
+        return None
+    # The trunk's scheduler ran another cooldown's schedule, identical up to here: drop
+    # its record of which schedule made the state.
+    scheduler = {k: v for k, v in saved["scheduler"].items() if k != "schedule"}
+    return {**saved, "scheduler": scheduler}
+
+
 def _evaluate(task: Task, stack: StackedModel, data: Data) -> tuple[list[float], list[float]]:
     """Each trial's (metric, loss) on the shared validation data."""
     pieces = [(stack.evaluate(x), y) for x, y in val_batches(data, VAL_CHUNK)]

@@ -34,6 +34,7 @@ from objectives.trunks import Branch, Trunk
 from storage.base import first_attempt
 from sweeps.space import Space
 from sweeps.trial_attrs import params_of
+from sweeps.wrapped_sampler import WrappedSampler
 
 if TYPE_CHECKING:
     from storage import CheckpointStore
@@ -87,12 +88,12 @@ def branch_params(trunk: FrozenTrial) -> dict[str, Any]:
     return {k: v for k, v in params.items() if k not in cooldown(params)}
 
 
-class FixedParams(optuna.samplers.BaseSampler):
+class FixedParams(WrappedSampler):
     """A sampler that gives the trials it is told of (`fix`) fixed values for some
     parameters, and leaves every other parameter, and every other trial, to ``sampler``."""
 
     def __init__(self, sampler: optuna.samplers.BaseSampler) -> None:
-        self.sampler = sampler
+        super().__init__(sampler)
         self._fixed: dict[int, dict[str, Any]] = {}  # by trial number
 
     def fix(self, number: int, params: dict[str, Any]) -> None:
@@ -108,11 +109,6 @@ class FixedParams(optuna.samplers.BaseSampler):
         fixed = self._fixed.get(trial.number, {})
         return {k: v for k, v in space.items() if k not in fixed}
 
-    def sample_relative(
-        self, study: optuna.Study, trial: FrozenTrial, search_space: dict[str, BaseDistribution]
-    ) -> dict[str, Any]:
-        return self.sampler.sample_relative(study, trial, search_space)
-
     def sample_independent(
         self,
         study: optuna.Study,
@@ -124,21 +120,6 @@ class FixedParams(optuna.samplers.BaseSampler):
         if param_name in fixed:
             return fixed[param_name]
         return self.sampler.sample_independent(study, trial, param_name, param_distribution)
-
-    def before_trial(self, study: optuna.Study, trial: FrozenTrial) -> None:
-        self.sampler.before_trial(study, trial)
-
-    def after_trial(
-        self,
-        study: optuna.Study,
-        trial: FrozenTrial,
-        state: TrialState,
-        values: Sequence[float] | None,
-    ) -> None:
-        self.sampler.after_trial(study, trial, state, values)
-
-    def reseed_rng(self) -> None:
-        self.sampler.reseed_rng()
 
 
 class Branching:
@@ -218,7 +199,7 @@ def tree(trials: Sequence[FrozenTrial]) -> dict[str, Any]:
 
 
 def tree_line(branches: dict[str, Any]) -> str:
-    """``12 branches of 5 trunks reused 96 of 410 epochs (23 %)``."""
+    """``12 branches of 5 trunks reused 96 of 410 epochs (23%)``."""
     count = sum(len(t["branches"]) for t in branches["trunks"])
     reused, reported = branches["epochs_reused"], branches["epochs_reported"]
     share = f" ({reused / reported:.0%})" if reported else ""

@@ -20,15 +20,16 @@ from optuna.distributions import BaseDistribution
 from optuna.trial import FrozenTrial, TrialState
 
 from storage.base import first_attempt
+from sweeps.wrapped_sampler import WrappedSampler
 
 FAMILY = "schedule"  # the Optuna parameter that picks the family (`sweeps.space`)
 
 
-class FamilyQuota(optuna.samplers.BaseSampler):
+class FamilyQuota(WrappedSampler):
     def __init__(
         self, sampler: optuna.samplers.BaseSampler, families: Sequence[str], minimum: int
     ) -> None:
-        self.sampler = sampler
+        super().__init__(sampler)
         self.families = list(families)
         self.minimum = minimum
         self._met = False  # once every family has its quota it keeps it: stop reading trials
@@ -60,11 +61,6 @@ class FamilyQuota(optuna.samplers.BaseSampler):
             space = {k: v for k, v in space.items() if k != FAMILY}  # chosen independently
         return space
 
-    def sample_relative(
-        self, study: optuna.Study, trial: FrozenTrial, search_space: dict[str, BaseDistribution]
-    ) -> dict[str, Any]:
-        return self.sampler.sample_relative(study, trial, search_space)
-
     def sample_independent(
         self,
         study: optuna.Study,
@@ -75,18 +71,3 @@ class FamilyQuota(optuna.samplers.BaseSampler):
         if param_name == FAMILY and (family := self.due(study, trial)) is not None:
             return family
         return self.sampler.sample_independent(study, trial, param_name, param_distribution)
-
-    def before_trial(self, study: optuna.Study, trial: FrozenTrial) -> None:
-        self.sampler.before_trial(study, trial)
-
-    def after_trial(
-        self,
-        study: optuna.Study,
-        trial: FrozenTrial,
-        state: TrialState,
-        values: Sequence[float] | None,
-    ) -> None:
-        self.sampler.after_trial(study, trial, state, values)
-
-    def reseed_rng(self) -> None:
-        self.sampler.reseed_rng()

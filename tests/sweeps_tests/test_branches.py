@@ -11,6 +11,7 @@ import optuna
 import pytest
 import torch
 from optuna.trial import FrozenTrial, TrialState
+from optuna_dashboard import get_note
 
 import objectives
 from sweeps.branches import BRANCHED_AT, STABLE_EPOCHS, TRUNK
@@ -53,7 +54,10 @@ def branched_study(tmp_path: Path, trials: int) -> list[FrozenTrial]:
     assert "<h2>Trunks and branches</h2>" in page and "<li>trunk 0: branches " in page
     # The trunks' kept checkpoints go once the study is over.
     assert not list(tmp_path.glob("s.db.artifacts/t/checkpoints/trunk-*"))
-    return optuna.load_study(study_name="t", storage=url).get_trials()
+    study = optuna.load_study(study_name="t", storage=url)
+    note = get_note(study)  # the dashboard's
+    assert "## Trunks and branches" in note and "\n- trunk 0: branches " in note, note
+    return study.get_trials()
 
 
 STEPS = objectives.resolve("digits_mlp").steps_per_epoch(128)  # per epoch

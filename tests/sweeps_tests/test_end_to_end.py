@@ -200,8 +200,8 @@ def objective(run):
         # The built-in trainer reports a stack at once (objectives.report_all); it saves
         # each trial's checkpoint after its report, so preempt right after that save.
         inner = run.save_checkpoint
-        def save_checkpoint(state):
-            inner(state)
+        def save_checkpoint(state, **flags):
+            inner(state, **flags)
             if state["epoch"] == 2:
                 raise RuntimeError("preempted after epoch 2")
         run.save_checkpoint = save_checkpoint
