@@ -250,8 +250,11 @@ class Run:
                 "branched_at": self.branched_at,
             }
             self._checkpoint[0](saved)
-            if stable and self.trunk is not None:
-                self.trunk.keep(self._epochs[-1]["epoch"], saved, last_stable)
+            if self.trunk is not None:
+                if stable:
+                    self.trunk.keep(self._epochs[-1]["epoch"], saved)
+                if last_stable or not stable:
+                    self.trunk.done()
             self._saved = True
         self.check_stopping()
 

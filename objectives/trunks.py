@@ -21,11 +21,13 @@ from typing import Any
 
 @dataclass(frozen=True)
 class Trunk:
-    """A trunk run's hooks. ``keep(epoch, saved, last)`` is given each checkpoint of the
-    stable phase (in `Run.save_checkpoint`'s format); ``last`` is true for the last one
-    (the next epoch reaches the cooldown)."""
+    """A trunk run's hooks: ``keep(epoch, saved)`` is given each checkpoint of the stable
+    phase (in `Run.save_checkpoint`'s format); ``done()`` is called with the last one (the
+    next epoch reaches the cooldown) and with every checkpoint after it, so a trunk resumed
+    past its stable phase still says it is over."""
 
-    keep: Callable[[int, dict[str, Any], bool], None]
+    keep: Callable[[int, dict[str, Any]], None]
+    done: Callable[[], None]
 
 
 @dataclass(frozen=True)

@@ -136,7 +136,10 @@ class Branching:
         self.earliest = earliest_branch_epoch(handle.space, config.budget.epochs)
 
     def sample(self, trial: optuna.Trial) -> dict[str, Any]:
-        """Sample a new trial: as the next branch of an open trunk if there is one."""
+        """Sample a new trial: as the next branch of an open trunk if there is one. A trial
+        taken from the queue (a retry, a handed-back trial) keeps its parameters and role."""
+        if trial.params:
+            return self.handle.space.sample(trial)
         # A fresh read, not the batch's snapshot: other workers' branches count too.
         trunk = open_trunk(self.handle.study.get_trials(deepcopy=False), self.per_trunk)
         if trunk is None:
@@ -161,20 +164,29 @@ class Branching:
                 Branch(kept, functools.partial(self.checkpoints.load_stable, trunk)),
                 trunk,
             )
-        hooks = Trunk(functools.partial(self._keep, trial)) if cooldown(params) else None
+        if not cooldown(params):
+            return None, None, first_attempt(trial)
+        hooks = Trunk(
+            functools.partial(self._keep, first_attempt(trial)),
+            functools.partial(self._open, trial),
+        )
         return hooks, None, first_attempt(trial)
 
-    def _keep(self, trial: optuna.Trial, epoch: int, saved: dict[str, Any], last: bool) -> None:
-        """A trunk's stable-phase checkpoint: kept from the first epoch a branch may start
-        from; once the phase is over, the trunk opens for branches (`STABLE_EPOCHS`)."""
-        first = first_attempt(trial)
+    def _keep(self, first: int, epoch: int, saved: dict[str, Any]) -> None:
+        """A trunk's stable-phase checkpoint, kept from the first epoch a branch may start
+        from."""
         if epoch >= self.earliest:
             self.checkpoints.save_stable(first, epoch, saved)
-        if last:
-            try:
-                trial.set_user_attr(STABLE_EPOCHS, self.checkpoints.stable_epochs(first))
-            except optuna.exceptions.UpdateFinishedTrialError:
-                pass  # taken over by another worker (`Lost`): its retry opens the trunk
+
+    def _open(self, trial: optuna.Trial) -> None:
+        """The trunk's stable phase is over: it opens for branches (`STABLE_EPOCHS`)."""
+        if STABLE_EPOCHS in trial.user_attrs:
+            return
+        try:
+            kept = self.checkpoints.stable_epochs(first_attempt(trial))
+            trial.set_user_attr(STABLE_EPOCHS, kept)
+        except optuna.exceptions.UpdateFinishedTrialError:
+            pass  # taken over by another worker (`Lost`): its retry opens the trunk
 
 
 def tree(trials: Sequence[FrozenTrial]) -> dict[str, Any]:

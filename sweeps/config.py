@@ -213,6 +213,11 @@ class SweepConfig(_Strict):
                 f"pruner.min_resource: must be <= budget.epochs={self.budget.epochs}, "
                 f"got {min_resource}"
             )
+        if self.branches is not None and isinstance(self.sampler, Grid):
+            raise ValueError(
+                "branches: not with sampler grid (its points fix every parameter, the "
+                "cooldown's too); use another sampler or remove branches"
+            )
         families = self.space.get("schedule")
         if self.branches is not None and isinstance(families, dict):
             cooling = [n for n, f in schedules.SCHEDULES.items() if f.COOLDOWN]

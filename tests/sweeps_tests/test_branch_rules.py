@@ -2,15 +2,21 @@
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 import optuna
 from optuna.distributions import FloatDistribution
 from optuna.trial import FrozenTrial, TrialState
+from test_branches import SPACE
 
+from storage import CheckpointStore, Database
 from storage.base import RETRY_OF
-from sweeps.branches import STABLE_EPOCHS, TRUNK, branch_params, open_trunk
+from sweeps.branches import STABLE_EPOCHS, TRUNK, Branching, branch_params, open_trunk
+from sweeps.config import parse_config
+from sweeps.study import launch, load
 from sweeps.trial_attrs import PARAMS
+from sweeps_helpers import BASE
 
 PARAMS_OF_TRUNK = {"lr": 0.1, "schedule": "wsd", "wsd.decay_fraction": 0.3, "wsd.min_lr": 0.0}
 
@@ -57,3 +63,36 @@ def test_a_branch_and_its_retry_count_once_and_a_trunks_retry_is_the_trunk() -> 
 
 def test_a_branch_takes_every_parameter_but_the_cooldown() -> None:
     assert branch_params(trial(0)) == {"lr": 0.1, "schedule": "wsd"}
+
+
+def test_a_fresh_trial_branches_but_a_trial_from_the_queue_keeps_its_parameters(
+    tmp_path: Path,
+) -> None:
+    """A retry taken while a trunk is open must not become that trunk's branch: its
+    parameters are its own (and so are its checkpoint and seed)."""
+    db = Database(f"sqlite:///{tmp_path / 's.db'}")
+    data = {**BASE, "space": SPACE, "branches": {"per_trunk": 3}}
+    launch(db, parse_config(data))
+    handle = load(db, "t", worker=0)
+    branching = Branching(handle, CheckpointStore(tmp_path, "t"))
+    study = handle.study
+    trunk = study.ask()
+    trunk_params = branching.sample(trunk)
+    trunk.set_user_attr(PARAMS, trunk_params)  # as the worker stores them
+    trunk.set_user_attr(STABLE_EPOCHS, [3])
+    study.tell(trunk, 0.9)
+    other = {**trunk_params, "lr": 0.02, "wsd.decay_fraction": 0.3}
+    study.add_trial(
+        optuna.trial.create_trial(
+            state=TrialState.WAITING,
+            params={k: other[k] for k in trunk.params},
+            distributions=study.trials[0].distributions,
+        )
+    )
+    retry = study.ask()  # the WAITING trial
+    assert branching.sample(retry)["lr"] == 0.02 and TRUNK not in retry.user_attrs
+    fresh = study.ask()
+    params = branching.sample(fresh)
+    assert fresh.user_attrs[TRUNK] == {"trial": trunk.number, "epochs": [3]}
+    assert params["lr"] == trunk_params["lr"]
+    db.engine.dispose()

@@ -4,6 +4,10 @@ end with the curve the same schedule trains from scratch."""
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
+import time
 from pathlib import Path
 from typing import Any
 
@@ -12,12 +16,15 @@ import pytest
 import torch
 from optuna.trial import FrozenTrial, TrialState
 from optuna_dashboard import get_note
+from test_user_task import SPACE as USER_SPACE
+from test_user_task import study_trials, uninterrupted, user_config
 
 import objectives
+from storage.base import RETRY_OF
 from sweeps.branches import BRANCHED_AT, STABLE_EPOCHS, TRUNK
 from sweeps.trial_attrs import params_of
 from sweeps.worker import trial_seed
-from sweeps_helpers import config, sweeps
+from sweeps_helpers import config, sweeps, wait_until
 
 EPOCHS = 6
 SPACE = {
@@ -138,6 +145,15 @@ def test_a_bad_branches_setting_is_one_line_naming_it(
     assert len(result.stderr.splitlines()) == 1 and "Traceback" not in result.stderr
 
 
+def test_branches_are_refused_with_a_grid(tmp_path: Path) -> None:
+    grid = {**SPACE, "lr": [0.1, 0.2], "schedule": {"wsd": {"decay_fraction": [0.2, 0.4]}}}
+    cfg = config(tmp_path, branches={"per_trunk": 2}, space=grid, sampler={"name": "grid"})
+    result = sweeps("validate", str(cfg), cwd=tmp_path)
+    assert result.returncode == 2
+    assert result.stderr.startswith("error: branches: not with sampler grid "), result.stderr
+    assert len(result.stderr.splitlines()) == 1 and "Traceback" not in result.stderr
+
+
 def test_the_branches_example_runs_as_the_readme_shows(tmp_path: Path) -> None:
     repo = Path(__file__).resolve().parents[2]
     url = f"sqlite:///{tmp_path / 's.db'}"
@@ -148,3 +164,48 @@ def test_the_branches_example_runs_as_the_readme_shows(tmp_path: Path) -> None:
     study = optuna.load_study(study_name="digits-wsd-branches", storage=url)
     assert len(study.get_trials(states=(TrialState.COMPLETE, TrialState.PRUNED))) == 48
     assert study.best_value > 0.95  # validation accuracy on the digits
+
+
+def test_a_killed_trunk_resumes_like_any_trial_and_then_takes_its_branches(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    epochs = 16  # cooldowns of 20-30 %: a trunk keeps epochs 11 (and 12)
+    cfg = user_config(
+        tmp_path,
+        budget={"trials": 3, "epochs": epochs, "retries": 2},
+        heartbeat={"interval": 0.5, "grace_period": 3.0},
+        space={**USER_SPACE, "schedule": {"wsd": {"decay_fraction": {"low": 0.2, "high": 0.3}}}},
+        branches={"per_trunk": 3},
+    )
+    url = f"sqlite:///{tmp_path / 's.db'}"
+    assert sweeps("launch", str(cfg), "--storage", url, cwd=tmp_path).returncode == 0
+    env = {**os.environ, "SWEEPS_STORAGE": url}
+    worker = [sys.executable, "-m", "sweeps", "worker", "--study", "t", "--threads", "1"]
+    with (tmp_path / "victim.log").open("w") as log:
+        victim = subprocess.Popen(worker, cwd=tmp_path, env=env, stdout=log, stderr=log)
+    wait_until(
+        lambda: any(
+            t.state == TrialState.RUNNING and len(t.intermediate_values) >= 3
+            for t in study_trials(url)
+        )
+    )
+    victim.kill()  # SIGKILL, in the trunk's stable phase
+    victim.wait()
+    time.sleep(4)  # past the grace period: the rescuer re-queues the trunk before it asks
+    rescuer = subprocess.run(
+        worker, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=600
+    )
+    assert rescuer.returncode == 0, rescuer.stdout + rescuer.stderr
+    trials = study_trials(url)
+    (retry,) = [t for t in trials if t.user_attrs.get(RETRY_OF) == 0]
+    assert retry.state == TrialState.COMPLETE
+    kept = retry.user_attrs[STABLE_EPOCHS]
+    assert kept in ([11], [11, 12])
+    branches = [t for t in trials if TRUNK in t.user_attrs]
+    assert len(branches) == 2
+    for branch in branches:  # of the trunk's retry, which took the slot of the killed one
+        assert branch.user_attrs[TRUNK] == {"trial": 0, "epochs": kept}
+        assert branch.user_attrs[BRANCHED_AT] in kept
+        assert params_of(branch)["lr"] == params_of(retry)["lr"]
+    monkeypatch.chdir(tmp_path)  # `uninterrupted` imports the task from here
+    assert retry.intermediate_values == uninterrupted(retry, epochs)
