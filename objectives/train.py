@@ -429,6 +429,8 @@ def _branch_start(
 ) -> dict[str, Any] | None:
     """A branch's trunk's state at the latest kept epoch within the branch's own stable
     phase (`objectives.trunks`), or None (then it trains from step 0)."""
+    if math.isinf(trial.stable_steps):  # no cooldown: nothing to branch from
+        return None
     start = branch.start(int(trial.stable_steps // steps_per_epoch))
     saved = run.start_branch(start) if start is not None else None
     if saved is None:

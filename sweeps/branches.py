@@ -9,9 +9,10 @@ still sees them as observations), and the sampler chooses the cooldown (``decay_
 ``decay_shape``, ``min_lr``). Each branch starts from the trunk's last kept checkpoint
 before its own decay starts, with the trunk's seed, and trains only the rest. Branches are
 created only once those checkpoints exist, so no worker ever waits for one; a pruned trunk
-takes no more branches. The budget counts trials as always: a branch is one trial. A
-branch whose worker cannot read the trunk's checkpoint (``--artifacts`` not shared) trains
-from step 0, to the same curve.
+takes no more branches, nor does one whose checkpoints this worker cannot read (the study
+ended, or ``--artifacts`` is not shared). The budget counts trials as always: a branch is
+one trial. A branch whose trunk's file cannot be read after all trains from step 0, to the
+same curve.
 
 Racing workers may each give a trunk its last branch at once: a trunk then has one or two
 more than M − 1.
@@ -22,7 +23,7 @@ from __future__ import annotations
 import functools
 import math
 from collections import Counter
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Any
 
 import optuna
@@ -59,24 +60,39 @@ def earliest_branch_epoch(space: Space, epochs: int) -> int:
     dim = space.families.get("wsd", {}).get("decay_fraction")
     default = schedules.SCHEDULES["wsd"].PARAMS["decay_fraction"].default
     largest = float(dim.bounds()[1] if dim else default)
-    return max(1, math.floor((1.0 - largest) * epochs))
+    # One epoch earlier than exact: `stable_steps` is T − f·T in floats, which may round
+    # just below a whole epoch.
+    return max(1, math.floor((1.0 - largest) * epochs) - 1)
 
 
-def open_trunk(trials: Sequence[FrozenTrial], per_trunk: int) -> FrozenTrial | None:
+def trunk_of(trial: FrozenTrial | optuna.Trial) -> int | None:
+    """The trunk a branch trial starts from (its first attempt's number), or None."""
+    branch = trial.user_attrs.get(TRUNK)  # None also where a queued trial lost the role
+    return None if branch is None else int(branch["trial"])
+
+
+def latest_attempts(trials: Sequence[FrozenTrial]) -> dict[int, FrozenTrial]:
+    """Each trial's latest attempt, by the number of its first."""
+    return {first_attempt(t): t for t in sorted(trials, key=lambda t: t.number)}
+
+
+def open_trunk(
+    trials: Sequence[FrozenTrial],
+    per_trunk: int,
+    readable: Callable[[int], bool] = lambda trunk: True,
+) -> FrozenTrial | None:
     """The oldest trunk that takes another branch: its stable phase is trained, it was not
-    pruned, and it has fewer than ``per_trunk − 1`` branches (a trial and its retries count
-    once)."""
-    branches = Counter(
-        t.user_attrs[TRUNK]["trial"]
-        for t in trials
-        if TRUNK in t.user_attrs and first_attempt(t) == t.number
-    )
-    latest = {first_attempt(t): t for t in sorted(trials, key=lambda t: t.number)}
+    pruned, it has fewer than ``per_trunk − 1`` branches (a trial and its retries count
+    once), and its kept checkpoints are ``readable`` here (gone once a study ends; on
+    another machine's disk if the artifacts are not shared)."""
+    latest = latest_attempts(trials)
+    branches = Counter(trunk_of(t) for t in latest.values())
     for number, trunk in sorted(latest.items()):
         if (
             trunk.user_attrs.get(STABLE_EPOCHS)
             and trunk.state != TrialState.PRUNED
             and branches[number] < per_trunk - 1
+            and readable(number)
         ):
             return trunk
     return None
@@ -136,41 +152,59 @@ class Branching:
         self.earliest = earliest_branch_epoch(handle.space, config.budget.epochs)
 
     def sample(self, trial: optuna.Trial) -> dict[str, Any]:
-        """Sample a new trial: as the next branch of an open trunk if there is one. A trial
-        taken from the queue (a retry, a handed-back trial) keeps its parameters and role."""
-        if trial.params:
+        """Sample a trial: a fresh one as the next branch of an open trunk if there is one.
+        A trial from the queue keeps its role: a retry or a handed-back trial its
+        parameters (a branch's retry gets those it lacks from its trunk again); one queued
+        with its own values (``sweeps enqueue``) is no branch."""
+        if trial.params and trunk_of(trial) is None:
             return self.handle.space.sample(trial)
         # A fresh read, not the batch's snapshot: other workers' branches count too.
-        trunk = open_trunk(self.handle.study.get_trials(deepcopy=False), self.per_trunk)
+        trials = self.handle.study.get_trials(deepcopy=False)
+        if (number := trunk_of(trial)) is not None:
+            trunk: FrozenTrial | None = latest_attempts(trials).get(number)
+        else:
+            trunk = open_trunk(trials, self.per_trunk, self._readable)
         if trunk is None:
             return self.handle.space.sample(trial)
-        epochs = trunk.user_attrs[STABLE_EPOCHS]
-        trial.set_user_attr(TRUNK, {"trial": first_attempt(trunk), "epochs": epochs})
-        self.sampler.fix(trial.number, branch_params(trunk))
+        if number is None:
+            epochs = trunk.user_attrs[STABLE_EPOCHS]
+            trial.set_user_attr(TRUNK, {"trial": first_attempt(trunk), "epochs": epochs})
+        fixed = branch_params(trunk)
+        self.sampler.fix(trial.number, fixed)
         try:
-            return self.handle.space.sample(trial)
+            params = self.handle.space.sample(trial)
         finally:
             self.sampler.unfix(trial.number)
+        if any(params.get(k) != v for k, v in fixed.items()):  # values queued with it won
+            trial.set_user_attr(TRUNK, None)
+        return params
+
+    def _readable(self, trunk: int) -> bool:
+        return bool(self.checkpoints.stable_epochs(trunk))
 
     def roles(
         self, trial: optuna.Trial, params: dict[str, Any]
     ) -> tuple[Trunk | None, Branch | None, int]:
         """A run's trunk hooks, or where its branch starts, and the trial whose seed it
         trains with (a branch: its trunk's)."""
-        if TRUNK in trial.user_attrs:
-            trunk, kept = trial.user_attrs[TRUNK]["trial"], trial.user_attrs[TRUNK]["epochs"]
-            return (
-                None,
-                Branch(kept, functools.partial(self.checkpoints.load_stable, trunk)),
-                trunk,
-            )
         if not cooldown(params):
             return None, None, first_attempt(trial)
+        if (trunk := trunk_of(trial)) is not None:
+            kept = trial.user_attrs[TRUNK]["epochs"]
+            return None, Branch(kept, functools.partial(self._load, trunk)), trunk
         hooks = Trunk(
             functools.partial(self._keep, first_attempt(trial)),
             functools.partial(self._open, trial),
         )
         return hooks, None, first_attempt(trial)
+
+    def _load(self, trunk: int, epoch: int) -> dict[str, Any] | None:
+        """A trunk's kept checkpoint, or None if it cannot be read (then the branch trains
+        from step 0, to the same curve)."""
+        try:
+            return self.checkpoints.load_stable(trunk, epoch)
+        except Exception:  # a partly synced or damaged file on a shared volume
+            return None
 
     def _keep(self, first: int, epoch: int, saved: dict[str, Any]) -> None:
         """A trunk's stable-phase checkpoint, kept from the first epoch a branch may start
@@ -194,19 +228,21 @@ def tree(trials: Sequence[FrozenTrial]) -> dict[str, Any]:
     epochs) with its branches (trial number, the epoch it started from once finished),
     and the epochs the branches took from trunks instead of training them
     (``epochs_reused``) out of all epochs the trials reported."""
-    trunks: dict[int, dict[str, Any]] = {}
-    for t in trials:
-        if STABLE_EPOCHS in t.user_attrs and first_attempt(t) == t.number:
-            trunks[t.number] = {"trial": t.number, "branches": []}
-    for t in trials:
-        if TRUNK in t.user_attrs and t.user_attrs[TRUNK]["trial"] in trunks:
-            trunks[t.user_attrs[TRUNK]["trial"]]["branches"].append(
+    latest = latest_attempts(trials)  # a trial and its retries count once
+    trunks: dict[int, dict[str, Any]] = {
+        number: {"trial": number, "branches": []}
+        for number, t in sorted(latest.items())
+        if STABLE_EPOCHS in t.user_attrs
+    }
+    for t in latest.values():
+        if (trunk := trunk_of(t)) in trunks:
+            trunks[trunk]["branches"].append(
                 {"trial": t.number, "branched_at": t.user_attrs.get(BRANCHED_AT)}
             )
     return {
         "trunks": list(trunks.values()),
-        "epochs_reused": sum(t.user_attrs.get(BRANCHED_AT, 0) for t in trials),
-        "epochs_reported": sum(len(t.intermediate_values) for t in trials),
+        "epochs_reused": sum(t.user_attrs.get(BRANCHED_AT, 0) for t in latest.values()),
+        "epochs_reported": sum(len(t.intermediate_values) for t in latest.values()),
     }
 
 

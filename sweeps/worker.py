@@ -291,10 +291,14 @@ class Worker:
             state, reason = TrialState.PRUNED, f"diverged: objective returned {outcome}"
         else:
             state, reason, value = TrialState.COMPLETE, "", outcome
-        if reason and state != TrialState.FAIL:  # `slots.fail` stores a failure's reason
-            trial.set_user_attr(REASON, reason[:2000])
-        if run.branched_at:
-            trial.set_user_attr(BRANCHED_AT, run.branched_at)
+        try:
+            if reason and state != TrialState.FAIL:  # `slots.fail` stores a failure's reason
+                trial.set_user_attr(REASON, reason[:2000])
+            if run.branched_at:
+                trial.set_user_attr(BRANCHED_AT, run.branched_at)
+        except optuna.exceptions.UpdateFinishedTrialError:  # failed as stale meanwhile
+            self._taken_over(trial)
+            return
         shown = f" {value:.6g}" if value is not None else ""
         self.publisher.trial_ended(
             trial,

@@ -12,7 +12,16 @@ from test_branches import SPACE
 
 from storage import CheckpointStore, Database
 from storage.base import RETRY_OF
-from sweeps.branches import STABLE_EPOCHS, TRUNK, Branching, branch_params, open_trunk
+from sweeps.branches import (
+    BRANCHED_AT,
+    STABLE_EPOCHS,
+    TRUNK,
+    Branching,
+    branch_params,
+    open_trunk,
+    tree,
+    trunk_of,
+)
 from sweeps.config import parse_config
 from sweeps.study import launch, load
 from sweeps.trial_attrs import PARAMS
@@ -74,12 +83,14 @@ def test_a_fresh_trial_branches_but_a_trial_from_the_queue_keeps_its_parameters(
     data = {**BASE, "space": SPACE, "branches": {"per_trunk": 3}}
     launch(db, parse_config(data))
     handle = load(db, "t", worker=0)
-    branching = Branching(handle, CheckpointStore(tmp_path, "t"))
+    checkpoints = CheckpointStore(tmp_path, "t")
+    branching = Branching(handle, checkpoints)
     study = handle.study
     trunk = study.ask()
     trunk_params = branching.sample(trunk)
     trunk.set_user_attr(PARAMS, trunk_params)  # as the worker stores them
     trunk.set_user_attr(STABLE_EPOCHS, [3])
+    checkpoints.save_stable(trunk.number, 3, {"kept": 3})  # readable here: the trunk is open
     study.tell(trunk, 0.9)
     other = {**trunk_params, "lr": 0.02, "wsd.decay_fraction": 0.3}
     study.add_trial(
@@ -91,8 +102,32 @@ def test_a_fresh_trial_branches_but_a_trial_from_the_queue_keeps_its_parameters(
     )
     retry = study.ask()  # the WAITING trial
     assert branching.sample(retry)["lr"] == 0.02 and TRUNK not in retry.user_attrs
+    study.enqueue_trial({"lr": 0.03})  # `sweeps enqueue`: values of the user's own
+    enqueued = study.ask()
+    assert branching.sample(enqueued)["lr"] == 0.03 and trunk_of(enqueued) is None
+    assert open_trunk(study.get_trials(), per_trunk=3) is not None  # it took no branch slot
     fresh = study.ask()
     params = branching.sample(fresh)
     assert fresh.user_attrs[TRUNK] == {"trial": trunk.number, "epochs": [3]}
     assert params["lr"] == trunk_params["lr"]
     db.engine.dispose()
+
+
+def test_a_trunk_whose_checkpoints_cannot_be_read_here_takes_no_branches() -> None:
+    trunk = trial(0, **{STABLE_EPOCHS: [3]})
+    assert open_trunk([trunk], per_trunk=3, readable=lambda number: False) is None
+
+
+def test_the_tree_counts_a_trial_and_its_retries_once() -> None:
+    """A trunk opened by its retry, and a branch retried after it had started."""
+    trunk = trial(0, TrialState.FAIL)
+    trunk_retry = trial(1, TrialState.COMPLETE, **{STABLE_EPOCHS: [3], RETRY_OF: 0})
+    branch = trial(2, TrialState.FAIL, **{TRUNK: {"trial": 0, "epochs": [3]}})
+    branch_retry = trial(
+        3, TrialState.COMPLETE, **{TRUNK: {"trial": 0, "epochs": [3]}, RETRY_OF: 2}
+    )
+    branch_retry.intermediate_values = {e: 0.5 for e in range(1, 7)}
+    branch_retry.user_attrs[BRANCHED_AT] = 3
+    found = tree([trunk, trunk_retry, branch, branch_retry])
+    assert found["trunks"] == [{"trial": 0, "branches": [{"trial": 3, "branched_at": 3}]}]
+    assert found["epochs_reused"] == 3
