@@ -47,7 +47,6 @@ from objectives.stacking import (
     template_for,
 )
 from objectives.task import Task
-from objectives.trunks import Branch
 
 VAL_CHUNK = 1024  # validation examples evaluated at a time
 
@@ -166,8 +165,8 @@ class Stack:
             model = self.task.build(run).to(self.device)
             template = template or template_for(model)
             saved = run.load_checkpoint()  # an earlier attempt's state, if any
-            if saved is None and run.branch is not None:
-                saved = _branch_start(run, run.branch, trial, self.steps_per_epoch)
+            if saved is None:  # a branch starts from its trunk's checkpoint
+                saved = _branch_start(run, trial, self.steps_per_epoch)
             state: Row = {}
             if saved is not None:
                 model.load_state_dict(saved["model"])
@@ -423,15 +422,12 @@ def train_stack(task: Task, runs: list[Run]) -> list[Outcome]:
     return [outcomes[id(run)] for run in runs]
 
 
-@torch.no_grad()
-def _branch_start(
-    run: Run, branch: Branch, trial: _Trial, steps_per_epoch: int
-) -> dict[str, Any] | None:
+def _branch_start(run: Run, trial: _Trial, steps_per_epoch: int) -> dict[str, Any] | None:
     """A branch's trunk's state at the latest kept epoch within the branch's own stable
     phase (`objectives.trunks`), or None (then it trains from step 0)."""
-    if math.isinf(trial.stable_steps):  # no cooldown: nothing to branch from
+    if run.branch is None or math.isinf(trial.stable_steps):  # no cooldown: no branching
         return None
-    start = branch.start(int(trial.stable_steps // steps_per_epoch))
+    start = run.branch.start(int(trial.stable_steps // steps_per_epoch))
     saved = run.start_branch(start) if start is not None else None
     if saved is None:
         return None
@@ -441,6 +437,7 @@ def _branch_start(
     return {**saved, "scheduler": scheduler}
 
 
+@torch.no_grad()
 def _evaluate(task: Task, stack: StackedModel, data: Data) -> tuple[list[float], list[float]]:
     """Each trial's (metric, loss) on the shared validation data."""
     pieces = [(stack.evaluate(x), y) for x, y in val_batches(data, VAL_CHUNK)]
