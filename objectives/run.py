@@ -252,7 +252,7 @@ class Run:
             self._checkpoint[0](saved)
             if self.trunk is not None:
                 if stable:
-                    self.trunk.keep(self._epochs[-1]["epoch"], saved)
+                    self.trunk.keep(self._epochs[-1]["epoch"])
                 if last_stable or not stable:
                     self.trunk.done()
             self._saved = True

@@ -21,12 +21,12 @@ from typing import Any
 
 @dataclass(frozen=True)
 class Trunk:
-    """A trunk run's hooks: ``keep(epoch, saved)`` is given each checkpoint of the stable
-    phase (in `Run.save_checkpoint`'s format); ``done()`` is called with the last one (the
-    next epoch reaches the cooldown) and with every checkpoint after it, so a trunk resumed
-    past its stable phase still says it is over."""
+    """A trunk run's hooks: ``keep(epoch)`` is called once the run's checkpoint of that
+    epoch is saved, for each epoch of the stable phase (keep a copy of it); ``done()`` with
+    the last one (the next epoch reaches the cooldown) and with every checkpoint after it,
+    so a trunk resumed past its stable phase still says it is over."""
 
-    keep: Callable[[int, dict[str, Any]], None]
+    keep: Callable[[int], None]
     done: Callable[[], None]
 
 

@@ -46,19 +46,16 @@ class CheckpointStore:
         return self.dir / f"trial-{key}.files"
 
     def save(self, key: int, state: dict[str, Any]) -> None:
-        self._write(self.path(key), state)
-
-    def load(self, key: int) -> dict[str, Any] | None:
-        return self._read(self.path(key))
-
-    def _write(self, path: Path, state: dict[str, Any]) -> None:
         """Write atomically: a crash mid-write leaves the previous checkpoint intact."""
         import torch  # here, not above: only workers save or load; other commands skip torch
 
         self.dir.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_suffix(f".tmp{os.getpid()}")
+        tmp = self.path(key).with_suffix(f".tmp{os.getpid()}")
         torch.save(state, tmp)
-        os.replace(tmp, path)
+        os.replace(tmp, self.path(key))
+
+    def load(self, key: int) -> dict[str, Any] | None:
+        return self._read(self.path(key))
 
     def _read(self, path: Path) -> dict[str, Any] | None:
         import torch
@@ -74,8 +71,16 @@ class CheckpointStore:
     def stable_path(self, key: int, epoch: int) -> Path:
         return self.dir / f"trunk-{key}-epoch-{epoch}.pt"
 
-    def save_stable(self, key: int, epoch: int, state: dict[str, Any]) -> None:
-        self._write(self.stable_path(key, epoch), state)
+    def keep_stable(self, key: int, epoch: int) -> None:
+        """Keep trial ``key``'s checkpoint as it is now, as its copy of ``epoch``: a hard
+        link (the next `save` replaces the trial's file, not this one), or a copy where the
+        file system has none."""
+        kept = self.stable_path(key, epoch)
+        kept.unlink(missing_ok=True)  # a retry keeping the epoch again
+        try:
+            os.link(self.path(key), kept)
+        except OSError:
+            shutil.copyfile(self.path(key), kept)
 
     def load_stable(self, key: int, epoch: int) -> dict[str, Any] | None:
         return self._read(self.stable_path(key, epoch))

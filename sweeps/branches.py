@@ -206,11 +206,11 @@ class Branching:
         except Exception:  # a partly synced or damaged file on a shared volume
             return None
 
-    def _keep(self, first: int, epoch: int, saved: dict[str, Any]) -> None:
+    def _keep(self, first: int, epoch: int) -> None:
         """A trunk's stable-phase checkpoint, kept from the first epoch a branch may start
         from."""
         if epoch >= self.earliest:
-            self.checkpoints.save_stable(first, epoch, saved)
+            self.checkpoints.keep_stable(first, epoch)
 
     def _open(self, trial: optuna.Trial) -> None:
         """The trunk's stable phase is over: it opens for branches (`STABLE_EPOCHS`)."""

@@ -24,21 +24,22 @@ BRANCH = {**WSD, "wsd.decay_fraction": 0.25, "wsd.decay_shape": "cosine"}
 class KeptCheckpoints:
     """A trunk's kept checkpoints, in memory."""
 
-    def __init__(self) -> None:
+    def __init__(self, seed: int) -> None:
         self.saved: dict[int, dict[str, Any]] = {}
         self.done_after: list[int] = []  # the epochs kept when `done` was called
+        self.trunk = Recorder(TRUNK, seed, EPOCHS, args=DROPOUT, trunk=Trunk(self.keep, self.done))
 
-    def keep(self, epoch: int, saved: dict[str, Any]) -> None:
-        self.saved[epoch] = saved
+    def keep(self, epoch: int) -> None:
+        assert self.trunk.saved is not None
+        self.saved[epoch] = self.trunk.saved  # its checkpoint of that epoch, just saved
 
     def done(self) -> None:
         self.done_after.append(max(self.saved))
 
 
 def trunk_checkpoints(seed: int) -> KeptCheckpoints:
-    kept = KeptCheckpoints()
-    trunk = Recorder(TRUNK, seed, EPOCHS, args=DROPOUT, trunk=Trunk(kept.keep, kept.done))
-    TASK(trunk.run)
+    kept = KeptCheckpoints(seed)
+    TASK(kept.trunk.run)
     return kept
 
 

@@ -90,7 +90,8 @@ def test_a_fresh_trial_branches_but_a_trial_from_the_queue_keeps_its_parameters(
     trunk_params = branching.sample(trunk)
     trunk.set_user_attr(PARAMS, trunk_params)  # as the worker stores them
     trunk.set_user_attr(STABLE_EPOCHS, [3])
-    checkpoints.save_stable(trunk.number, 3, {"kept": 3})  # readable here: the trunk is open
+    checkpoints.save(trunk.number, {"epoch": 3})
+    checkpoints.keep_stable(trunk.number, 3)  # readable here: the trunk is open
     study.tell(trunk, 0.9)
     other = {**trunk_params, "lr": 0.02, "wsd.decay_fraction": 0.3}
     study.add_trial(
@@ -131,3 +132,12 @@ def test_the_tree_counts_a_trial_and_its_retries_once() -> None:
     found = tree([trunk, trunk_retry, branch, branch_retry])
     assert found["trunks"] == [{"trial": 0, "branches": [{"trial": 3, "branched_at": 3}]}]
     assert found["epochs_reused"] == 3
+
+
+def test_a_kept_checkpoint_stays_as_it_was_when_the_trial_saves_again(tmp_path: Path) -> None:
+    checkpoints = CheckpointStore(tmp_path, "t")
+    checkpoints.save(0, {"epoch": 3})
+    checkpoints.keep_stable(0, 3)
+    checkpoints.save(0, {"epoch": 4})
+    assert checkpoints.load_stable(0, 3) == {"epoch": 3}
+    assert checkpoints.stable_epochs(0) == [3]
