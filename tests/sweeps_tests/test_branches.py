@@ -4,10 +4,6 @@ end with the curve the same schedule trains from scratch."""
 
 from __future__ import annotations
 
-import os
-import subprocess
-import sys
-import time
 from pathlib import Path
 from typing import Any
 
@@ -17,14 +13,14 @@ import torch
 from optuna.trial import FrozenTrial, TrialState
 from optuna_dashboard import get_note
 from test_user_task import SPACE as USER_SPACE
-from test_user_task import study_trials, uninterrupted, user_config
+from test_user_task import kill_mid_trial_then_rescue, study_trials, uninterrupted, user_config
 
 import objectives
 from storage.base import RETRY_OF
 from sweeps.branches import BRANCHED_AT, STABLE_EPOCHS, TRUNK
 from sweeps.trial_attrs import params_of
 from sweeps.worker import trial_seed
-from sweeps_helpers import config, sweeps, wait_until
+from sweeps_helpers import config, sweeps
 
 EPOCHS = 6
 SPACE = {
@@ -179,22 +175,9 @@ def test_a_killed_trunk_resumes_like_any_trial_and_then_takes_its_branches(
     )
     url = f"sqlite:///{tmp_path / 's.db'}"
     assert sweeps("launch", str(cfg), "--storage", url, cwd=tmp_path).returncode == 0
-    env = {**os.environ, "SWEEPS_STORAGE": url}
-    worker = [sys.executable, "-m", "sweeps", "worker", "--study", "t", "--threads", "1"]
-    with (tmp_path / "victim.log").open("w") as log:
-        victim = subprocess.Popen(worker, cwd=tmp_path, env=env, stdout=log, stderr=log)
-    wait_until(
-        lambda: any(
-            t.state == TrialState.RUNNING and len(t.intermediate_values) >= 3
-            for t in study_trials(url)
-        )
-    )
-    victim.kill()  # SIGKILL, in the trunk's stable phase
-    victim.wait()
-    time.sleep(4)  # past the grace period: the rescuer re-queues the trunk before it asks
-    rescuer = subprocess.run(
-        worker, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=600
-    )
+    # Killed in the trunk's stable phase; rescued past the grace period, so the rescuer
+    # re-queues the trunk before it asks for a trial.
+    _, rescuer = kill_mid_trial_then_rescue(tmp_path, url, pause=4)
     assert rescuer.returncode == 0, rescuer.stdout + rescuer.stderr
     trials = study_trials(url)
     (retry,) = [t for t in trials if t.user_attrs.get(RETRY_OF) == 0]

@@ -7,6 +7,7 @@ import os
 import shutil
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import optuna
@@ -119,17 +120,12 @@ def uninterrupted(trial: FrozenTrial, epochs: int) -> dict[int, float]:
     return {e["epoch"]: e["value"] for e in run.reported}
 
 
-def test_a_killed_workers_user_task_trial_resumes_with_the_same_curve(
-    tmp_path: Path, monkeypatch: object
-) -> None:
-    epochs = 12
-    cfg = user_config(
-        tmp_path,
-        budget={"trials": 2, "epochs": epochs, "retries": 2},
-        heartbeat={"interval": 0.5, "grace_period": 3.0},
-    )
-    url = f"sqlite:///{tmp_path / 's.db'}"
-    assert sweeps("launch", str(cfg), "--storage", url, cwd=tmp_path).returncode == 0
+def kill_mid_trial_then_rescue(
+    tmp_path: Path, url: str, *, pause: float = 0.0
+) -> tuple[FrozenTrial, subprocess.CompletedProcess[str]]:
+    """In the launched study at ``url``: a worker is SIGKILLed once a trial has reported 3
+    epochs; ``pause`` seconds later another worker finishes the study. The killed trial
+    as it was, and the rescuer's result."""
     env = {**os.environ, "SWEEPS_STORAGE": url}
     worker = [sys.executable, "-m", "sweeps", "worker", "--study", "t", "--threads", "1"]
     with (tmp_path / "victim.log").open("w") as log:
@@ -143,10 +139,25 @@ def test_a_killed_workers_user_task_trial_resumes_with_the_same_curve(
     victim.kill()  # SIGKILL: no chance to clean up
     victim.wait()
     (killed,) = [t for t in study_trials(url) if t.state == TrialState.RUNNING]
-
+    time.sleep(pause)
     rescuer = subprocess.run(
         worker, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=600
     )
+    return killed, rescuer
+
+
+def test_a_killed_workers_user_task_trial_resumes_with_the_same_curve(
+    tmp_path: Path, monkeypatch: object
+) -> None:
+    epochs = 12
+    cfg = user_config(
+        tmp_path,
+        budget={"trials": 2, "epochs": epochs, "retries": 2},
+        heartbeat={"interval": 0.5, "grace_period": 3.0},
+    )
+    url = f"sqlite:///{tmp_path / 's.db'}"
+    assert sweeps("launch", str(cfg), "--storage", url, cwd=tmp_path).returncode == 0
+    killed, rescuer = kill_mid_trial_then_rescue(tmp_path, url)
     assert rescuer.returncode == 0, rescuer.stdout + rescuer.stderr
     assert "resumes from the checkpoint" in rescuer.stdout
     (retry,) = [t for t in study_trials(url) if t.user_attrs.get(RETRY_OF) == killed.number]
