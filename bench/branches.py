@@ -41,6 +41,10 @@ def main() -> None:
     parser.add_argument("--processes", type=int, default=2)
     args = parser.parse_args()
     tasks = args.tasks.split(",")
+    if unknown := [t for t in tasks if t not in TASKS]:
+        parser.error(f"--tasks: unknown {', '.join(unknown)}; known: {', '.join(TASKS)}")
+    if not 2 <= args.per_trunk <= 64:
+        parser.error(f"--per-trunk: must be in 2..64, got {args.per_trunk}")
     jobs = [(task, seed, on) for task in tasks for seed in range(args.seeds) for on in (0, 1)]
     configs = []
     for task, seed, on in jobs:
