@@ -10,7 +10,7 @@ from __future__ import annotations
 import importlib
 import os
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from typing import TYPE_CHECKING, Any
 
 from objectives.builtin import ClassifierTask, digits_cnn, digits_mlp, tiny_lm
@@ -18,15 +18,20 @@ from objectives.task import BatchSource, Task
 from objectives.trunks import Branch, Trunk
 
 if TYPE_CHECKING:
+    from objectives.command import Command, CommandFailed, CommandPool
     from objectives.data import Split
-    from objectives.run import Diverged, HandBack, Lost, Run, report_all
-    from objectives.train import Outcome, Pool, Stack, stack_key, train_stack
+    from objectives.run import Diverged, HandBack, Lost, Outcome, Run, outcome_of, report_all
+    from objectives.train import Pool, Stack, stack_key, train_stack
 
 # What needs torch is imported on first use (PEP 562), so the commands that only check a
 # config or read a study (`validate`, `launch`, `status`, ...) start without torch.
 _LAZY = {
-    **dict.fromkeys(["Diverged", "HandBack", "Lost", "Run", "report_all"], "objectives.run"),
-    **dict.fromkeys(["Outcome", "Pool", "Stack", "stack_key", "train_stack"], "objectives.train"),
+    **dict.fromkeys(
+        ["Diverged", "HandBack", "Lost", "Outcome", "Run", "outcome_of", "report_all"],
+        "objectives.run",
+    ),
+    **dict.fromkeys(["Pool", "Stack", "stack_key", "train_stack"], "objectives.train"),
+    **dict.fromkeys(["Command", "CommandFailed", "CommandPool"], "objectives.command"),
     "Split": "objectives.data",
 }
 
@@ -50,9 +55,10 @@ class ObjectiveNotFound(ValueError):
     """The config's ``objective`` names nothing importable."""
 
 
-def resolve(name: str) -> Objective:
+def resolve(name: str | Mapping[str, Any]) -> Objective | Command:
     """A built-in task by name, or a user's given as ``package.module:name``: a `Task`
-    subclass (instantiated without arguments), a `Task`, or a function ``fn(run)``.
+    subclass (instantiated without arguments), a `Task`, or a function ``fn(run)``; or a
+    training script: a mapping with ``command`` (`objectives.command.Command`'s arguments).
 
     The current directory is importable, as with ``python -m``: a config next to your code
     can name ``mymodule:objective``.
@@ -60,13 +66,18 @@ def resolve(name: str) -> Objective:
     Raises:
         ObjectiveNotFound: unknown built-in, bad format, module or function missing.
     """
+    if not isinstance(name, str):
+        from objectives.command import Command
+
+        return Command(**name)
     if name in BUILTIN:
         return BUILTIN[name]
     module_name, sep, attr = name.partition(":")
     if not sep or not module_name or not attr:
         raise ObjectiveNotFound(
             f"objective: {name!r} is neither a built-in task ({', '.join(BUILTIN)}) "
-            "nor 'package.module:function'"
+            "nor 'package.module:function'; a training script goes in as "
+            "objective: {command: ...}"
         )
     if os.getcwd() not in sys.path:
         sys.path.insert(0, os.getcwd())
@@ -92,10 +103,15 @@ def resolve(name: str) -> Objective:
     return objective
 
 
-def cannot_stack(name: str) -> str | None:
+def cannot_stack(name: str | Mapping[str, Any]) -> str | None:
     """Why the objective ``name`` trains one trial at a time even when asked to stack, or
-    None: tasks (`Task`) stack, functions that run their own loop do not. (A task whose
-    model vmap cannot batch is found when a worker probes it, `Pool`.)"""
+    None: tasks (`Task`) stack, functions that run their own loop and commands do not. (A
+    task whose model vmap cannot batch is found when a worker probes it, `Pool`.)"""
+    if not isinstance(name, str):
+        return (
+            "a command trial cannot be stacked (its script runs its own loop; a worker with "
+            "--gpus runs one trial per objective.processes GPUs at once)"
+        )
     if isinstance(resolve(name), Task):
         return None
     return f"objective {name} cannot be stacked (it runs its own loop; an objectives.Task stacks)"
@@ -106,11 +122,15 @@ __all__ = [
     "Branch",
     "BUILTIN",
     "cannot_stack",
+    "Command",
+    "CommandFailed",
+    "CommandPool",
     "ClassifierTask",
     "Diverged",
     "HandBack",
     "Lost",
     "Objective",
+    "outcome_of",
     "ObjectiveNotFound",
     "Outcome",
     "Pool",

@@ -36,6 +36,10 @@ CurveSink = Callable[[Sequence[dict[str, Any]], Sequence[dict[str, Any]]], None]
 ReportSink = Callable[[Sequence[TrialReport]], Collection[int]]
 
 
+# What a trial ends with: its value, or the exception that ended it.
+Outcome = float | BaseException
+
+
 class Diverged(Exception):
     """The training diverged (NaN/Inf loss): the trial ends PRUNED with this reason."""
 
@@ -120,15 +124,23 @@ class Run:
     def schedule(self, *, total_steps: int) -> schedules.Schedule:
         """The trial's schedule over a run of ``total_steps`` optimizer steps (warmup
         included): families that decay over a run length get ``total_steps − warmup``."""
+        return schedules.for_run(
+            self.params["schedule"],
+            lr=self.params["lr"],
+            total_steps=total_steps,
+            **self.schedule_params,
+        )
+
+    @property
+    def schedule_params(self) -> dict[str, Any]:
+        """The trial's schedule family's parameters (``warmup_steps``, ...), without the
+        family's prefix, the lr or the run length (`schedules.for_run` adds those)."""
         family = self.params["schedule"]
         prefix = f"{family}."
         kwargs = {k[len(prefix) :]: v for k, v in self.params.items() if k.startswith(prefix)}
-        spec = schedules.SCHEDULES[family].PARAMS
-        if "total_steps" in spec:
-            kwargs["total_steps"] = max(1, total_steps - int(kwargs.get("warmup_steps", 0)))
-        if "mode" in spec and "mode" not in kwargs:
+        if "mode" in schedules.SCHEDULES[family].PARAMS and "mode" not in kwargs:
             kwargs["mode"] = "max" if self.direction == "maximize" else "min"
-        return schedules.build(family, lr=self.params["lr"], **kwargs)
+        return kwargs
 
     def scheduler(
         self, optimizer: torch.optim.Optimizer, *, total_steps: int
@@ -323,6 +335,25 @@ class Run:
         """Store curve points logged since the last report (the worker calls this at the end)."""
         if self._unsaved_steps:
             self._flush([])
+
+
+def outcome_of(run: Run, train: Callable[[Run], float]) -> Outcome:
+    """``train(run)``'s value, or the exception that ended it (never raised for the trial's
+    own faults)."""
+    try:
+        return float(train(run))
+    except BaseException as e:
+        kept = (optuna.TrialPruned, Diverged, HandBack, Lost)
+        if run._stopping() and not isinstance(e, kept):
+            # What else an objective raises while its worker stops is a framework's own
+            # reaction to our signal (Lightning raises SystemExit on SIGTERM), or the
+            # second signal's KeyboardInterrupt: the trial is not at fault.
+            epoch = run.reported[-1]["epoch"] if run.reported else 0
+            why = f"{type(e).__name__} while the worker stopped"
+            return HandBack(f"handed back after epoch {epoch} ({why})")
+        if isinstance(e, Exception | SystemExit):  # the trial's own fault: its outcome
+            return e
+        raise
 
 
 def _columns(points: list[dict[str, Any]]) -> dict[str, list[Any]]:

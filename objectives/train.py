@@ -37,7 +37,7 @@ from objectives.data import Split
 from objectives.feed import Data, EpochFeed, steps_per_epoch, task_data, val_batches
 from objectives.func_model import probe
 from objectives.pruning import should_prune_all
-from objectives.run import Diverged, HandBack, Run, report_all
+from objectives.run import Diverged, HandBack, Outcome, Run, report_all
 from objectives.stacking import (
     StackedModel,
     flatten,
@@ -49,9 +49,6 @@ from objectives.stacking import (
 from objectives.task import Task
 
 VAL_CHUNK = 1024  # validation examples evaluated at a time
-
-# What a trial of a stack ends with: its value, or the exception that ended it.
-Outcome = float | BaseException
 
 
 def stack_key(run: Run) -> tuple[Any, ...]:

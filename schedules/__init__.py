@@ -4,6 +4,7 @@
     sched = schedules.build("cosine", lr=0.1, total_steps=1000, warmup_steps=50)
     sched.lr_at(500)                       # closed form, no state
     scheduler = sched.attach(optimizer)    # a torch LRScheduler; call .step() per step
+    scheduler = schedules.from_env(optimizer, total_steps=1000)   # the one a sweep chose
 
 Only torch is needed; the rest of lr-sweeps builds on this package. torch itself is imported
 on first use of a scheduler, so declaring and checking schedules (a config's validation,
@@ -13,6 +14,7 @@ on first use of a scheduler, so declaring and checking schedules (a config's val
 from typing import TYPE_CHECKING, Any
 
 from schedules._base import Param, Schedule, ScheduleError
+from schedules._env import ENV, for_run, from_env, to_env
 from schedules._registry import SCHEDULES, build
 
 if TYPE_CHECKING:
@@ -27,4 +29,15 @@ def __getattr__(name: str) -> Any:
     raise AttributeError(f"module 'schedules' has no attribute {name!r}")
 
 
-__all__ = ["SCHEDULES", "Param", "Schedule", "ScheduleError", "ScheduleLR", "build"]
+__all__ = [
+    "ENV",
+    "SCHEDULES",
+    "Param",
+    "Schedule",
+    "ScheduleError",
+    "ScheduleLR",
+    "build",
+    "for_run",
+    "from_env",
+    "to_env",
+]

@@ -16,13 +16,16 @@ import yaml
 from pydantic import (
     BaseModel,
     ConfigDict,
+    Discriminator,
     Field,
+    Tag,
     ValidationError,
     field_validator,
     model_validator,
 )
 
 import schedules
+from objectives.command import ReportFormatError, TemplateError, compile_report, template
 from sweeps.errors import UsageError
 
 if TYPE_CHECKING:
@@ -77,6 +80,57 @@ class Heartbeat(_Strict):
     grace_period: float = Field(
         60.0, gt=0, description="a RUNNING trial silent this long is failed and re-queued"
     )
+
+
+class CommandObjective(_Strict):
+    """A training script as the objective (`objectives.command`, DESIGN.md "Command trials")."""
+
+    command: str | list[str] = Field(description="the command line, with {placeholders}")
+    resume: str | list[str] | None = Field(
+        None, description="appended when {checkpoint_dir} holds an earlier attempt's files"
+    )
+    report: str | None = Field(
+        None, description="a regex with a 'value' group; default: JSON lines with 'value'"
+    )
+    processes: int = Field(1, ge=1, le=1024, description="processes (GPUs) one trial takes")
+    grace_period: float = Field(
+        10.0, gt=0, le=3600, description="seconds between SIGTERM and SIGKILL when a trial ends"
+    )
+
+    @field_validator("command", "resume")
+    @classmethod
+    def _splits(cls, value: str | list[str] | None) -> str | list[str] | None:
+        if value is not None:
+            try:
+                template.placeholders(template.split(value))
+            except TemplateError as e:
+                raise ValueError(str(e)) from None
+        return value
+
+    @field_validator("report")
+    @classmethod
+    def _reads_a_value(cls, value: str | None) -> str | None:
+        if value is not None:
+            try:
+                compile_report(value)
+            except ReportFormatError as e:
+                raise ValueError(str(e)) from None
+        return value
+
+    @property
+    def items(self) -> list[str]:
+        """The command's and the resume addition's items."""
+        return template.split(self.command) + (template.split(self.resume) if self.resume else [])
+
+
+def _objective_kind(value: Any) -> str:
+    return "command" if isinstance(value, dict | CommandObjective) else "name"
+
+
+Objective = Annotated[
+    Annotated[str, Tag("name")] | Annotated[CommandObjective, Tag("command")],
+    Discriminator(_objective_kind),
+]
 
 
 class _Seeded(_Strict):
@@ -175,7 +229,9 @@ class SweepConfig(_Strict):
     """A validated sweep. `space` is kept as written; `sweeps.space` parses and checks it."""
 
     study: str = Field(min_length=1, max_length=256, pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
-    objective: str = Field(min_length=1)
+    objective: Objective = Field(
+        description="built-in task, 'package.module:function', or {command: ...}"
+    )
     objective_args: dict[str, Any] = Field(default_factory=dict)
     direction: Literal["maximize", "minimize"] = "maximize"
     budget: Budget
@@ -232,6 +288,20 @@ class SweepConfig(_Strict):
                 f"{self.heartbeat.interval:g}, got {self.heartbeat.grace_period:g}"
             )
         return self
+
+    @property
+    def objective_spec(self) -> str | dict[str, Any]:
+        """What `objectives.resolve` takes: the name, or the command's settings."""
+        if isinstance(self.objective, str):
+            return self.objective
+        return self.objective.model_dump()
+
+    @property
+    def objective_name(self) -> str:
+        """The objective as a person reads it: its name, or its command line."""
+        if isinstance(self.objective, str):
+            return self.objective
+        return " ".join(template.split(self.objective.command))
 
     @property
     def max_failures(self) -> int:
@@ -335,10 +405,36 @@ def parse_config(data: Any) -> SweepConfig:
         ]
         if not errors and config is not None and isinstance(config.sampler, Grid):
             errors.extend(_grid_errors(parsed, config.budget.trials))
+        if not errors and config is not None and isinstance(config.objective, CommandObjective):
+            errors.extend(_command_errors(config.objective, parsed, config.objective_args))
     if errors:
         raise ConfigError(errors)
     assert config is not None
     return config
+
+
+def _command_errors(
+    command: CommandObjective, space: Space, objective_args: dict[str, Any]
+) -> list[str]:
+    """Placeholders that name no parameter of the space; families ``{hf_args}`` cannot
+    express."""
+    items = command.items
+    known = space.names() | {f"args.{name}" for name in objective_args}
+    try:
+        template.check(items, known)
+    except TemplateError as e:
+        return [f"objective.command: {e}"]
+    if template.HF_ARGS not in template.placeholders(items):
+        return []
+    from objectives.command.hf import why_not
+
+    errors = []
+    for family, dims in space.families.items():
+        values = {k: None if d.is_range else d.values() for k, d in dims.items()}
+        why = why_not(family, values)
+        if why:
+            errors.append(f"space.schedule.{family}: {{{template.HF_ARGS}}}: {why}")
+    return errors
 
 
 def _grid_errors(space: Space, trials: int) -> list[str]:
@@ -360,7 +456,7 @@ def _pydantic_errors(error: ValidationError) -> list[str]:
     for item in error.errors():
         loc = [str(part) for part in item["loc"]]
         # Drop the union tag pydantic inserts: pruner.hyperband.x -> pruner.x
-        if len(loc) > 1 and loc[0] in ("sampler", "pruner"):
+        if len(loc) > 1 and loc[0] in ("sampler", "pruner", "objective"):
             loc = [loc[0], *loc[2:]]
         field = ".".join(loc) or "config"
         message = item["msg"]

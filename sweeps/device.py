@@ -61,3 +61,63 @@ def cuda_device_count(device: str) -> int:
     import torch
 
     return torch.cuda.device_count()
+
+
+GPU_LIST = re.compile(r"[\w-]+(,[\w-]+)*")
+
+
+def parse_gpus(option: str) -> list[str]:
+    """``--gpus 0,1,2,3``: the GPUs (indices or UUIDs, as CUDA_VISIBLE_DEVICES takes them).
+
+    Raises:
+        UsageError: not a comma-separated list.
+    """
+    if not GPU_LIST.fullmatch(option):
+        raise UsageError(
+            f"--gpus: must be GPU indices separated by commas (0,1,2,3), got {option!r}"
+        )
+    return option.split(",")
+
+
+def visible_gpus(device: str) -> list[str]:
+    """The GPUs a worker on ``device`` (resolved) shares out to command trials: every one
+    torch sees for ``cuda``, the one named for ``cuda:N``, none for the CPU; named as the
+    worker's own CUDA_VISIBLE_DEVICES names them."""
+    import os
+
+    count = cuda_device_count(device)
+    if not count:
+        return []
+    names = os.environ.get("CUDA_VISIBLE_DEVICES", "").split(",")
+    names = names if len(names) >= count and all(names) else [str(i) for i in range(count)]
+    if ":" in device:
+        return [names[int(device.partition(":")[2])]]
+    return names[:count]
+
+
+def gpu_slots(gpus: list[str] | None, processes: int) -> list[dict[str, str]]:
+    """The environment of each command trial a worker runs at once: ``processes`` of
+    ``gpus`` each (``CUDA_VISIBLE_DEVICES``), so ⌊len(gpus) / processes⌋ trials; one trial,
+    with the worker's environment, when there are no GPUs.
+
+    Raises:
+        UsageError: fewer GPUs than one trial takes.
+    """
+    if not gpus:
+        return [{}]
+    if len(gpus) < processes:
+        raise UsageError(
+            f"--gpus: a trial takes objective.processes={processes} GPUs; this worker has "
+            f"{len(gpus)} ({','.join(gpus)})"
+        )
+    return [
+        {"CUDA_VISIBLE_DEVICES": ",".join(gpus[i : i + processes])}
+        for i in range(0, len(gpus) - processes + 1, processes)
+    ]
+
+
+def split_gpus(gpus: list[str], workers: int) -> list[list[str]]:
+    """Each of ``workers`` local workers' share of ``gpus``: contiguous, as even as can be."""
+    share, extra = divmod(len(gpus), workers)
+    starts = [i * share + min(i, extra) for i in range(workers + 1)]
+    return [gpus[starts[i] : starts[i + 1]] for i in range(workers)]

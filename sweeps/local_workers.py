@@ -4,10 +4,13 @@ words) and, while ``restarts`` last, started again."""
 
 from __future__ import annotations
 
+import os
 import signal
 import subprocess
 from collections.abc import Callable
 from pathlib import Path
+
+from sweeps.commands.worker import LIFELINE_ENV
 
 STOPPED = "stopping:"  # how a worker's log says failures stopped the study (`sweeps.worker`)
 
@@ -29,6 +32,7 @@ class LocalWorkers:
         self.command, self.env, self.logs = command, env, logs
         self.restarts = restarts
         self.say = say
+        self._lifelines: dict[int, int] = {}
         self.procs = [self._start(i, mode="w") for i in range(count)]
         self.failed: list[int] = []  # workers that ended with an error and stay ended
         self._ended: set[int] = set()
@@ -37,14 +41,23 @@ class LocalWorkers:
         return self.logs / f"worker-{i}.log"
 
     def _start(self, i: int, *, mode: str) -> subprocess.Popen[bytes]:
-        with self.log(i).open(mode) as log:
-            return subprocess.Popen(
-                self.command(i),
-                env=self.env(i),
-                stdout=log,
-                stderr=subprocess.STDOUT,
-                start_new_session=True,  # Ctrl-C reaches `sweeps run` alone; it tells each once
-            )
+        # The worker holds the read end; the write end stays here, so that the worker
+        # stops however `sweeps run` ends (`sweeps.commands.worker.stop_with_parent`).
+        if i in self._lifelines:  # the worker it served has ended
+            os.close(self._lifelines[i])
+        lifeline, self._lifelines[i] = os.pipe()
+        try:
+            with self.log(i).open(mode) as log:
+                return subprocess.Popen(
+                    self.command(i),
+                    env={**self.env(i), LIFELINE_ENV: str(lifeline)},
+                    stdout=log,
+                    stderr=subprocess.STDOUT,
+                    pass_fds=(lifeline,),
+                    start_new_session=True,  # Ctrl-C reaches `sweeps run` alone; it tells each
+                )
+        finally:
+            os.close(lifeline)
 
     @property
     def running(self) -> list[subprocess.Popen[bytes]]:

@@ -131,6 +131,15 @@ class Space:
         names = tuple(self.families)
         return Dimension(str, choices=names) if len(names) > 1 else Dimension(str, names[0])
 
+    def unwritten(self) -> set[str]:
+        """The training parameters a trial has only because they have defaults."""
+        return set(self.training) - self.raw_names
+
+    def names(self) -> set[str]:
+        """Every parameter name a trial of this space may have."""
+        names = {*self.training, "schedule", *(f"{ARGS}.{n}" for n in self.args)}
+        return names | {f"{f}.{k}" for f, dims in self.families.items() for k in dims}
+
     def ranged(self) -> list[str]:
         """Names of the parameters searched over a numeric range."""
         names = [n for n, d in self.training.items() if d.is_range]

@@ -47,7 +47,7 @@ def summarize(db: BaseDatabase, handle: StudyHandle) -> dict[str, Any]:
     return {
         "study": handle.config.study,
         "storage": mask_url(db.url),
-        "objective": handle.config.objective,
+        "objective": handle.config.objective_name,
         "direction": handle.config.direction,
         "budget": budget,
         "finished": counts["COMPLETE"] + counts["PRUNED"],

@@ -35,7 +35,7 @@ from storage.base import Failure, Heartbeat, first_attempt
 from storage.optuna_internals import trial_id_of
 from sweeps.batch_ask import ask_batch, room
 from sweeps.branches import BRANCHED_AT, Branching
-from sweeps.device import resolve_device
+from sweeps.device import gpu_slots, resolve_device, visible_gpus
 from sweeps.failures import FailureWatch
 from sweeps.results.artifact_store import ArtifactStore, artifact_store
 from sweeps.results.curves import Curves
@@ -68,11 +68,13 @@ class Worker:
         worker: int = 0,
         stack: int | None = None,
         device: str | None = None,
+        gpus: list[str] | None = None,
         store: ArtifactStore | None = None,
         log: Callable[[str], None] = print,
     ) -> None:
-        """``artifacts``: checkpoints (and the dashboard's artifacts unless ``store``).
-        ``device`` overrides the config's.
+        """``artifacts``: checkpoints, command trials' logs (and the dashboard's artifacts
+        unless ``store``). ``device`` overrides the config's. ``gpus``: the GPUs command
+        trials share out, ``objective.processes`` each (none: one trial at a time).
 
         Raises:
             UsageError: the device cannot be used on this machine (before anything runs).
@@ -81,7 +83,7 @@ class Worker:
         self.handle: StudyHandle = load(db, study, worker=worker)
         self.config = self.handle.config
         self.device = resolve_device(self.config.device, device)
-        self.objective = objectives.resolve(self.config.objective)
+        self.objective = objectives.resolve(self.config.objective_spec)
         self.checkpoints = CheckpointStore(artifacts, study)
         self.slots = db.trial_slots(self.handle.study_id, retries=self.config.budget.retries)
         self.heartbeat = Heartbeat(self.slots, self.config.heartbeat.interval, log)
@@ -91,12 +93,26 @@ class Worker:
         self.stack = stack or self.config.stack
         self.blind = blind_trials(self.config)
         self.failures = FailureWatch(self.handle.study, self.config)
-        # The trials in training, for a task that stacks; others train one at a time.
-        self.pool: objectives.Pool | None = None
+        # The trials in training: a task's stacks, or a command's slots (one per share of
+        # `gpus`); other objectives train one trial at a time.
+        self.pool: objectives.Pool | objectives.CommandPool | None = None
         if isinstance(self.objective, objectives.Task):
             self.pool = objectives.Pool(self.objective)
+        elif isinstance(self.objective, objectives.Command):
+            shared = gpus if gpus is not None else visible_gpus(self.device)
+            slots = gpu_slots(shared, self.objective.processes)
+            self.pool = objectives.CommandPool(
+                self.objective,
+                logs=artifacts / study / "logs",
+                slots=slots,
+                hidden=self.handle.space.unwritten(),
+            )
+            self.stack = len(slots)
         elif self.stack > 1:
-            log(f"{objectives.cannot_stack(self.config.objective)}; running trials one at a time")
+            log(
+                f"{objectives.cannot_stack(self.config.objective_spec)}; "
+                "running trials one at a time"
+            )
             self.stack = 1
         # Trials that share a stable phase (`sweeps.branches`): a task's only.
         self.branching: Branching | None = None
@@ -104,7 +120,7 @@ class Worker:
             self.branching = Branching(self.handle, self.checkpoints)
         elif self.config.branches is not None:
             log(
-                f"branches: objective {self.config.objective} runs its own loop, so no trial "
+                f"branches: objective {self.config.objective_name} runs its own loop, so no trial "
                 "branches from another (an objectives.Task does)"
             )
 
@@ -250,20 +266,8 @@ class Worker:
         )
 
     def _train_one(self, run: objectives.Run) -> objectives.Outcome:
-        try:
-            return float(self.objective(run))
-        except BaseException as e:
-            kept = (optuna.TrialPruned, objectives.Diverged, objectives.HandBack, objectives.Lost)
-            if self.stopping and not isinstance(e, kept):
-                # What else an objective raises while its worker stops is a framework's own
-                # reaction to our signal (Lightning raises SystemExit on SIGTERM), or the
-                # second signal's KeyboardInterrupt: the trial is not at fault.
-                epoch = run.reported[-1]["epoch"] if run.reported else 0
-                why = f"{type(e).__name__} while the worker stopped"
-                return objectives.HandBack(f"handed back after epoch {epoch} ({why})")
-            if isinstance(e, Exception | SystemExit):  # the trial's own fault: its outcome
-                return e
-            raise
+        assert not isinstance(self.objective, objectives.Command)  # a `CommandPool`'s
+        return objectives.outcome_of(run, self.objective)
 
     def _finish(self, run: objectives.Run, outcome: objectives.Outcome) -> None:
         trial = run.trial

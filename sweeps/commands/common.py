@@ -62,6 +62,13 @@ def add_training_arguments(parser: argparse.ArgumentParser) -> None:
         default=None,
         help="cpu, cuda, cuda:N or auto (default: the config's device, else cpu)",
     )
+    parser.add_argument(
+        "--gpus",
+        default=None,
+        metavar="LIST",
+        help="GPUs that command trials share out, objective.processes each, e.g. 0,1,2,3 "
+        "(default: every GPU torch sees when the device is cuda or auto, else none)",
+    )
 
 
 def check_stack(args: argparse.Namespace) -> None:
@@ -175,7 +182,7 @@ def load_checked_config(path: str) -> SweepConfig:
         UsageError: every problem found, one line each.
     """
     import objectives
-    from sweeps.config import ConfigError, load_yaml, parse_config
+    from sweeps.config import CommandObjective, ConfigError, load_yaml, parse_config
 
     data = load_yaml(Path(path))
     errors: list[str] = []
@@ -184,7 +191,10 @@ def load_checked_config(path: str) -> SweepConfig:
     except ConfigError as e:
         errors = e.errors
     objective = data.get("objective") if isinstance(data, dict) else None
-    if isinstance(objective, str) and objective:
+    if isinstance(objective, dict) and not errors:
+        assert isinstance(config.objective, CommandObjective)
+        errors += program_errors(config.objective.command)
+    elif isinstance(objective, str) and objective:
         try:
             task = objectives.resolve(objective)
         except objectives.ObjectiveNotFound as e:
@@ -199,3 +209,22 @@ def load_checked_config(path: str) -> SweepConfig:
     if errors:
         raise ConfigError(errors)
     return config
+
+
+def program_errors(command: str | list[str]) -> list[str]:
+    """A command whose program is not there to run (on PATH, or in this Python environment,
+    as command trials find it: `objectives.command.trial.search_path`)."""
+    import shutil
+
+    from objectives.command.template import split
+    from objectives.command.trial import search_path
+
+    program = split(command)[0]
+    if "{" in program:
+        return [f"objective.command: the program must be written out, got {program!r}"]
+    if shutil.which(program, path=search_path()) is None:
+        return [
+            f"objective.command: program {program!r} is not on PATH (nor in this Python "
+            "environment's bin), or is not executable"
+        ]
+    return []

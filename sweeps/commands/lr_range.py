@@ -53,11 +53,11 @@ def run(args: argparse.Namespace) -> int:
             f"and {args.max_lr:g}"
         )
     config = load_checked_config(args.config)
-    task = objectives.resolve(config.objective)
+    task = objectives.resolve(config.objective_spec)
     if not isinstance(task, objectives.Task):
         raise UsageError(
             f"objective: lr-range trains a task (objectives.Task or a built-in one); "
-            f"{config.objective} runs its own loop"
+            f"{config.objective_name} runs its own loop"
         )
     source = Path(args.config)
     out = Path(args.out or source.with_suffix(".lr-range.png"))
@@ -89,7 +89,7 @@ def run(args: argparse.Namespace) -> int:
     high = _round(max(t.suggested[1] for t in tests))
     suggestion = {"low": low, "high": high, "log": True}
     print(f"suggested space.lr: {{low: {low:g}, high: {high:g}, log: true}}")
-    plot(tests, out, title=f"lr range test: {config.objective} ({config.study})")
+    plot(tests, out, title=f"lr range test: {config.objective_name} ({config.study})")
     print(f"plot: {out}")
     if args.write:
         data: dict[str, Any] = load_yaml(source)

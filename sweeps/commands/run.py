@@ -12,6 +12,7 @@ HELP = "launch a study and run N local worker processes until its budget is met"
 POLL_SECONDS = 0.5
 
 if TYPE_CHECKING:
+    from sweeps.config import SweepConfig
     from sweeps.local_workers import LocalWorkers
     from sweeps.results.progress import Progress
 
@@ -63,7 +64,10 @@ def run(args: argparse.Namespace) -> int:
     config = load_checked_config(args.config)
     device = resolve_device(config.device, args.device)  # as each worker will, up front
     devices = worker_devices(device, args.workers, cuda_device_count(device))
-    unstacked = objectives.cannot_stack(config.objective)
+    shares = command_gpus(args, config, device)
+    if shares is not None:
+        devices = None  # command trials take GPUs by CUDA_VISIBLE_DEVICES, not --device
+    unstacked = objectives.cannot_stack(config.objective_spec)
     if unstacked and (args.stack or config.stack) > 1:
         print(f"note: {unstacked}; each worker trains one trial at a time", file=sys.stderr)
     logs = artifacts_root(args) / config.study / "logs"  # checked before anything is written
@@ -76,7 +80,13 @@ def run(args: argparse.Namespace) -> int:
     env = {**os.environ, "SWEEPS_STORAGE": db.url}  # not on the command line: `ps` shows it
     progress = Progress(lambda: summarize(db, handle))
     workers = LocalWorkers(
-        lambda i: worker_command(args, config.study, threads, devices[i] if devices else None),
+        lambda i: worker_command(
+            args,
+            config.study,
+            threads,
+            devices[i] if devices else None,
+            gpus=shares[i] if shares else None,
+        ),
         lambda i: {**env, INDEX_ENV: str(i)},
         logs,
         args.workers,
@@ -92,6 +102,8 @@ def run(args: argparse.Namespace) -> int:
         print(
             "one GPU per worker: " + ", ".join(f"worker {i} on {d}" for i, d in enumerate(devices))
         )
+    if shares:
+        print("GPUs: " + ", ".join(f"worker {i} on {','.join(g)}" for i, g in enumerate(shares)))
     if not supervise(workers, progress):
         print(
             f"running trials went back to the queue; continue with "
@@ -108,8 +120,45 @@ def run(args: argparse.Namespace) -> int:
     return 0
 
 
+def command_gpus(
+    args: argparse.Namespace, config: SweepConfig, device: str
+) -> list[list[str]] | None:
+    """Each local worker's share of the GPUs, for a command objective given ``--gpus`` or
+    run on CUDA; None otherwise.
+
+    Raises:
+        UsageError: a worker's share is smaller than one trial takes.
+    """
+    from sweeps.config import CommandObjective
+    from sweeps.device import gpu_slots, parse_gpus, split_gpus, visible_gpus
+    from sweeps.errors import UsageError
+
+    if not isinstance(config.objective, CommandObjective):
+        if args.gpus:
+            raise UsageError("--gpus: for command trials; a task or function uses --device")
+        return None
+    gpus = parse_gpus(args.gpus) if args.gpus else visible_gpus(device)
+    if not gpus:
+        return None
+    shares = split_gpus(gpus, args.workers)
+    processes = config.objective.processes
+    if len(shares[-1]) < processes:
+        raise UsageError(
+            f"--gpus: {len(gpus)} GPU(s) for {args.workers} workers leave a worker fewer than "
+            f"objective.processes={processes}; run fewer workers"
+        )
+    for share in shares:
+        gpu_slots(share, processes)
+    return shares
+
+
 def worker_command(
-    args: argparse.Namespace, study: str, threads: int, device: str | None = None
+    args: argparse.Namespace,
+    study: str,
+    threads: int,
+    device: str | None = None,
+    *,
+    gpus: list[str] | None = None,
 ) -> list[str]:
     """The ``sweeps worker`` command line of each local worker (the storage goes in its
     environment: `ps` would show a password on the command line). ``device``: the
@@ -126,6 +175,8 @@ def worker_command(
         cmd += ["--stack", str(args.stack)]
     if device or args.device:
         cmd += ["--device", device or args.device]
+    if gpus:
+        cmd += ["--gpus", ",".join(gpus)]
     return cmd
 
 

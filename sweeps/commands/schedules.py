@@ -84,10 +84,10 @@ def plot(args: argparse.Namespace) -> int:
 
         config = load_checked_config(args.target)
         if args.total_steps is None and not isinstance(
-            objectives.resolve(config.objective), objectives.Task
+            objectives.resolve(config.objective_spec), objectives.Task
         ):
             raise UsageError(
-                f"--total-steps: required for objective {config.objective!r} "
+                f"--total-steps: required for objective {config.objective_name!r} "
                 "(only a task knows its steps per epoch; a function runs its own loop)"
             )
         samples = sample_config(

@@ -17,7 +17,7 @@ def run(args: argparse.Namespace) -> int:
     config = load_checked_config(args.config)
     families = list(config.space["schedule"])
     print(
-        f"ok: study {config.study!r}, objective {config.objective}, "
+        f"ok: study {config.study!r}, objective {config.objective_name}, "
         f"{config.budget.trials} trials of up to {config.budget.epochs} epochs, "
         f"{len(families)} schedule families ({', '.join(families)})"
     )

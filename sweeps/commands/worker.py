@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import functools
 import os
 import signal
 import sys
@@ -17,6 +18,8 @@ if TYPE_CHECKING:
 HELP = "run trials of a launched study until its budget is met, then exit 0"
 # Set by `sweeps run` so its workers get distinct, reproducible sampler seeds.
 INDEX_ENV = "SWEEPS_WORKER_INDEX"
+# Set by `sweeps run`: a pipe's read end, whose end says `sweeps run` is gone.
+LIFELINE_ENV = "SWEEPS_LIFELINE"
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -42,6 +45,7 @@ def run(args: argparse.Namespace) -> int:
         dashboard_store,
         open_database,
     )
+    from sweeps.device import parse_gpus
 
     check_stack(args)
     from sweeps.results.progress import Progress
@@ -61,6 +65,7 @@ def run(args: argparse.Namespace) -> int:
         else:
             print(line, flush=True)
 
+    gpus = parse_gpus(args.gpus) if args.gpus else None
     log_storage_retries(log)  # from the first call: a worker may start before its database
     db = open_database(args, wait=True)
     worker = Worker(
@@ -71,11 +76,14 @@ def run(args: argparse.Namespace) -> int:
         worker=int(index) if index else _distinct_number(),
         stack=args.stack,
         device=args.device,
+        gpus=gpus,
         log=log,
     )
     if sys.stdout.isatty():  # a person watches: a live bar under the trial lines
         progress = Progress(lambda: summarize(db, worker.handle))
-    stop_on_signals(worker, log=lambda line: print(line, file=sys.stderr, flush=True))
+    say = functools.partial(print, file=sys.stderr, flush=True)
+    stop_on_signals(worker, log=say)
+    stop_with_parent(worker, log=say)
     try:
         code = worker.run()
     finally:
@@ -116,6 +124,27 @@ def stop_on_signals(worker: Worker, *, log: Callable[[str], None]) -> None:
 
     for signum in (signal.SIGTERM, signal.SIGINT):
         signal.signal(signum, handle)
+
+
+def stop_with_parent(worker: Worker, *, log: Callable[[str], None]) -> None:
+    """A worker of `sweeps run` stops as on SIGTERM when `sweeps run` is gone, however it
+    ended (killed, or its output piped into ``head``): its lifeline pipe closes."""
+    fd = os.environ.get(LIFELINE_ENV)
+    if not fd:
+        return
+
+    def watch() -> None:
+        try:
+            while os.read(int(fd), 1):
+                pass
+        except OSError:
+            pass
+        log("sweeps run is gone: handing trials back after the epoch in progress")
+        worker.stop()
+
+    import threading
+
+    threading.Thread(target=watch, name="lifeline", daemon=True).start()
 
 
 def _distinct_number() -> int:

@@ -16,7 +16,7 @@ def study_note(data: StudyData) -> str:
     lines = [
         f"# {config.study}",
         "",
-        f"**{config.objective}**, {config.direction} the reported value; budget "
+        f"**{config.objective_name}**, {config.direction} the reported value; budget "
         f"**{config.budget.trials} trials** of up to **{config.budget.epochs} epochs**; "
         f"sampler `{config.sampler.name}`, pruner `{config.pruner.name}`.",
         "",

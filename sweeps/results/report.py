@@ -77,7 +77,7 @@ def _header(data: StudyData) -> str:
     )
     return (
         f"<h1>{html.escape(config.study)}</h1>"
-        f"<p><b>{html.escape(config.objective)}</b>, {config.direction}; budget "
+        f"<p><b>{html.escape(config.objective_name)}</b>, {config.direction}; budget "
         f"{config.budget.trials} trials of up to {config.budget.epochs} epochs; sampler "
         f"{config.sampler.name}, pruner {config.pruner.name}. Finished {s['finished']} of "
         f"{s['budget']} ({states_line(s)}). Storage {html.escape(s['storage'])}. "

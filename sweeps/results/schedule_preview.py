@@ -29,7 +29,7 @@ def sample_config(
     """``per_family`` random points of each family in the config's space, built as their
     trials would build them: {family: [(label, schedule, total steps)]}."""
     space = parse_space(config.space)
-    task = objectives.resolve(config.objective)
+    task = objectives.resolve(config.objective_spec)
     study = optuna.create_study(sampler=optuna.samplers.RandomSampler(seed=seed))
     samples: dict[str, list[tuple[str, schedules.Schedule, int]]] = {}
     for family in space.families:
