@@ -10,8 +10,8 @@ import pytest
 from objectives.command.output import (
     ErrorLine,
     OutputReader,
-    ReportFormatError,
     Reading,
+    ReportFormatError,
     compile_report,
     number,
 )
