@@ -13,6 +13,7 @@ import datetime
 import optuna
 from optuna.trial import FrozenTrial, TrialState
 
+from objectives.command import LOG_NOTE
 from storage.base import STALE
 from sweeps.config import SweepConfig
 from sweeps.trial_attrs import REASON, params_of
@@ -56,7 +57,7 @@ class FailureWatch:
             reason = t.user_attrs.get(REASON, "")
             if t.state != TrialState.FAIL or reason.startswith(STALE):
                 break  # a lost worker is not the objective's error
-            if streak and reason != streak[0].user_attrs.get(REASON):
+            if streak and _error(reason) != _error(streak[0].user_attrs[REASON]):
                 break
             streak.append(t)
         families = sorted({str(params_of(t).get("schedule")) for t in streak})
@@ -70,6 +71,11 @@ class FailureWatch:
             f"error (budget.max_repeated_failures="
             f"{self.config.budget.max_repeated_failures}): {streak[0].user_attrs[REASON]}"
         )
+
+
+def _error(reason: str) -> str:
+    """A failure's reason without the trial's own log file (`objectives.command`)."""
+    return reason.partition(LOG_NOTE)[0]
 
 
 def _ended_at(t: FrozenTrial) -> tuple[datetime.datetime, int]:

@@ -94,6 +94,11 @@ def optuna_storage(url: str) -> Any:
         return JournalStorage(JournalRedisBackend(url))
 
 
+def study_trials(url: str, study: str = "t") -> list[FrozenTrial]:
+    """The study's trials as plain Optuna reads them."""
+    return optuna.load_study(study_name=study, storage=optuna_storage(url)).get_trials()
+
+
 def wait_until(condition: Callable[[], object], timeout: float = 120) -> None:
     """Poll ``condition`` until it is true; ``timeout`` only guards against a hang."""
     deadline = time.monotonic() + timeout

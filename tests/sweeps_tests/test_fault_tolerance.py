@@ -24,7 +24,7 @@ from redis_server import RedisServer
 from storage.base import ATTEMPT, REASON, RETRY_OF, WORKER, first_attempt
 from sweeps.trial_attrs import params_of
 from sweeps.worker import trial_seed
-from sweeps_helpers import BASE, config, optuna_storage, sweeps, wait_until
+from sweeps_helpers import BASE, config, study_trials, sweeps, wait_until
 
 # Long enough trials (about 0.1 s an epoch on one thread) to be caught mid-run.
 SPACE = {**BASE["space"], "batch_size": 16}
@@ -57,10 +57,6 @@ def start_worker(tmp_path: Path, url: str, name: str, stack: int = 1) -> subproc
         stderr=subprocess.STDOUT,
         text=True,
     )
-
-
-def study_trials(url: str) -> list[FrozenTrial]:
-    return optuna.load_study(study_name="t", storage=optuna_storage(url)).get_trials()
 
 
 def running_with_epochs(url: str, epochs: int) -> bool:

@@ -18,7 +18,7 @@ import objectives
 from storage.base import RETRY_OF, first_attempt
 from sweeps.trial_attrs import params_of
 from sweeps.worker import trial_seed
-from sweeps_helpers import config, optuna_storage, sweeps, wait_until
+from sweeps_helpers import config, study_trials, sweeps, wait_until
 
 EXAMPLE = Path(__file__).parents[2] / "examples" / "shapes_task.py"
 # The README's example task on fewer, smaller images: quick enough for a test.
@@ -49,10 +49,6 @@ def user_config(tmp_path: Path, **changes: object) -> Path:
         "space": SPACE,
     }
     return config(tmp_path, **(defaults | changes))
-
-
-def study_trials(url: str) -> list[FrozenTrial]:
-    return optuna.load_study(study_name="t", storage=optuna_storage(url)).get_trials()
 
 
 def test_a_user_task_with_batchnorm_runs_stacked_on_two_workers(tmp_path: Path) -> None:

@@ -1,0 +1,305 @@
+"""Command trials through the CLI, with real processes: a training script swept as it is
+(`objectives.command`). The fast ones run `command_script.py` (no torch); one sweeps the
+nanoGPT-style example under a real ``torchrun --nproc_per_node 2`` on gloo."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import pytest
+import sqlalchemy
+from optuna.trial import TrialState
+
+import schedules
+from storage.base import RETRY_OF
+from storage.optuna_internals import trial_id_of
+from sweeps_helpers import BASE, config, study_trials, sweeps, wait_until
+
+REPO = Path(__file__).parents[2]
+SCRIPT = Path(__file__).with_name("command_script.py")
+WORKER = [sys.executable, "-m", "sweeps", "worker", "--study", "t"]
+
+
+def command_config(tmp_path: Path, command: str, **changes: Any) -> Path:
+    objective = {"command": f"python {SCRIPT} {command}", "grace_period": 2}
+    objective |= changes.pop("objective", {})
+    return config(
+        tmp_path,
+        objective=objective,
+        objective_args={},
+        direction="minimize",
+        **{"sampler": {"name": "random", "seed": 0}} | changes,
+    )
+
+
+def launched(tmp_path: Path, cfg: Path) -> str:
+    url = f"sqlite:///{tmp_path / 's.db'}"
+    launch = sweeps("launch", str(cfg), "--storage", url, cwd=tmp_path)
+    assert launch.returncode == 0, launch.stderr
+    return url
+
+
+def alive(pid: int) -> bool:
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_bytes()
+    except OSError:
+        return False
+    return stat.rsplit(b")", 1)[1].split()[0] not in (b"Z", b"X")
+
+
+def step_lrs(url: str, trial_id: int) -> dict[int, float]:
+    engine = sqlalchemy.create_engine(url)
+    with engine.connect() as conn:
+        rows = conn.execute(
+            sqlalchemy.text("SELECT step, lr FROM sweeps_curve_steps WHERE trial_id = :t"),
+            {"t": trial_id},
+        ).all()
+    engine.dispose()
+    return {int(step): float(lr) for step, lr in rows}
+
+
+def test_a_command_sweep_reads_exponents_and_prunes_a_nan(tmp_path: Path) -> None:
+    """One trial per --mode (grid): lines with exponents, then with a NaN."""
+    cfg = command_config(
+        tmp_path,
+        "--lr={lr} --steps={epochs} --out={checkpoint_dir} --mode={args.mode} --text",
+        objective={"report": r"step (?P<step>\d+): val loss (?P<value>\S+), lr (?P<lr>\S+)"},
+        budget={"trials": 2, "epochs": 4, "retries": 0},
+        sampler={"name": "grid", "seed": 0},
+        space={"lr": 1.0e-5, "schedule": {"constant": {}}, "args": {"mode": ["ok", "nan"]}},
+    )
+    url = launched(tmp_path, cfg)
+    worker = subprocess.run(
+        [*WORKER, "--storage", url], cwd=tmp_path, capture_output=True, text=True, timeout=300
+    )
+    assert worker.returncode == 0, worker.stdout + worker.stderr
+    by_mode = {t.params["args.mode"]: t for t in study_trials(url)}
+    text, nan = by_mode["ok"], by_mode["nan"]
+    assert text.state == TrialState.COMPLETE
+    assert text.intermediate_values == {s: float(f"{16 + 1e-5 / s:.6e}") for s in (1, 2, 3, 4)}
+    assert step_lrs(url, trial_id_of(text)) == dict.fromkeys((1, 2, 3, 4), 1e-5)
+    assert nan.state == TrialState.PRUNED
+    assert nan.user_attrs["sweeps:reason"] == "diverged: validation metric is nan at epoch 2"
+
+
+def test_a_command_that_prints_no_value_fails_naming_what_it_waited_for(tmp_path: Path) -> None:
+    cfg = command_config(
+        tmp_path,
+        "--lr={lr} --steps={epochs} --out={checkpoint_dir} --mode=silent",
+        budget={"trials": 1, "epochs": 2, "retries": 0, "max_failures": 1},
+    )
+    url = launched(tmp_path, cfg)
+    worker = subprocess.run(
+        [*WORKER, "--storage", url], cwd=tmp_path, capture_output=True, text=True, timeout=300
+    )
+    assert worker.returncode == 1
+    (failed,) = study_trials(url)
+    reason = failed.user_attrs["sweeps:reason"]
+    log = tmp_path / "s.db.artifacts" / "t" / "logs" / "trial-0.log"
+    assert reason == (
+        "CommandFailed: printed no value: waited for JSON lines with a 'value' (and 'step') "
+        f"(log: {log})"
+    )
+
+
+def test_the_same_error_in_every_trial_stops_the_study_with_one_reason(tmp_path: Path) -> None:
+    """Each trial fails in a "rank"; the reason drops the rank prefix and names the trial's
+    log, which holds the whole output; three alike across families stop the study."""
+    cfg = command_config(
+        tmp_path,
+        "--lr={lr} --steps={epochs} --out={checkpoint_dir} --mode=fail",
+        budget={"trials": 8, "epochs": 3, "retries": 0},
+    )
+    url = launched(tmp_path, cfg)
+    worker = subprocess.run(
+        [*WORKER, "--storage", url], cwd=tmp_path, capture_output=True, text=True, timeout=300
+    )
+    assert worker.returncode == 1, worker.stdout + worker.stderr
+    failed = study_trials(url)
+    assert [t.state for t in failed] == [TrialState.FAIL] * 3
+    for t in failed:
+        log = tmp_path / "s.db.artifacts/t/logs" / f"trial-{t.number}.log"
+        assert t.user_attrs["sweeps:reason"] == (
+            f"CommandFailed: exit code 1: ValueError: the batch is empty (log: {log})"
+        )
+        assert "[rank1]: Traceback" in log.read_text()
+    assert "failed with the same error" in worker.stdout
+
+
+def test_a_sigkilled_workers_command_dies_and_its_retry_resumes(tmp_path: Path) -> None:
+    steps = 20
+    pids = tmp_path / "pids"
+    cfg = command_config(
+        tmp_path,
+        f"--lr={{lr}} --steps={{epochs}} --out={{checkpoint_dir}} --sleep=0.2 --pids={pids}",
+        objective={"resume": "--resume"},
+        budget={"trials": 1, "epochs": steps, "retries": 1},
+        heartbeat={"interval": 0.5, "grace_period": 3.0},
+    )
+    url = launched(tmp_path, cfg)
+    env = {**os.environ, "SWEEPS_STORAGE": url}
+    victim = subprocess.Popen(WORKER, cwd=tmp_path, env=env, stdout=subprocess.DEVNULL)
+    wait_until(lambda: any(len(t.intermediate_values) >= 3 for t in study_trials(url)))
+    victim.kill()
+    victim.wait()
+    started = [int(p) for p in pids.read_text().split()]  # the script and its "rank"
+    wait_until(lambda: not any(alive(p) for p in started), timeout=10)
+    rescuer = subprocess.run(WORKER, cwd=tmp_path, env=env, capture_output=True, text=True)
+    assert rescuer.returncode == 0, rescuer.stdout + rescuer.stderr
+    killed, retry = study_trials(url)
+    assert retry.user_attrs[RETRY_OF] == killed.number
+    assert retry.state == TrialState.COMPLETE
+    assert sorted(retry.intermediate_values) == list(range(1, steps + 1))  # none twice
+    log = (tmp_path / "s.db.artifacts/t/logs/trial-1.log").read_text()
+    assert "--resume" in log and "resumed at step 0" not in log and "resumed at step" in log
+    assert not any(alive(int(p)) for p in pids.read_text().split())
+
+
+def test_sigterm_hands_a_command_trial_back(tmp_path: Path) -> None:
+    pids = tmp_path / "pids"
+    cfg = command_config(
+        tmp_path,
+        f"--lr={{lr}} --steps={{epochs}} --out={{checkpoint_dir}} --sleep=0.2 --pids={pids}",
+        budget={"trials": 1, "epochs": 100},
+    )
+    url = launched(tmp_path, cfg)
+    worker = subprocess.Popen(
+        [*WORKER, "--storage", url], cwd=tmp_path, stdout=subprocess.PIPE, text=True
+    )
+    wait_until(lambda: any(len(t.intermediate_values) >= 2 for t in study_trials(url)))
+    worker.send_signal(signal.SIGTERM)
+    out, _ = worker.communicate(timeout=60)
+    assert worker.returncode == 0
+    (trial,) = study_trials(url)
+    assert trial.state == TrialState.WAITING, out
+    assert not any(alive(int(p)) for p in pids.read_text().split())
+
+
+def test_a_worker_with_gpus_runs_a_trial_per_share_at_once(tmp_path: Path) -> None:
+    """No GPU is needed: the placement is read from each command's environment."""
+    seen = tmp_path / "seen"
+    seen.mkdir()
+    cfg = command_config(
+        tmp_path,
+        f"--lr={{lr}} --steps=1 --out={{checkpoint_dir}} --env-dir={seen} --port={{port}}",
+        objective={"processes": 2},
+        budget={"trials": 2, "epochs": 1},
+        sampler={"name": "random", "seed": 0},
+    )
+    url = launched(tmp_path, cfg)
+    worker = subprocess.run(
+        [*WORKER, "--storage", url, "--gpus", "0,1,2,3,4"],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert worker.returncode == 0, worker.stdout + worker.stderr
+    placed = [json.loads(p.read_text()) for p in seen.iterdir()]
+    assert sorted(p["gpus"] for p in placed) == ["0,1", "2,3"]
+    assert placed[0]["port"] != placed[1]["port"]
+
+
+def test_a_script_applying_the_environments_schedule_runs_its_lr_exactly(
+    tmp_path: Path,
+) -> None:
+    """The example script takes the trial's schedule with `schedules.from_env`; every step's
+    lr it printed (and lr-sweeps stored) is the schedule's `lr_at`."""
+    steps = 40
+    cfg = config(
+        tmp_path,
+        objective={
+            "command": f"python {REPO / 'examples/script/train.py'} --lr={{lr}} "
+            "--max-iters={epochs} --eval-interval=20 --log-interval=1 --out-dir={checkpoint_dir}",
+            "report": r"(?:iter|step) (?P<step>\d+): "
+            r"(?:val loss (?P<value>\S+)|loss (?P<loss>\S+), lr (?P<lr>\S+))",
+        },
+        objective_args={},
+        direction="minimize",
+        budget={"trials": 3, "epochs": steps},
+        sampler={"name": "grid", "seed": 0},
+        space={
+            "lr": 0.003,
+            "schedule": {
+                "cosine": {"warmup_steps": 5, "min_lr": 1e-4},
+                "step": {"decay_rate": 0.5, "decay_steps": 7},
+                "wsd": {"decay_fraction": 0.3, "decay_shape": "1-sqrt"},
+            },
+        },
+    )
+    url = launched(tmp_path, cfg)
+    worker = subprocess.run(
+        [*WORKER, "--storage", url], cwd=tmp_path, capture_output=True, text=True, timeout=300
+    )
+    assert worker.returncode == 0, worker.stdout + worker.stderr
+    trials = study_trials(url)
+    assert {t.state for t in trials} == {TrialState.COMPLETE}
+    for t in trials:
+        family = t.params["schedule"]
+        params = {
+            k.split(".", 1)[1]: v
+            for k, v in t.user_attrs["sweeps:params"].items()
+            if k.startswith(f"{family}.")
+        }
+        schedule = schedules.for_run(family, lr=0.003, total_steps=steps, **params)
+        assert step_lrs(url, trial_id_of(t)) == {
+            it: pytest.approx(schedule.lr_at(it - 1), rel=1e-12) for it in range(1, steps + 1)
+        }
+
+
+def test_two_workers_sweep_a_torchrun_ddp_script_to_the_budget_with_pruning(
+    tmp_path: Path,
+) -> None:
+    """The nanoGPT-style example under ``torchrun --nproc_per_node 2`` (gloo): a good lr first,
+    then tiny ones, which the median pruner stops at their first evaluation."""
+    cfg = config(
+        tmp_path,
+        objective={
+            "command": "torchrun --nproc_per_node=2 --master_port={port} "
+            f"{REPO / 'examples/script/train.py'} --lr={{lr}} --max-iters={{epochs}} "
+            "--eval-interval=10 --out-dir={checkpoint_dir}",
+            "resume": "--init-from=resume",
+            "report": r"(?:iter|step) (?P<step>\d+): "
+            r"(?:val loss (?P<value>\S+)|loss (?P<loss>\S+), lr (?P<lr>\S+))",
+            "processes": 2,
+        },
+        objective_args={},
+        direction="minimize",
+        budget={"trials": 4, "epochs": 40},
+        pruner={"name": "median", "n_startup_trials": 1},
+        space={"lr": {"low": 1e-7, "high": 1e-2, "log": True}, "schedule": {"cosine": {}}},
+    )
+    url = launched(tmp_path, cfg)
+    for lr in (1e-2, 1e-7, 1e-7, 1e-7):
+        queued = sweeps(
+            "enqueue",
+            "--study",
+            "t",
+            "--storage",
+            url,
+            "--params",
+            json.dumps({"lr": lr}),
+            cwd=tmp_path,
+        )
+        assert queued.returncode == 0, queued.stderr
+    env = {**os.environ, "SWEEPS_STORAGE": url}
+    workers = [
+        subprocess.Popen(WORKER, cwd=tmp_path, env=env, stdout=subprocess.PIPE, text=True)
+        for _ in range(2)
+    ]
+    outputs = [w.communicate(timeout=600)[0] for w in workers]
+    assert [w.returncode for w in workers] == [0, 0], outputs
+    trials = study_trials(url)
+    finished = [t for t in trials if t.state in (TrialState.COMPLETE, TrialState.PRUNED)]
+    assert len(finished) == len(trials) == 4
+    assert trials[0].state == TrialState.COMPLETE and trials[0].params["lr"] == 1e-2
+    pruned = [t for t in trials if t.state == TrialState.PRUNED]
+    assert pruned and all(t.params["lr"] == 1e-7 for t in pruned)
+    assert all(max(t.intermediate_values) == 10 for t in pruned)
+    assert all(step_lrs(url, trial_id_of(t)) for t in trials)  # curves from the output
