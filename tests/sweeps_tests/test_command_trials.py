@@ -19,7 +19,7 @@ from optuna.trial import TrialState
 import schedules
 from storage.base import RETRY_OF
 from storage.optuna_internals import trial_id_of
-from sweeps_helpers import BASE, config, study_trials, sweeps, wait_until
+from sweeps_helpers import config, study_trials, sweeps, wait_until
 
 REPO = Path(__file__).parents[2]
 SCRIPT = Path(__file__).with_name("command_script.py")
