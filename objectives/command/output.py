@@ -22,6 +22,8 @@ JSON_LINES = "JSON lines with a 'value' (and 'step')"
 _NUMBER = re.compile(
     r"[-+]?(?:(?:\d[\d_]*\.?\d*|\.\d+)(?:[eE][-+]?\d+)?|nan|inf(?:inity)?)", re.IGNORECASE
 )
+# Terminal control sequences (a progress bar's cursor moves, colours).
+_ANSI = re.compile(r"\x1b\[[0-9;?]*[A-Za-z]")
 # Prefixes torchrun and its ranks put before a line: `[rank1]:`, `[default0]:`, `0:`.
 _RANK_PREFIX = re.compile(r"^(?:\[(?:rank|default)?\d+\]:|\d+:)\s*")
 # A Python exception line (`ValueError: bad`, `torch.OutOfMemoryError: ...`).
@@ -63,7 +65,7 @@ class OutputReader:
         return JSON_LINES if self.pattern is None else f"lines matching {self.pattern.pattern!r}"
 
     def read(self, line: str) -> Reading | None:
-        fields = self._fields(line)
+        fields = self._fields(_ANSI.sub("", line))
         if not fields:
             return None
         numbers = {k: number(v) for k, v in fields.items() if k in GROUPS and v is not None}
@@ -79,11 +81,11 @@ class OutputReader:
         if self.pattern is not None:
             match = self.pattern.search(line)
             return match.groupdict() if match else None
-        text = line.strip()
-        if not text.startswith("{"):
+        start = line.find("{")  # after a prefix, if any (`[rank0]: `, a logger's)
+        if start < 0:
             return None
         try:
-            data = json.loads(text)
+            data = json.loads(line[start:])
         except ValueError:
             return None
         return data if isinstance(data, dict) else None
@@ -139,7 +141,7 @@ class ErrorLine:
         self.last = ""
 
     def see(self, line: str) -> None:
-        text = _RANK_PREFIX.sub("", line.strip())
+        text = _RANK_PREFIX.sub("", _ANSI.sub("", line).strip())
         if not text:
             return
         self.last = text

@@ -58,7 +58,8 @@ class CommandProcess:
         return self.proc.pid
 
     def lines(self, *, poll: float = 0.25) -> Iterator[str | None]:
-        """Each line the command prints, as it comes (without its line end), or None after
+        """Each line the command prints, as it comes (without its line end; split at carriage
+        returns too), or None after
         ``poll`` seconds of silence (so the caller can look at other things); ends when
         the command's output closes."""
         while not self._eof:
@@ -75,7 +76,11 @@ class CommandProcess:
                 complete.append(self._pending[:MAX_LINE])
                 self._pending = b""
             for line in complete:
-                yield line[:MAX_LINE].rstrip(b"\r").decode("utf-8", errors="replace")
+                # A progress bar redraws itself after each carriage return: each drawing
+                # is a line of its own (a report printed meanwhile starts one).
+                for part in line[:MAX_LINE].split(b"\r"):
+                    if part:
+                        yield part.decode("utf-8", errors="replace")
 
     def wait(self) -> int:
         """The command's exit code, once it has ended (128 + N when killed by signal N)."""

@@ -60,6 +60,9 @@ def test_reader_json_lines_read_value_step_and_curve_point() -> None:
     assert nan is not None and nan.value is not None and math.isnan(nan.value)
     assert reader.read("step 50: val loss 2.61") is None
     assert reader.read('{"step": 50}') is None  # nothing to report
+    # After a prefix, or a progress bar's cursor move (tqdm's, under an HF Trainer).
+    assert reader.read('[rank0]: {"step": 5, "value": 1.5}') == Reading(step=5, value=1.5)
+    assert reader.read('\x1b[A{"step": 5, "value": 1.5}') == Reading(step=5, value=1.5)
     assert reader.read("{not json") is None
 
 

@@ -113,6 +113,12 @@ def test_the_commands_output_and_exit_code_come_through(tmp_path: Path) -> None:
     assert process.wait() == 3
 
 
+def test_a_progress_bars_redrawings_are_lines_of_their_own(tmp_path: Path) -> None:
+    process = CommandProcess(["printf", '10%%\\r50%%\\r{"value": 1}\\n'], env=os.environ, grace=1)
+    assert [line for line in process.lines() if line is not None] == ["10%", "50%", '{"value": 1}']
+    assert process.wait() == 0
+
+
 def test_a_command_killed_by_a_signal_exits_128_plus_it(tmp_path: Path) -> None:
     process = CommandProcess(["sh", "-c", "kill -9 $$"], env=os.environ, grace=1)
     list(process.lines())

@@ -303,3 +303,50 @@ def test_two_workers_sweep_a_torchrun_ddp_script_to_the_budget_with_pruning(
     assert pruned and all(t.params["lr"] == 1e-7 for t in pruned)
     assert all(max(t.intermediate_values) == 10 for t in pruned)
     assert all(step_lrs(url, trial_id_of(t)) for t in trials)  # curves from the output
+
+
+def test_an_hf_trainer_script_runs_at_every_step_the_lr_lr_sweeps_records(
+    tmp_path: Path,
+) -> None:
+    """``{hf_args}`` hands the Trainer its own scheduler flags for the trial's schedule."""
+    steps = 20
+    cfg = config(
+        tmp_path,
+        objective={
+            "command": f"python {Path(__file__).with_name('hf_trainer_script.py')} "
+            "--output_dir={checkpoint_dir} --max_steps={epochs} --eval_strategy=steps "
+            "--eval_steps=5 --per_device_train_batch_size=8 --save_strategy=no "
+            "--report_to=none --use_cpu --seed={seed} {hf_args}",
+        },
+        objective_args={},
+        direction="minimize",
+        budget={"trials": 3, "epochs": steps},
+        sampler={"name": "grid", "seed": 0},
+        space={
+            "lr": 0.05,
+            "schedule": {
+                "cosine": {"warmup_steps": 3, "min_lr": 1e-3},
+                "linear": {},
+                "polynomial": {"power": 2.0, "warmup_steps": 4},
+            },
+        },
+    )
+    url = launched(tmp_path, cfg)
+    worker = subprocess.run(
+        [*WORKER, "--storage", url], cwd=tmp_path, capture_output=True, text=True, timeout=300
+    )
+    assert worker.returncode == 0, worker.stdout + worker.stderr
+    trials = study_trials(url)
+    assert {t.state for t in trials} == {TrialState.COMPLETE}
+    for t in trials:
+        assert sorted(t.intermediate_values) == [5, 10, 15, 20]
+        family = t.params["schedule"]
+        params = {
+            k.split(".", 1)[1]: v
+            for k, v in t.user_attrs["sweeps:params"].items()
+            if k.startswith(f"{family}.")
+        }
+        schedule = schedules.for_run(family, lr=0.05, total_steps=steps, **params)
+        assert step_lrs(url, trial_id_of(t)) == {
+            it: pytest.approx(schedule.lr_at(it - 1), rel=1e-6) for it in range(1, steps + 1)
+        }
