@@ -350,3 +350,87 @@ def test_an_hf_trainer_script_runs_at_every_step_the_lr_lr_sweeps_records(
         assert step_lrs(url, trial_id_of(t)) == {
             it: pytest.approx(schedule.lr_at(it - 1), rel=1e-6) for it in range(1, steps + 1)
         }
+
+
+@pytest.mark.parametrize(
+    ("objective", "error"),
+    [
+        (
+            {"command": "no-such-trainer --lr={lr}"},
+            "objective.command: program 'no-such-trainer' is not on PATH (nor in this Python "
+            "environment's bin), or is not executable",
+        ),
+        (
+            {"command": "python train.py --lr={lr} --wd={weight_decay} --x={warmup}"},
+            "objective.command: {warmup} names no parameter; known: epochs, seed, trial, "
+            "checkpoint_dir, port, args, hf_args, ",
+        ),
+        (
+            {"command": "python train.py", "report": r"val loss (?P<loss>\S+)"},
+            "objective.report: needs a group (?P<value>...) for the metric; optional: step, "
+            "lr, loss, grad_norm",
+        ),
+        ({"command": "python train.py", "reprot": "x"}, "objective.reprot: unknown field"),
+        ({"command": "python train.py", "processes": 0}, "objective.processes: Input should be"),
+        ({"command": "{schedule} train.py"}, "objective.command: the program must be written"),
+        (
+            {"command": "python train.py {hf_args}"},
+            "space.schedule.step: {hf_args}: step: ",
+        ),
+    ],
+    ids=["program", "placeholder", "report", "unknown-key", "processes", "program-template", "hf"],
+)
+def test_a_bad_command_is_one_error_line(
+    tmp_path: Path, objective: dict[str, Any], error: str
+) -> None:
+    from sweeps.commands.common import load_checked_config
+    from sweeps.config import ConfigError
+
+    cfg = config(tmp_path, objective=objective, objective_args={}, direction="minimize")
+    with pytest.raises(ConfigError) as raised:
+        load_checked_config(str(cfg))
+    (line,) = raised.value.errors
+    assert line.startswith(error)
+
+
+def test_a_bad_command_exits_2_with_its_line_and_writes_nothing(tmp_path: Path) -> None:
+    cfg = config(tmp_path, objective={"command": "no-such-trainer {lr}"}, objective_args={})
+    launch = sweeps(
+        "launch", str(cfg), "--storage", f"sqlite:///{tmp_path / 's.db'}", cwd=tmp_path
+    )
+    assert launch.returncode == 2
+    assert launch.stderr.splitlines() == [
+        "error: objective.command: program 'no-such-trainer' is not on PATH (nor in this "
+        "Python environment's bin), or is not executable"
+    ]
+    assert not (tmp_path / "s.db").exists()
+
+
+def test_sweeps_runs_workers_and_their_commands_end_when_it_dies(tmp_path: Path) -> None:
+    """``sweeps run ... | head -5``, a closed terminal, a SIGKILL: its workers stop, handing
+    their trials back, and their commands end with them."""
+    pids = tmp_path / "pids"
+    cfg = command_config(
+        tmp_path,
+        f"--lr={{lr}} --steps={{epochs}} --out={{checkpoint_dir}} --sleep=0.2 --pids={pids}",
+        budget={"trials": 2, "epochs": 1000},
+    )
+    url = f"sqlite:///{tmp_path / 's.db'}"
+    run = subprocess.Popen(
+        [sys.executable, "-m", "sweeps", "run", str(cfg), "--storage", url, "--workers", "2"],
+        cwd=tmp_path,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    wait_until(lambda: pids.exists() and len(pids.read_text().splitlines()) == 2)
+    wait_until(lambda: all(len(t.intermediate_values) >= 1 for t in study_trials(url)))
+    run.kill()
+    run.wait()
+    started = [int(p) for p in pids.read_text().split()]
+    wait_until(lambda: not any(alive(p) for p in started), timeout=30)
+    logs = tmp_path / "s.db.artifacts/t/logs"
+    wait_until(
+        lambda: all("worker done" in (logs / f"worker-{i}.log").read_text() for i in (0, 1)),
+        timeout=30,
+    )
+    assert {t.state for t in study_trials(url)} == {TrialState.WAITING}
