@@ -25,6 +25,7 @@ import time
 import traceback
 from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any
 
 import optuna
 from optuna.trial import TrialState
@@ -96,16 +97,17 @@ class Worker:
         # The trials in training: a task's stacks, or a command's slots (one per share of
         # `gpus`); other objectives train one trial at a time.
         self.pool: objectives.Pool | objectives.CommandPool | None = None
+        # Parameters a trial has only as defaults the config never wrote, which a script
+        # never sees: not stored with its trials (nor passed by {args}).
+        self.hidden: set[str] = set()
         if isinstance(self.objective, objectives.Task):
             self.pool = objectives.Pool(self.objective)
         elif isinstance(self.objective, objectives.Command):
             shared = gpus if gpus is not None else visible_gpus(self.device)
             slots = gpu_slots(shared, self.objective.processes)
+            self.hidden = self.handle.space.unwritten()
             self.pool = objectives.CommandPool(
-                self.objective,
-                logs=artifacts / study / "logs",
-                slots=slots,
-                hidden=self.handle.space.unwritten(),
+                self.objective, logs=artifacts / study / "logs", slots=slots, hidden=self.hidden
             )
             self.stack = len(slots)
         elif self.stack > 1:
@@ -239,7 +241,7 @@ class Worker:
         first = first_attempt(trial)
         if self.checkpoints.path(first).exists():
             self.log(f"trial {trial.number} resumes from the checkpoint of trial {first}")
-        trial.set_user_attr(PARAMS, params)
+        trial.set_user_attr(PARAMS, self._shown(params))
         trial_id = trial_id_of(trial)
         trunk, branch, seed_of = None, None, first
         if self.branching is not None:
@@ -264,6 +266,9 @@ class Worker:
             trunk=trunk,
             branch=branch,
         )
+
+    def _shown(self, params: dict[str, Any]) -> dict[str, Any]:
+        return {k: v for k, v in params.items() if k not in self.hidden}
 
     def _train_one(self, run: objectives.Run) -> objectives.Outcome:
         assert not isinstance(self.objective, objectives.Command)  # a `CommandPool`'s
@@ -307,7 +312,7 @@ class Worker:
         self.publisher.trial_ended(
             trial,
             Curves.of_run(run),
-            f"trial {trial.number} {state.name}{shown} · {describe(run.params)}",
+            f"trial {trial.number} {state.name}{shown} · {describe(self._shown(run.params))}",
         )
         if state == TrialState.FAIL:
             failed = self.slots.fail(trial_id_of(trial), reason)
