@@ -418,13 +418,14 @@ def _command_errors(
 ) -> list[str]:
     """Placeholders that name no parameter of the space; families ``{hf_args}`` cannot
     express."""
-    items = command.items
     known = space.names() | {f"args.{name}" for name in objective_args}
-    try:
-        template.check(items, known)
-    except TemplateError as e:
-        return [f"objective.command: {e}"]
-    if template.HF_ARGS not in template.placeholders(items):
+    for field in ("command", "resume"):
+        value = getattr(command, field)
+        try:
+            template.check(template.split(value) if value else [], known)
+        except TemplateError as e:
+            return [f"objective.{field}: {e}"]
+    if template.HF_ARGS not in template.placeholders(command.items):
         return []
     from objectives.command.hf import why_not
 

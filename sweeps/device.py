@@ -63,6 +63,9 @@ def cuda_device_count(device: str) -> int:
     return torch.cuda.device_count()
 
 
+NOT_A_COMMAND = (
+    "--gpus: for command trials (objective: {command: ...}); a task or function uses --device"
+)
 GPU_LIST = re.compile(r"[\w-]+(,[\w-]+)*")
 
 
@@ -76,7 +79,10 @@ def parse_gpus(option: str) -> list[str]:
         raise UsageError(
             f"--gpus: must be GPU indices separated by commas (0,1,2,3), got {option!r}"
         )
-    return option.split(",")
+    gpus = option.split(",")
+    if len(set(gpus)) < len(gpus):
+        raise UsageError(f"--gpus: names a GPU twice, got {option!r}")
+    return gpus
 
 
 def visible_gpus(device: str) -> list[str]:
@@ -116,8 +122,19 @@ def gpu_slots(gpus: list[str] | None, processes: int) -> list[dict[str, str]]:
     ]
 
 
-def split_gpus(gpus: list[str], workers: int) -> list[list[str]]:
-    """Each of ``workers`` local workers' share of ``gpus``: contiguous, as even as can be."""
-    share, extra = divmod(len(gpus), workers)
-    starts = [i * share + min(i, extra) for i in range(workers + 1)]
+def split_gpus(gpus: list[str], workers: int, processes: int) -> list[list[str]]:
+    """Each of ``workers`` local workers' share of ``gpus``: whole trials' worth
+    (``processes`` GPUs each), as even as can be.
+
+    Raises:
+        UsageError: fewer trials' worth of GPUs than workers.
+    """
+    slots = len(gpus) // processes
+    if slots < workers:
+        raise UsageError(
+            f"--gpus: {len(gpus)} GPU(s) make {slots} trial(s) of objective.processes="
+            f"{processes}, fewer than --workers {workers}; run fewer workers"
+        )
+    share, extra = divmod(slots, workers)
+    starts = [(i * share + min(i, extra)) * processes for i in range(workers + 1)]
     return [gpus[starts[i] : starts[i + 1]] for i in range(workers)]

@@ -36,7 +36,8 @@ from storage.base import Failure, Heartbeat, first_attempt
 from storage.optuna_internals import trial_id_of
 from sweeps.batch_ask import ask_batch, room
 from sweeps.branches import BRANCHED_AT, Branching
-from sweeps.device import gpu_slots, resolve_device, visible_gpus
+from sweeps.device import NOT_A_COMMAND, gpu_slots, resolve_device, visible_gpus
+from sweeps.errors import UsageError
 from sweeps.failures import FailureWatch
 from sweeps.results.artifact_store import ArtifactStore, artifact_store
 from sweeps.results.curves import Curves
@@ -110,6 +111,8 @@ class Worker:
                 self.objective, logs=artifacts / study / "logs", slots=slots, hidden=self.hidden
             )
             self.stack = len(slots)
+        elif gpus is not None:
+            raise UsageError(NOT_A_COMMAND)
         elif self.stack > 1:
             log(
                 f"{objectives.cannot_stack(self.config.objective_spec)}; "
@@ -166,6 +169,8 @@ class Worker:
                     "sweeps run CONFIG --resume (or sweeps launch CONFIG --resume, then "
                     "workers): its failures so far will not count"
                 )
+                if isinstance(self.pool, objectives.CommandPool):
+                    self._end_commands()
                 self._hand_back_all()
                 self.publisher.refresh(final=True)
                 return 1
@@ -198,6 +203,13 @@ class Worker:
                 self.log("waiting for the other workers' running trials to finish")
                 waiting_said = True
             self._stopping.wait(min(beat.interval, WAIT_SECONDS))
+
+    def _end_commands(self) -> None:
+        """End the running commands (each after its grace period) and hand their trials
+        back, before the worker returns."""
+        self._stopping.set()
+        while self.pool:
+            self.train([])
 
     def _claim(self, caps: Iterator[int | None]) -> int | None:
         """Take a trial, its claim capped by the next of ``caps`` (`BaseTrialSlots.claim`)."""

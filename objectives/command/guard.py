@@ -30,6 +30,8 @@ import time
 
 PR_SET_CHILD_SUBREAPER = 36
 POLL = 0.05  # seconds between looks while processes are given time to exit
+# SIGKILL rounds before giving up on a process that cannot die (stuck in a driver call).
+KILL_TRIES = 100
 
 
 def main(argv: list[str]) -> int:
@@ -57,10 +59,10 @@ def main(argv: list[str]) -> int:
         ending = wake_r in ready or (lifeline in ready and not os.read(lifeline, 4096))
     if ending:
         end_descendants(grace)
-        child.wait()
     else:  # the command ended: end what it left behind (an orphaned rank, a daemon)
         end_descendants(min(grace, 2.0))
-    code = child.returncode
+    status = _statuses.get(child.pid)
+    code = os.waitstatus_to_exitcode(status) if status is not None else child.wait()
     return 128 - code if code < 0 else code
 
 
@@ -86,7 +88,9 @@ def end_descendants(grace: float) -> None:
     deadline = time.monotonic() + grace
     while _reap() and time.monotonic() < deadline:
         time.sleep(POLL)
-    while _signal_all(signal.SIGKILL):  # until none is left (one may fork while we look)
+    for _ in range(KILL_TRIES):  # until none is left (one may fork while we look)
+        if not _signal_all(signal.SIGKILL):
+            break
         time.sleep(POLL)
         _reap()
     _reap()
@@ -102,15 +106,20 @@ def _signal_all(signum: int) -> int:
     return len(alive)
 
 
+# How each child reaped here ended: the command's own status is its exit code.
+_statuses: dict[int, int] = {}
+
+
 def _reap() -> bool:
     """Reap exited children; True while any descendant is still alive."""
     while True:
         try:
-            pid, _ = os.waitpid(-1, os.WNOHANG)
+            pid, status = os.waitpid(-1, os.WNOHANG)
         except ChildProcessError:
             break
         if pid == 0:
             break
+        _statuses[pid] = status
     return bool(descendants(os.getpid()))
 
 

@@ -12,7 +12,8 @@ import os
 import select
 import subprocess
 import sys
-from collections.abc import Iterator, Mapping, Sequence
+import time
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from pathlib import Path
 
 GUARD = Path(__file__).with_name("guard.py")
@@ -46,6 +47,9 @@ class CommandProcess:
                 # ends the trial itself (`end`), after the grace period.
                 start_new_session=True,
             )
+        except BaseException:
+            os.close(self._lifeline)
+            raise
         finally:
             os.close(lifeline)
         assert self.proc.stdout is not None
@@ -88,12 +92,19 @@ class CommandProcess:
         self._close()
         return code
 
-    def end(self) -> None:
+    def end(self, on_line: Callable[[str], object] = lambda _: None) -> None:
         """End every process of the command (SIGTERM, the grace period, SIGKILL) and wait
-        for that to be done."""
+        for that to be done; what it prints meanwhile (a checkpoint's last words) goes to
+        ``on_line``, so that a full pipe never blocks it."""
         self._close_lifeline()
+        deadline = time.monotonic() + self.grace + GUARD_SLACK
+        for line in self.lines(poll=0.1):
+            if line is not None:
+                on_line(line)
+            if time.monotonic() > deadline:
+                break
         try:
-            self.proc.wait(self.grace + GUARD_SLACK)
+            self.proc.wait(max(0.0, deadline - time.monotonic()))
         except subprocess.TimeoutExpired:  # the guard itself hangs: its group goes at once
             os.killpg(self.proc.pid, 9)
             self.proc.wait()

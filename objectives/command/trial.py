@@ -27,7 +27,7 @@ from objectives.command.template import ARGS, HF_ARGS
 from objectives.run import Run
 
 # The worker's own settings, which a trial's command has no business seeing (a password).
-PRIVATE_ENV = ("SWEEPS_STORAGE", "SWEEPS_STORAGE_FILE", "SWEEPS_WORKER_INDEX")
+PRIVATE_ENV = ("SWEEPS_STORAGE", "SWEEPS_STORAGE_FILE", "SWEEPS_WORKER_INDEX", "SWEEPS_LIFELINE")
 
 
 class CommandFailed(Exception):
@@ -91,8 +91,10 @@ class Command:
             process = CommandProcess(argv, env=self.environment(run, env), grace=self.grace_period)
             try:
                 last, code, why = self._follow(run, process, out)
+                if not run.trained_all_epochs:
+                    run.check_stopping()  # it exited on the same signal: not a result
             except BaseException:
-                process.end()
+                process.end(lambda line: out.write(line + "\n"))
                 raise
         where = f"{LOG_NOTE}{log})"
         if code:
@@ -112,10 +114,10 @@ class Command:
         its error line)."""
         why = ErrorLine()
         have = {point["epoch"] for point in run.reported}  # steps stored by an earlier attempt
-        count, last = 0, None
+        last = None
         for line in process.lines():
-            if line is None:  # silence: see whether the worker stops
-                run.check_stopping()
+            run.check_stopping()
+            if line is None:  # silence
                 continue
             out.write(line + "\n")
             why.see(line)
@@ -128,8 +130,8 @@ class Command:
                 )
             if reading.value is None:
                 continue
-            count += 1
-            step = count if reading.step is None else reading.step
+            # Without a step, the count of values so far, across attempts.
+            step = max(have, default=0) + 1 if reading.step is None else reading.step
             last = reading.value
             if step in have:
                 continue

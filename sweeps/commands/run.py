@@ -130,26 +130,17 @@ def command_gpus(
         UsageError: a worker's share is smaller than one trial takes.
     """
     from sweeps.config import CommandObjective
-    from sweeps.device import gpu_slots, parse_gpus, split_gpus, visible_gpus
+    from sweeps.device import NOT_A_COMMAND, parse_gpus, split_gpus, visible_gpus
     from sweeps.errors import UsageError
 
     if not isinstance(config.objective, CommandObjective):
-        if args.gpus:
-            raise UsageError("--gpus: for command trials; a task or function uses --device")
+        if args.gpus is not None:
+            raise UsageError(NOT_A_COMMAND)
         return None
-    gpus = parse_gpus(args.gpus) if args.gpus else visible_gpus(device)
+    gpus = parse_gpus(args.gpus) if args.gpus is not None else visible_gpus(device)
     if not gpus:
         return None
-    shares = split_gpus(gpus, args.workers)
-    processes = config.objective.processes
-    if len(shares[-1]) < processes:
-        raise UsageError(
-            f"--gpus: {len(gpus)} GPU(s) for {args.workers} workers leave a worker fewer than "
-            f"objective.processes={processes}; run fewer workers"
-        )
-    for share in shares:
-        gpu_slots(share, processes)
-    return shares
+    return split_gpus(gpus, args.workers, config.objective.processes)
 
 
 def worker_command(

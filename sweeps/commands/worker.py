@@ -65,7 +65,7 @@ def run(args: argparse.Namespace) -> int:
         else:
             print(line, flush=True)
 
-    gpus = parse_gpus(args.gpus) if args.gpus else None
+    gpus = parse_gpus(args.gpus) if args.gpus is not None else None
     log_storage_retries(log)  # from the first call: a worker may start before its database
     db = open_database(args, wait=True)
     worker = Worker(
@@ -129,7 +129,7 @@ def stop_on_signals(worker: Worker, *, log: Callable[[str], None]) -> None:
 def stop_with_parent(worker: Worker, *, log: Callable[[str], None]) -> None:
     """A worker of `sweeps run` stops as on SIGTERM when `sweeps run` is gone, however it
     ended (killed, or its output piped into ``head``): its lifeline pipe closes."""
-    fd = os.environ.get(LIFELINE_ENV)
+    fd = os.environ.pop(LIFELINE_ENV, None)  # nothing this worker starts inherits it
     if not fd:
         return
 

@@ -105,6 +105,15 @@ def test_a_sigkilled_workers_command_processes_all_end(tmp_path: Path) -> None:
     wait_until(lambda: not [pid for pid in everyone if alive(pid)], timeout=10)
 
 
+def test_a_guard_told_to_stop_exits_with_its_commands_signal(tmp_path: Path) -> None:
+    """SIGTERM to the worker's whole group (a scheduler's stop) reaches the guard too: the
+    command it ends is no success."""
+    process, pids = launch(tmp_path)
+    process.proc.send_signal(signal.SIGTERM)
+    assert process.wait() == 128 + signal.SIGTERM
+    assert not [pid for pid in family(pids) if alive(pid)]
+
+
 def test_the_commands_output_and_exit_code_come_through(tmp_path: Path) -> None:
     process = CommandProcess(
         ["sh", "-c", "echo one; echo two >&2; printf three; exit 3"], env=os.environ, grace=1

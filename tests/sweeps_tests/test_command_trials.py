@@ -217,6 +217,21 @@ def test_a_worker_with_gpus_runs_a_trial_per_share_at_once(tmp_path: Path) -> No
     assert placed[0]["port"] != placed[1]["port"]
 
 
+def test_gpus_are_shared_out_in_whole_trials() -> None:
+    from sweeps.device import gpu_slots, parse_gpus, split_gpus
+    from sweeps.errors import UsageError
+
+    gpus = parse_gpus("0,1,2,3,4,5,6,7")
+    assert split_gpus(gpus, 3, 2) == [["0", "1", "2", "3"], ["4", "5"], ["6", "7"]]
+    assert gpu_slots(["4", "5", "6"], 2) == [{"CUDA_VISIBLE_DEVICES": "4,5"}]
+    assert gpu_slots([], 2) == [{}]  # no GPUs: one trial at a time, environment unchanged
+    with pytest.raises(UsageError, match="fewer than --workers 3"):
+        split_gpus(gpus[:5], 3, 2)
+    for bad in ("0,0", "", "0;1", "0,"):
+        with pytest.raises(UsageError, match="^--gpus: "):
+            parse_gpus(bad)
+
+
 def test_a_script_applying_the_environments_schedule_runs_its_lr_exactly(
     tmp_path: Path,
 ) -> None:
