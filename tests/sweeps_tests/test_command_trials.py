@@ -64,6 +64,34 @@ def step_lrs(url: str, trial_id: int) -> dict[int, float]:
     return {int(step): float(lr) for step, lr in rows}
 
 
+def assert_lrs_are_the_schedules(url: str, *, lr: float, steps: int, rel: float) -> None:
+    """Every trial COMPLETE, and the lr stored for its step t (from its output) is its
+    schedule's ``lr_at(t - 1)`` over a run of ``steps``."""
+    trials = study_trials(url)
+    assert {t.state for t in trials} == {TrialState.COMPLETE}
+    for t in trials:
+        family = t.params["schedule"]
+        params = {
+            k.split(".", 1)[1]: v
+            for k, v in t.user_attrs["sweeps:params"].items()
+            if k.startswith(f"{family}.")
+        }
+        schedule = schedules.for_run(family, lr=lr, total_steps=steps, **params)
+        assert step_lrs(url, trial_id_of(t)) == {
+            it: pytest.approx(schedule.lr_at(it - 1), rel=rel) for it in range(1, steps + 1)
+        }
+
+
+def run_worker(tmp_path: Path, url: str, *options: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [*WORKER, "--storage", url, *options],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+
+
 def test_a_command_sweep_reads_exponents_and_prunes_a_nan(tmp_path: Path) -> None:
     """One trial per --mode (grid): lines with exponents, then with a NaN."""
     cfg = command_config(
@@ -75,9 +103,7 @@ def test_a_command_sweep_reads_exponents_and_prunes_a_nan(tmp_path: Path) -> Non
         space={"lr": 1.0e-5, "schedule": {"constant": {}}, "args": {"mode": ["ok", "nan"]}},
     )
     url = launched(tmp_path, cfg)
-    worker = subprocess.run(
-        [*WORKER, "--storage", url], cwd=tmp_path, capture_output=True, text=True, timeout=300
-    )
+    worker = run_worker(tmp_path, url)
     assert worker.returncode == 0, worker.stdout + worker.stderr
     by_mode = {t.params["args.mode"]: t for t in study_trials(url)}
     text, nan = by_mode["ok"], by_mode["nan"]
@@ -106,9 +132,7 @@ def test_a_command_that_prints_no_value_fails_naming_what_it_waited_for(tmp_path
         budget={"trials": 1, "epochs": 2, "retries": 0, "max_failures": 1},
     )
     url = launched(tmp_path, cfg)
-    worker = subprocess.run(
-        [*WORKER, "--storage", url], cwd=tmp_path, capture_output=True, text=True, timeout=300
-    )
+    worker = run_worker(tmp_path, url)
     assert worker.returncode == 1
     (failed,) = study_trials(url)
     reason = failed.user_attrs["sweeps:reason"]
@@ -128,9 +152,7 @@ def test_the_same_error_in_every_trial_stops_the_study_with_one_reason(tmp_path:
         budget={"trials": 8, "epochs": 3, "retries": 0},
     )
     url = launched(tmp_path, cfg)
-    worker = subprocess.run(
-        [*WORKER, "--storage", url], cwd=tmp_path, capture_output=True, text=True, timeout=300
-    )
+    worker = run_worker(tmp_path, url)
     assert worker.returncode == 1, worker.stdout + worker.stderr
     failed = study_trials(url)
     assert [t.state for t in failed] == [TrialState.FAIL] * 3
@@ -204,13 +226,7 @@ def test_a_worker_with_gpus_runs_a_trial_per_share_at_once(tmp_path: Path) -> No
         sampler={"name": "random", "seed": 0},
     )
     url = launched(tmp_path, cfg)
-    worker = subprocess.run(
-        [*WORKER, "--storage", url, "--gpus", "0,1,2,3,4"],
-        cwd=tmp_path,
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
+    worker = run_worker(tmp_path, url, "--gpus", "0,1,2,3,4")
     assert worker.returncode == 0, worker.stdout + worker.stderr
     placed = [json.loads(p.read_text()) for p in seen.iterdir()]
     assert sorted(p["gpus"] for p in placed) == ["0,1", "2,3"]
@@ -268,23 +284,9 @@ def test_a_script_applying_the_environments_schedule_runs_its_lr_exactly(
         },
     )
     url = launched(tmp_path, cfg)
-    worker = subprocess.run(
-        [*WORKER, "--storage", url], cwd=tmp_path, capture_output=True, text=True, timeout=300
-    )
+    worker = run_worker(tmp_path, url)
     assert worker.returncode == 0, worker.stdout + worker.stderr
-    trials = study_trials(url)
-    assert {t.state for t in trials} == {TrialState.COMPLETE}
-    for t in trials:
-        family = t.params["schedule"]
-        params = {
-            k.split(".", 1)[1]: v
-            for k, v in t.user_attrs["sweeps:params"].items()
-            if k.startswith(f"{family}.")
-        }
-        schedule = schedules.for_run(family, lr=0.003, total_steps=steps, **params)
-        assert step_lrs(url, trial_id_of(t)) == {
-            it: pytest.approx(schedule.lr_at(it - 1), rel=1e-12) for it in range(1, steps + 1)
-        }
+    assert_lrs_are_the_schedules(url, lr=0.003, steps=steps, rel=1e-12)
 
 
 def test_two_workers_sweep_a_torchrun_ddp_script_to_the_budget_with_pruning(
@@ -366,24 +368,10 @@ def test_an_hf_trainer_script_runs_at_every_step_the_lr_lr_sweeps_records(
         },
     )
     url = launched(tmp_path, cfg)
-    worker = subprocess.run(
-        [*WORKER, "--storage", url], cwd=tmp_path, capture_output=True, text=True, timeout=300
-    )
+    worker = run_worker(tmp_path, url)
     assert worker.returncode == 0, worker.stdout + worker.stderr
-    trials = study_trials(url)
-    assert {t.state for t in trials} == {TrialState.COMPLETE}
-    for t in trials:
-        assert sorted(t.intermediate_values) == [5, 10, 15, 20]
-        family = t.params["schedule"]
-        params = {
-            k.split(".", 1)[1]: v
-            for k, v in t.user_attrs["sweeps:params"].items()
-            if k.startswith(f"{family}.")
-        }
-        schedule = schedules.for_run(family, lr=0.05, total_steps=steps, **params)
-        assert step_lrs(url, trial_id_of(t)) == {
-            it: pytest.approx(schedule.lr_at(it - 1), rel=1e-6) for it in range(1, steps + 1)
-        }
+    assert_lrs_are_the_schedules(url, lr=0.05, steps=steps, rel=1e-6)
+    assert all(sorted(t.intermediate_values) == [5, 10, 15, 20] for t in study_trials(url))
 
 
 @pytest.mark.parametrize(
