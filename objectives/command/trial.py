@@ -57,10 +57,6 @@ class Command:
         self.processes = processes
         self.grace_period = grace_period
 
-    @property
-    def name(self) -> str:
-        return " ".join(self.items)
-
     def __call__(
         self,
         run: Run,

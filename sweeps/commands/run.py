@@ -127,7 +127,8 @@ def command_gpus(
     run on CUDA; None otherwise.
 
     Raises:
-        UsageError: a worker's share is smaller than one trial takes.
+        UsageError: ``--gpus`` for another objective, or fewer whole trials' worth of GPUs
+            than workers.
     """
     from sweeps.config import CommandObjective
     from sweeps.device import NOT_A_COMMAND, parse_gpus, split_gpus, visible_gpus
