@@ -97,6 +97,15 @@ class CommandObjective(_Strict):
         10.0, gt=0, le=3600, description="seconds between SIGTERM and SIGKILL when a trial ends"
     )
 
+    @field_validator("command", "resume", mode="before")
+    @classmethod
+    def _string_or_list(cls, value: Any) -> Any:
+        if not (isinstance(value, str) or value is None or isinstance(value, list)) or (
+            isinstance(value, list) and not all(isinstance(item, str) for item in value)
+        ):
+            raise ValueError(f"must be a string or a list of strings, got {value!r}")
+        return value
+
     @field_validator("command", "resume")
     @classmethod
     def _splits(cls, value: str | list[str] | None) -> str | list[str] | None:
@@ -128,7 +137,7 @@ def _objective_kind(value: Any) -> str:
 
 
 Objective = Annotated[
-    Annotated[str, Tag("name")] | Annotated[CommandObjective, Tag("command")],
+    Annotated[str, Field(min_length=1), Tag("name")] | Annotated[CommandObjective, Tag("command")],
     Discriminator(_objective_kind),
 ]
 

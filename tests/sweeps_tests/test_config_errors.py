@@ -315,6 +315,8 @@ CASES = [
     changed("budget.trials", "ten", launch=True),
     changed("study", ["a", "b"]),
     changed("space.schedule.step", 5),
+    changed("objective", ""),
+    changed("objective", {"command": ["python", 3]}, "objective.command"),
     changed(
         "budget.trials",
         True,
