@@ -10,10 +10,10 @@ arguments and result travel as JSON. A call that cannot reach the proxy is retri
 database calls are (`storage.resilience`); a retried claim carries the same token, so a lost
 acknowledgement never takes two trials.
 
-Whoever reaches the proxy may change any study, its objective included, and so choose the code
-the workers run: a proxy given a token (``$SWEEPS_PROXY_TOKEN``) refuses every call that does
-not carry it (``authorization: Bearer TOKEN`` in the call's metadata) with UNAUTHENTICATED,
-which is never retried.
+Whoever reaches the proxy may change any study, its objective included, and so choose the
+code the workers run: a proxy given a token (``$SWEEPS_PROXY_TOKEN``) refuses every call
+that does not carry it (``authorization: Bearer TOKEN`` in the call's metadata) with
+UNAUTHENTICATED, which is never retried.
 """
 
 from __future__ import annotations
@@ -49,7 +49,6 @@ SERVICE = "lr_sweeps.Storage"
 CALL = f"/{SERVICE}/Call"
 _STEP_COLUMNS = ("step", "lr", "train_loss", "grad_norm")
 _EPOCH_COLUMNS = ("epoch", "value", "val_loss")
-TOKEN_ENV = "SWEEPS_PROXY_TOKEN"
 _TOKEN_KEY = "authorization"  # gRPC metadata keys are lower case
 
 

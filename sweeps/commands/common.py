@@ -57,28 +57,29 @@ def add_proxy_token_argument(parser: argparse.ArgumentParser, what: str) -> None
     )
 
 
-def proxy_token(args: argparse.Namespace) -> str | None:
+def proxy_token(args: argparse.Namespace, *, min_length: int = 1) -> str | None:
     """The storage proxy's token: ``--proxy-token-file``'s content, else
     ``$SWEEPS_PROXY_TOKEN``, else None. It travels in gRPC metadata: printable ASCII.
 
     Raises:
-        UsageError: the file cannot be read, or the token has other characters.
+        UsageError: the file cannot be read, or the token is shorter than ``min_length`` or
+            has other characters.
     """
     import os
 
-    from storage.remote import TOKEN_ENV
+    from storage import PROXY_TOKEN_ENV
 
     if args.proxy_token_file:
         option = "--proxy-token-file"
         token = read_file(option, args.proxy_token_file)
-    elif os.environ.get(TOKEN_ENV, "").strip():  # empty: unset, as $SWEEPS_STORAGE
-        option, token = f"${TOKEN_ENV}", os.environ[TOKEN_ENV].strip()
+    elif os.environ.get(PROXY_TOKEN_ENV, "").strip():  # empty: unset, as $SWEEPS_STORAGE
+        option, token = f"${PROXY_TOKEN_ENV}", os.environ[PROXY_TOKEN_ENV].strip()
     else:
         return None
-    if not token or not all("!" <= c <= "~" for c in token):
+    if len(token) < min_length or not all("!" <= c <= "~" for c in token):
         raise UsageError(
-            f"{option}: the token must be printable ASCII without spaces, e.g. the output of "
-            "'openssl rand -hex 32'"
+            f"{option}: the token must be {min_length} or more printable ASCII characters "
+            "without spaces, e.g. the output of 'openssl rand -hex 32'"
         )
     return token
 

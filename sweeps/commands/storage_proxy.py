@@ -50,12 +50,7 @@ def run(args: argparse.Namespace) -> int:
         raise UsageError(f"--port: must be an integer in [1, 65535], got {args.port}")
     if args.threads < 1:
         raise UsageError(f"--threads: must be an integer >= 1, got {args.threads}")
-    token = proxy_token(args)
-    if token is not None and len(token) < MIN_TOKEN_LENGTH:
-        raise UsageError(
-            f"--proxy-token-file: the token must have {MIN_TOKEN_LENGTH} characters or more, "
-            "e.g. the output of 'openssl rand -hex 32'"
-        )
+    token = proxy_token(args, min_length=MIN_TOKEN_LENGTH)
     if token is None and not _loopback(args.host):
         if not args.trusted_network:
             raise UsageError(
