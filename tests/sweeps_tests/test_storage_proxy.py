@@ -219,6 +219,7 @@ def test_a_proxy_for_other_machines_without_a_token_warns_when_trusted(tmp_path:
     warning, error = result.stderr.splitlines()  # the address is not ours: refused after
     assert warning.startswith("warning: --trusted-network: serving 192.0.2.1:13000 without")
     assert error.startswith("error: ") and result.returncode == 2
+    assert not list(tmp_path.iterdir())
 
 
 @pytest.mark.filterwarnings("ignore::optuna.exceptions.ExperimentalWarning")
