@@ -15,28 +15,30 @@ from storage._url import (
     DEFAULT_URL,
     ENV_VAR,
     PROXY_SCHEME,
+    PROXY_TOKEN_ENV,
     StorageURLError,
     is_redis,
     mask_url,
     resolve_url,
 )
-from storage.base import BaseDatabase, StorageError, TrialReport
+from storage.base import BaseDatabase, CredentialsRefused, StorageError, TrialReport
 from storage.checkpoints import CheckpointStore
 from storage.database import Database, first_line, one_line
 
 
-def open_database(url: str, *, wait: bool = False) -> BaseDatabase:
-    """The backend for ``url``: a storage proxy's client for ``grpc://``, Redis for
-    ``redis://``, else SQL (`Database`). With ``wait`` (a worker, which may start before its
-    database or proxy), an unreachable one is waited for as every call is retried
-    (`storage.resilience`); without it, an unreachable database or Redis raises
-    `StorageError` at once (a proxy's client connects on its first call, which retries)."""
+def open_database(url: str, *, wait: bool = False, token: str | None = None) -> BaseDatabase:
+    """The backend for ``url``: a storage proxy's client for ``grpc://`` (sending ``token``
+    with every call), Redis for ``redis://``, else SQL (`Database`). With ``wait`` (a worker,
+    which may start before its database or proxy), an unreachable one is waited for as every
+    call is retried (`storage.resilience`), and a proxy that refuses the token raises
+    `CredentialsRefused`; without it, an unreachable database or Redis raises `StorageError`
+    at once (a proxy's client connects on its first call, which retries)."""
     from storage.resilience import retry_seconds, retrying
 
     if url.startswith(PROXY_SCHEME):
         from storage.remote import RemoteDatabase  # grpc is imported only for a proxy
 
-        remote = RemoteDatabase(url)
+        remote = RemoteDatabase(url, token=token)
         if wait:
             try:
                 remote.wait_ready(retry_seconds())
@@ -59,7 +61,9 @@ __all__ = [
     "DEFAULT_URL",
     "ENV_VAR",
     "PROXY_SCHEME",
+    "PROXY_TOKEN_ENV",
     "CheckpointStore",
+    "CredentialsRefused",
     "Database",
     "StorageError",
     "StorageURLError",

@@ -17,6 +17,7 @@ class StorageURLError(ValueError):
 
 
 PROXY_SCHEME = "grpc://"  # a `sweeps storage-proxy`, for workers (`storage.remote`)
+PROXY_TOKEN_ENV = "SWEEPS_PROXY_TOKEN"  # the token it requires on every call
 
 
 def resolve_url(given: str | None = None, *, proxy: bool = False) -> str:

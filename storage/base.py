@@ -61,6 +61,14 @@ class StorageError(RuntimeError):
     """A storage operation failed; the message never contains a password."""
 
 
+class CredentialsRefused(StorageError):
+    """A storage proxy refused this client's token (`storage.remote`); ``reason`` says why."""
+
+    def __init__(self, url: str, reason: str) -> None:
+        super().__init__(f"storage {url}: the storage proxy refused the credentials ({reason})")
+        self.reason = reason
+
+
 class TrialReport(NamedTuple):
     """One trial's report after one epoch, with the step curve points logged since its last."""
 

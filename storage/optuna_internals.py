@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import tempfile
 import warnings
+from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -159,6 +160,34 @@ def add_optuna_proxy(server: grpc.Server, storage: optuna.storages.BaseStorage) 
     add_StorageServiceServicer_to_server(OptunaStorageProxyService(storage), server)  # type: ignore[no-untyped-call]
 
 
+def optuna_proxy_client(
+    host: str, port: int, interceptors: Sequence[grpc.UnaryUnaryClientInterceptor]
+) -> optuna.storages.GrpcStorageProxy:
+    """Optuna's ``GrpcStorageProxy`` for ``host:port``, its calls made through
+    ``interceptors`` (which add the proxy's token): it takes no channel of ours, so this
+    replaces the one its ``_setup`` opens."""
+    return _InterceptedProxy(host=host, port=port, interceptors=interceptors)
+
+
+class _InterceptedProxy(optuna.storages.GrpcStorageProxy):
+    def __init__(
+        self, *, host: str, port: int, interceptors: Sequence[grpc.UnaryUnaryClientInterceptor]
+    ) -> None:
+        self._interceptors = list(interceptors)
+        super().__init__(host=host, port=port)
+
+    def _setup(self) -> None:  # also run when unpickled
+        import grpc
+        from optuna.storages._grpc.auto_generated.api_pb2_grpc import StorageServiceStub
+        from optuna.storages._grpc.client import GrpcClientCache
+
+        super()._setup()
+        if self._interceptors:
+            self._channel = grpc.intercept_channel(self._channel, *self._interceptors)
+            self._stub = StorageServiceStub(self._channel)  # type: ignore[no-untyped-call]
+            self._cache = GrpcClientCache(self._stub)
+
+
 # The check --------------------------------------------------------------------------------
 
 
@@ -244,3 +273,14 @@ def _check_grpc() -> None:
         _step("optuna.storages._grpc", add_optuna_proxy, server, optuna.storages.InMemoryStorage())
     finally:
         server.stop(grace=None)
+
+    class PassThrough(grpc.UnaryUnaryClientInterceptor):
+        def intercept_unary_unary(self, continuation: Any, details: Any, request: Any) -> Any:
+            return continuation(details, request)
+
+    with warnings.catch_warnings():  # experimental in Optuna
+        warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+        client = _step(  # connects on use
+            "GrpcStorageProxy._setup", optuna_proxy_client, "127.0.0.1", 1, [PassThrough()]
+        )
+    client.close()

@@ -9,15 +9,22 @@ as its Optuna storage, and each `BaseDatabase`/`BaseTrialSlots` method as one ca
 arguments and result travel as JSON. A call that cannot reach the proxy is retried as
 database calls are (`storage.resilience`); a retried claim carries the same token, so a lost
 acknowledgement never takes two trials.
+
+Whoever reaches the proxy may change any study, its objective included, and so choose the
+code the workers run: a proxy given a token (``$SWEEPS_PROXY_TOKEN``) refuses every call
+that does not carry it (``authorization: Bearer TOKEN`` in the call's metadata) with
+UNAUTHENTICATED, which is never retried.
 """
 
 from __future__ import annotations
 
+import hmac
 import json
 import uuid
 import warnings
 from collections.abc import Callable, Iterable, Sequence
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
 from typing import Any
 
 import grpc
@@ -25,9 +32,16 @@ import optuna
 from optuna.trial import TrialState
 
 from storage._url import proxy_address
-from storage.base import BaseDatabase, BaseTrialSlots, Failure, StorageError, TrialReport
+from storage.base import (
+    BaseDatabase,
+    BaseTrialSlots,
+    CredentialsRefused,
+    Failure,
+    StorageError,
+    TrialReport,
+)
 from storage.database import one_line
-from storage.optuna_internals import add_optuna_proxy
+from storage.optuna_internals import add_optuna_proxy, optuna_proxy_client
 from storage.resilience import RetryingStorage, is_transient, retrying
 from storage.tables import EpochPoint, StepPoint
 
@@ -35,6 +49,7 @@ SERVICE = "lr_sweeps.Storage"
 CALL = f"/{SERVICE}/Call"
 _STEP_COLUMNS = ("step", "lr", "train_loss", "grad_norm")
 _EPOCH_COLUMNS = ("epoch", "value", "val_loss")
+_TOKEN_KEY = "authorization"  # gRPC metadata keys are lower case
 
 
 # The proxy's side ------------------------------------------------------------------------
@@ -71,11 +86,41 @@ HANDLERS: dict[str, _Handler] = {
     "beat": lambda db, a: _slots(db, a).beat(**a),
     "reap_stale": lambda db, a: [_failure(f) for f in _slots(db, a).reap_stale(**a)],
     "counts": lambda db, a: {state.name: n for state, n in _slots(db, a).counts().items()},
+    "hello": lambda db, a: None,  # a worker's first call: its token is checked before it starts
 }
 
 
-def serve(db: BaseDatabase, host: str, port: int, *, threads: int = 32) -> grpc.Server:
-    """A started server for ``db``: Optuna's storage proxy and our calls, on ``host:port``."""
+class _TokenCheck(grpc.ServerInterceptor):
+    """Refuses, before it runs, every call that does not carry the proxy's token."""
+
+    def __init__(self, token: str) -> None:
+        self._expected = _bearer(token).encode()
+
+    def intercept_service(
+        self,
+        continuation: Callable[[grpc.HandlerCallDetails], grpc.RpcMethodHandler[Any, Any] | None],
+        handler_call_details: grpc.HandlerCallDetails,
+    ) -> grpc.RpcMethodHandler[Any, Any] | None:
+        given = dict(handler_call_details.invocation_metadata).get(_TOKEN_KEY)
+        if isinstance(given, str) and hmac.compare_digest(given.encode(), self._expected):
+            return continuation(handler_call_details)
+        why = "no token given" if given is None else "wrong token"
+
+        def refuse(request: bytes, context: grpc.ServicerContext) -> None:
+            context.abort(grpc.StatusCode.UNAUTHENTICATED, why)
+
+        return grpc.unary_unary_rpc_method_handler(refuse)  # every call served is unary
+
+
+def _bearer(token: str) -> str:
+    return f"Bearer {token}"
+
+
+def serve(
+    db: BaseDatabase, host: str, port: int, *, threads: int = 32, token: str | None = None
+) -> grpc.Server:
+    """A started server for ``db``: Optuna's storage proxy and our calls, on ``host:port``;
+    with ``token``, only for calls that carry it."""
 
     def call(request: dict[str, Any], context: grpc.ServicerContext) -> Any:
         handler = HANDLERS.get(request.get("call", ""))
@@ -90,7 +135,9 @@ def serve(db: BaseDatabase, host: str, port: int, *, threads: int = 32) -> grpc.
     # Optuna's `make_server`, but with the port ours alone: by default gRPC shares it, and a
     # second proxy started on the same port would silently take half the calls.
     server = grpc.server(
-        ThreadPoolExecutor(max_workers=threads), options=[("grpc.so_reuseport", 0)]
+        ThreadPoolExecutor(max_workers=threads),
+        interceptors=[_TokenCheck(token)] if token is not None else [],
+        options=[("grpc.so_reuseport", 0)],
     )
     add_optuna_proxy(server, db.optuna)
     server.add_insecure_port(f"{host}:{port}")
@@ -111,29 +158,68 @@ def _dumps(value: Any) -> bytes:
 # The worker's side -----------------------------------------------------------------------
 
 
+@dataclass(frozen=True)
+class _CallDetails(grpc.ClientCallDetails):
+    method: str
+    timeout: float | None
+    metadata: Any
+    credentials: grpc.CallCredentials | None
+    wait_for_ready: bool | None
+    compression: grpc.Compression | None
+
+
+class _TokenSender(grpc.UnaryUnaryClientInterceptor):
+    """Adds the proxy's token to every call's metadata."""
+
+    def __init__(self, token: str) -> None:
+        self._token = (_TOKEN_KEY, _bearer(token))
+
+    def intercept_unary_unary(self, continuation: Any, details: Any, request: Any) -> Any:
+        metadata = [*(details.metadata or ()), self._token]
+        return continuation(
+            _CallDetails(
+                details.method,
+                details.timeout,
+                metadata,
+                details.credentials,
+                details.wait_for_ready,
+                details.compression,
+            ),
+            request,
+        )
+
+
 class RemoteDatabase(BaseDatabase):
     """The backend (`storage.base`) whose calls the proxy at ``grpc://HOST:PORT`` runs on its
     database (for workers only: launching a study, migrations and reports need the database
-    itself)."""
+    itself). ``token``: the proxy's, sent with every call."""
 
-    def __init__(self, url: str) -> None:  # no engine here: the proxy holds the connections
-        host, port = proxy_address(url)
+    def __init__(self, url: str, *, token: str | None = None) -> None:
+        host, port = proxy_address(url)  # no engine here: the proxy holds the connections
         self.url = url
+        senders = [_TokenSender(token)] if token is not None else []
         with warnings.catch_warnings():  # experimental in Optuna; our tests cover our use
             warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
-            self._optuna_proxy = optuna.storages.GrpcStorageProxy(host=host, port=port)
+            self._optuna_proxy = optuna_proxy_client(host, port, senders)
         self.optuna = RetryingStorage(self._optuna_proxy)
-        self._channel = grpc.insecure_channel(f"{host}:{port}")
+        self._channel = grpc.intercept_channel(grpc.insecure_channel(f"{host}:{port}"), *senders)
         self._call = self._channel.unary_unary(
             CALL, request_serializer=_dumps, response_deserializer=json.loads
         )
 
     def wait_ready(self, timeout: float) -> None:
-        """Wait for the proxy to answer (a worker may start before it)."""
+        """Wait for the proxy to answer (a worker may start before it), and check that it
+        takes this client's token.
+
+        Raises:
+            StorageError: no answer in ``timeout`` seconds.
+            CredentialsRefused: the proxy refused the token.
+        """
         try:
             grpc.channel_ready_future(self._channel).result(timeout=timeout)
         except grpc.FutureTimeoutError:
             raise StorageError(f"storage {self.url}: no proxy answered in {timeout:g} s") from None
+        self.call("hello")
 
     def close(self) -> None:
         """Close the channels to the proxy (ours and Optuna's); for the end of a process."""
@@ -149,6 +235,8 @@ class RemoteDatabase(BaseDatabase):
             except grpc.RpcError as e:
                 if is_transient(e):
                     raise
+                if e.code() == grpc.StatusCode.UNAUTHENTICATED:
+                    raise CredentialsRefused(self.url, e.details() or "no reason given") from e
                 raise StorageError(f"storage {self.url}: {name}: {e.details()}") from e
 
         return retrying(attempt, what=name)

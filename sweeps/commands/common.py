@@ -32,6 +32,8 @@ def add_storage_arguments(
         help="read the database URL from FILE (a mounted Kubernetes Secret, say), so its "
         "password is on no command line",
     )
+    if proxy:
+        add_proxy_token_argument(parser, "the token the storage proxy requires")
     if artifacts:
         parser.add_argument(
             "--artifacts",
@@ -45,6 +47,57 @@ def add_storage_arguments(
             help="keep the dashboard's artifacts in an object store: s3://BUCKET or "
             "gs://BUCKET (default: $SWEEPS_ARTIFACT_STORE, else under --artifacts)",
         )
+
+
+def add_proxy_token_argument(parser: argparse.ArgumentParser, what: str) -> None:
+    parser.add_argument(
+        "--proxy-token-file",
+        metavar="FILE",
+        help=f"read {what} from FILE (default: $SWEEPS_PROXY_TOKEN)",
+    )
+
+
+def proxy_token(args: argparse.Namespace, *, min_length: int = 1) -> str | None:
+    """The storage proxy's token: ``--proxy-token-file``'s content, else
+    ``$SWEEPS_PROXY_TOKEN``, else None. It travels in gRPC metadata: printable ASCII.
+
+    Raises:
+        UsageError: the file cannot be read, or the token is shorter than ``min_length`` or
+            has other characters.
+    """
+    import os
+
+    from storage import PROXY_TOKEN_ENV
+
+    if args.proxy_token_file:
+        option = "--proxy-token-file"
+        token = read_file(option, args.proxy_token_file)
+    elif os.environ.get(PROXY_TOKEN_ENV, "").strip():  # empty: unset, as $SWEEPS_STORAGE
+        option, token = f"${PROXY_TOKEN_ENV}", os.environ[PROXY_TOKEN_ENV].strip()
+    else:
+        return None
+    if len(token) < min_length or not all("!" <= c <= "~" for c in token):
+        raise UsageError(
+            f"{option}: the token must be {min_length} or more printable ASCII characters "
+            "without spaces, e.g. the output of 'openssl rand -hex 32'"
+        )
+    return token
+
+
+def read_file(option: str, path: str) -> str:
+    """The text in ``path``, stripped (a Secret's file may end in a newline).
+
+    Raises:
+        UsageError: it cannot be read, or holds nothing.
+    """
+    try:
+        text = Path(path).read_text(encoding="utf-8").strip()
+    except (OSError, UnicodeDecodeError) as e:
+        why = getattr(e, "strerror", None) or "not UTF-8 text"
+        raise UsageError(f"{option}: cannot read {path}: {why}") from None
+    if not text:
+        raise UsageError(f"{option}: {path} is empty")
+    return text
 
 
 def add_training_arguments(parser: argparse.ArgumentParser) -> None:
@@ -104,8 +157,14 @@ def open_database(
         path = sqlalchemy.make_url(url).database
         if path and not Path(path).exists():
             raise UsageError(f"--storage: no database at {path}; create one with 'sweeps launch'")
+    token = proxy_token(args) if url.startswith(storage.PROXY_SCHEME) else None
     try:
-        opened = storage.open_database(url, wait=wait)
+        opened = storage.open_database(url, wait=wait, token=token)
+    except storage.CredentialsRefused as e:
+        raise UsageError(
+            f"--storage: the storage proxy refused the credentials ({e.reason}; give its token "
+            "with --proxy-token-file FILE or $SWEEPS_PROXY_TOKEN)"
+        ) from None
     except storage.StorageError as e:
         raise RunFailed(str(e)) from None
     _OPENED.append(opened)
@@ -128,13 +187,7 @@ def storage_url(args: argparse.Namespace) -> str:
         if given:
             raise UsageError("--storage-file: give --storage or --storage-file, not both")
         option = "--storage-file"
-        try:
-            given = Path(args.storage_file).read_text(encoding="utf-8").strip()
-        except (OSError, UnicodeDecodeError) as e:
-            why = getattr(e, "strerror", None) or "not UTF-8 text"
-            raise UsageError(f"--storage-file: cannot read {args.storage_file}: {why}") from None
-        if not given:
-            raise UsageError(f"--storage-file: {args.storage_file} is empty")
+        given = read_file(option, args.storage_file)
     try:
         return storage.resolve_url(given, proxy=getattr(args, "storage_proxy", False))
     except storage.StorageURLError as e:

@@ -10,15 +10,16 @@ import time
 from pathlib import Path
 from typing import Any
 
+import grpc
 import optuna
 import pytest
 from optuna.trial import TrialState
 
-from storage import Database
+from storage import CredentialsRefused, Database
 from storage.base import WORKER
 from storage.remote import RemoteDatabase, serve
 from sweeps.config import parse_config
-from sweeps.study import launch
+from sweeps.study import CONFIG_ATTR, launch
 from sweeps_helpers import BASE, assert_epoch_curves_stored, config, free_port, sweeps
 
 
@@ -145,6 +146,8 @@ def test_a_claim_retried_after_a_lost_answer_takes_one_trial(
         (("storage-proxy", "--storage", "grpc://127.0.0.1:13000"), "serves workers only"),
         (("storage-proxy", "--port", "0"), "--port: must be an integer in [1, 65535]"),
         (("storage-proxy", "--threads", "0"), "--threads: must be an integer >= 1"),
+        (("storage-proxy", "--host", "0.0.0.0"), "--host: 0.0.0.0 is reached from other"),
+        (("storage-proxy", "--proxy-token-file", "nothing"), "--proxy-token-file: cannot read"),
     ],
 )
 def test_bad_proxy_arguments_are_one_line_errors(
@@ -209,3 +212,56 @@ def test_a_second_proxy_on_a_taken_port_is_refused(tmp_path: Path) -> None:
         f"error: --host/--port: cannot listen on 127.0.0.1:{port} (port in use, or not an "
         "address of this machine)\n"
     )
+
+
+def test_a_proxy_for_other_machines_without_a_token_warns_when_trusted(tmp_path: Path) -> None:
+    result = sweeps("storage-proxy", "--host", "192.0.2.1", "--trusted-network", cwd=tmp_path)
+    warning, error = result.stderr.splitlines()  # the address is not ours: refused after
+    assert warning.startswith("warning: --trusted-network: serving 192.0.2.1:13000 without")
+    assert error.startswith("error: ") and result.returncode == 2
+    assert not list(tmp_path.iterdir())
+
+
+@pytest.mark.filterwarnings("ignore::optuna.exceptions.ExperimentalWarning")
+def test_calls_without_the_proxys_token_are_refused_and_change_nothing(tmp_path: Path) -> None:
+    """With a token, the proxy refuses every call that lacks it (Optuna's and ours, a worker's
+    first one with one error line), changing nothing; a worker given it finishes the study."""
+    url = f"sqlite:///{tmp_path / 's.db'}"
+    cfg = config(tmp_path, budget={"trials": 2, "epochs": 1})
+    assert sweeps("launch", str(cfg), "--storage", url, cwd=tmp_path).returncode == 0
+    token = tmp_path / "token"
+    token.write_text("0123456789abcdef0123\n")  # as a mounted Secret's file may end
+    port = free_port()
+    proxy = start(
+        "storage-proxy", "--storage", url, "--port", str(port), "--host", "0.0.0.0",
+        "--proxy-token-file", str(token), cwd=tmp_path,
+    )  # fmt: skip
+    try:
+        assert proxy.stdout is not None and "with a token" in proxy.stdout.readline()
+        stored = optuna.load_study(study_name="t", storage=url).user_attrs[CONFIG_ATTR]
+        intruder = optuna.storages.GrpcStorageProxy(host="127.0.0.1", port=port)
+        with pytest.raises(grpc.RpcError) as refused:
+            intruder.set_study_user_attr(1, CONFIG_ATTR, {**stored, "objective": "this:s"})
+        assert refused.value.code() == grpc.StatusCode.UNAUTHENTICATED
+        with pytest.raises(grpc.RpcError):
+            intruder.get_all_studies()
+        intruder.close()
+        wrong = RemoteDatabase(f"grpc://127.0.0.1:{port}", token="not-the-token-at-all")
+        with pytest.raises(CredentialsRefused, match=r"\(wrong token\)"):
+            wrong.trial_slots(1, retries=0).claim()
+        wrong.close()
+        worker = ("worker", "--study", "t", "--storage", f"grpc://127.0.0.1:{port}")
+        anonymous = sweeps(*worker, cwd=tmp_path, env={"SWEEPS_PROXY_TOKEN": ""})
+        assert anonymous.returncode == 2 and anonymous.stderr == (
+            "error: --storage: the storage proxy refused the credentials (no token given; give "
+            "its token with --proxy-token-file FILE or $SWEEPS_PROXY_TOKEN)\n"
+        )
+        study = optuna.load_study(study_name="t", storage=url)
+        assert study.user_attrs[CONFIG_ATTR] == stored and not study.trials
+        done = sweeps(*worker, "--proxy-token-file", str(token), cwd=tmp_path)
+        assert done.returncode == 0, done.stderr
+    finally:
+        proxy.terminate()
+        proxy.communicate(timeout=60)
+    trials = optuna.load_study(study_name="t", storage=url).trials
+    assert len(trials) == 2 and all(t.state == TrialState.COMPLETE for t in trials)
