@@ -49,8 +49,9 @@ def with_defaults(declared: Declared, args: Mapping[str, Any]) -> dict[str, Any]
 
 def arg_errors(objective: object, given: Any, searched: Mapping[str, Searched]) -> list[str]:
     """The config's ``objective_args`` (``given``) and ``space.args`` (``searched``) checked
-    against the objective's declared arguments, one ``field: why`` line per problem; none
-    for an objective that declares nothing (a function, a task with ``args = None``).
+    against the objective's declared arguments, one ``field: why`` line per problem (a
+    searched argument's first value refused); none for an objective that declares nothing
+    (a function, a task with ``args = None``).
     """
     from objectives.task import Task
 
@@ -76,8 +77,7 @@ def arg_errors(objective: object, given: Any, searched: Mapping[str, Searched]) 
             errors += wrong_kind
             continue
         values = dim.bounds() if dim.is_range else dim.values()
-        for value in dict.fromkeys(values):  # once each, in order
-            errors += _value_errors(path, param, value)
+        errors += next(filter(None, (_value_errors(path, param, v) for v in values)), [])
     errors += [
         f"objective_args.{name}: required by {task} ({param.allowed()})"
         for name, param in declared.items()
@@ -93,12 +93,11 @@ def _unknown(task: str, name: str, declared: Declared) -> str:
 
 def _value_errors(path: str, param: Param, value: Any) -> list[str]:
     try:
-        coerced = param.coerce(value)
+        if param.contains(param.coerce(value)):
+            return []
     except TypeError:
-        return [f"{path}: must be {param.allowed()}, got {_shown(value)}"]
-    if not param.contains(coerced):
-        return [f"{path}: must be {param.allowed()}, got {_shown(value)}"]
-    return []
+        pass
+    return [f"{path}: must be {param.allowed()}, got {_shown(value)}"]
 
 
 def _range_errors(path: str, param: Param, dim: Searched) -> list[str]:
