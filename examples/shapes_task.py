@@ -97,9 +97,17 @@ class ShapesTask(objectives.Task):
     direction = "maximize"
     metric_name = "accuracy"
     image_size = SIZE
+    # The arguments model() takes: the config's validation refuses others and bad values.
+    args = {
+        "width": objectives.Param(int, "channels of the stem", low=1, high=1024, default=8),
+        "dropout": objectives.Param(
+            float, "dropout before the classifier", low=0.0, high=1.0, high_open=True, default=0.1
+        ),
+    }
 
     def model(self, args: dict[str, Any]) -> nn.Module:
-        return ResNet(width=int(args.get("width", 8)), dropout=float(args.get("dropout", 0.1)))
+        args = objectives.with_defaults(self.args, args)
+        return ResNet(width=int(args["width"]), dropout=float(args["dropout"]))
 
     def data(self, device: torch.device) -> objectives.Split:
         x_train, y_train = shapes(2048, seed=1, size=self.image_size)

@@ -10,12 +10,16 @@ from __future__ import annotations
 import importlib
 import os
 import sys
+import sysconfig
+import traceback
 from collections.abc import Callable, Mapping
 from typing import TYPE_CHECKING, Any
 
+from objectives.args import arg_errors, with_defaults
 from objectives.builtin import ClassifierTask, digits_cnn, digits_mlp, tiny_lm
 from objectives.task import BatchSource, Task
 from objectives.trunks import Branch, Trunk
+from schedules import Param
 
 if TYPE_CHECKING:
     from objectives.command import Command, CommandFailed, CommandPool
@@ -83,13 +87,19 @@ def resolve(name: str | Mapping[str, Any]) -> Objective | Command:
         sys.path.insert(0, os.getcwd())
     try:
         module = importlib.import_module(module_name)
-    except ImportError as e:
+    except ModuleNotFoundError as e:
+        if e.name is None or not (module_name + ".").startswith(e.name + "."):
+            raise ObjectiveNotFound(_import_failed(module_name, e)) from None
         raise ObjectiveNotFound(f"objective: cannot import {module_name!r}: {e}") from None
     except Exception as e:  # the user's module itself fails: say how, in one line
-        raise ObjectiveNotFound(
-            f"objective: importing {module_name!r} failed: {type(e).__name__}: {e}"
-        ) from None
+        raise ObjectiveNotFound(_import_failed(module_name, e)) from None
     fn: Any = getattr(module, attr, None)
+    module_class = getattr(sys.modules.get("torch.nn"), "Module", None)
+    if isinstance(fn, type) and module_class is not None and issubclass(fn, module_class):
+        raise ObjectiveNotFound(
+            f"objective: {name} is a torch nn.Module, not an objective; name an "
+            "objectives.Task whose model(args) builds it, or a function fn(run) -> float"
+        )
     if isinstance(fn, type) and issubclass(fn, Task):
         try:
             fn = fn()
@@ -101,6 +111,57 @@ def resolve(name: str | Mapping[str, Any]) -> Objective | Command:
         raise ObjectiveNotFound(f"objective: {module_name!r} has no function {attr!r} (or Task)")
     objective: Objective = fn
     return objective
+
+
+def _import_failed(module_name: str, error: BaseException) -> str:
+    """One line: what the module raised, where (``buggy.py:12``), and what caused it (a
+    library that wraps the real error, as transformers' lazy imports do, hides it)."""
+    line = f"objective: importing {module_name!r} failed: {_one_line(error)}"
+    where = _where(error)
+    if where:
+        line += f" ({where})"
+    cause = _root_cause(error)
+    if cause is not None:
+        line += f"; caused by {_one_line(cause)}"
+    return line
+
+
+def _one_line(error: BaseException, limit: int = 300) -> str:
+    text = " ".join(f"{type(error).__name__}: {error}".split())
+    return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
+def _where(error: BaseException) -> str | None:
+    """The innermost line of the user's own code in ``error``'s traceback (outside the
+    standard library and installed packages), else the innermost line of any file; as
+    ``file:line``, relative to the current directory when under it. A SyntaxError's
+    message says where already."""
+    if isinstance(error, SyntaxError):
+        return None
+    frames = [
+        f for f in traceback.extract_tb(error.__traceback__) if not f.filename.startswith("<")
+    ]
+    if not frames:
+        return None
+    libraries = {sysconfig.get_path(p) for p in ("stdlib", "platstdlib", "purelib", "platlib")}
+    own = [f for f in frames if not any(f.filename.startswith(lib) for lib in libraries)]
+    frame = (own or frames)[-1]
+    path = os.path.abspath(frame.filename)
+    if path.startswith(os.getcwd() + os.sep):
+        path = os.path.relpath(path)
+    return f"{path}:{frame.lineno}"
+
+
+def _root_cause(error: BaseException) -> BaseException | None:
+    """The innermost exception ``error`` was raised from or while handling (a few deep)."""
+    cause = None
+    seen = {id(error)}
+    while True:
+        nxt = error.__cause__ or (None if error.__suppress_context__ else error.__context__)
+        if nxt is None or id(nxt) in seen or len(seen) > 16:
+            return cause
+        seen.add(id(nxt))
+        cause = error = nxt
 
 
 def cannot_stack(name: str | Mapping[str, Any]) -> str | None:
@@ -118,6 +179,7 @@ def cannot_stack(name: str | Mapping[str, Any]) -> str | None:
 
 
 __all__ = [
+    "arg_errors",
     "BatchSource",
     "Branch",
     "BUILTIN",
@@ -133,6 +195,7 @@ __all__ = [
     "outcome_of",
     "ObjectiveNotFound",
     "Outcome",
+    "Param",
     "Pool",
     "Run",
     "report_all",
@@ -143,4 +206,5 @@ __all__ = [
     "Task",
     "train_stack",
     "Trunk",
+    "with_defaults",
 ]

@@ -7,11 +7,13 @@ validation loss instead of accuracy (``reports``).
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Literal
 
+from objectives.args import with_defaults
 from objectives.task import Task
+from schedules import Param
 
 # torch is imported when a task first builds or trains, not here: declaring the tasks
 # (a config's validation, `sweeps launch`) starts without it.
@@ -32,6 +34,7 @@ class ClassifierTask(Task):
     # What a trial reports and returns: validation accuracy (maximize) or mean validation
     # cross-entropy (minimize).
     reports: Literal["accuracy", "loss"] = "accuracy"
+    args: Mapping[str, Param] | None = None  # what make_model reads (`objectives.args`)
 
     @property
     def name(self) -> str:
@@ -57,28 +60,45 @@ class ClassifierTask(Task):
         )
 
 
-def _mlp(args: dict[str, Any]) -> nn.Module:
+# Each built-in's arguments: their defaults here are the ones its model is built with.
+MLP_ARGS = {
+    "hidden": Param(int, "units in each hidden layer", low=1, high=65536, default=128),
+    "depth": Param(int, "hidden layers (0: a linear classifier)", low=0, high=64, default=1),
+}
+CNN_ARGS = {
+    "channels": Param(int, "channels of the first convolution", low=1, high=1024, default=16),
+}
+LM_ARGS = {
+    "dim": Param(int, "embedding width (a multiple of heads)", low=1, high=8192, default=64),
+    "heads": Param(int, "attention heads", low=1, high=256, default=4),
+    "layers": Param(int, "transformer blocks", low=1, high=64, default=2),
+}
+
+
+def _mlp(given: dict[str, Any]) -> nn.Module:
     from objectives import models
 
-    return models.mlp(hidden=int(args.get("hidden", 128)), depth=int(args.get("depth", 1)))
+    args = with_defaults(MLP_ARGS, given)
+    return models.mlp(hidden=int(args["hidden"]), depth=int(args["depth"]))
 
 
-def _cnn(args: dict[str, Any]) -> nn.Module:
+def _cnn(given: dict[str, Any]) -> nn.Module:
     from objectives import models
 
-    return models.cnn(channels=int(args.get("channels", 16)))
+    return models.cnn(channels=int(with_defaults(CNN_ARGS, given)["channels"]))
 
 
-def _char_transformer(args: dict[str, Any]) -> nn.Module:
+def _char_transformer(given: dict[str, Any]) -> nn.Module:
     from objectives import models
     from objectives.data import CONTEXT, text_vocab
 
+    args = with_defaults(LM_ARGS, given)
     return models.char_transformer(
         vocab=text_vocab(),
         context=CONTEXT,
-        dim=int(args.get("dim", 64)),
-        heads=int(args.get("heads", 4)),
-        layers=int(args.get("layers", 2)),
+        dim=int(args["dim"]),
+        heads=int(args["heads"]),
+        layers=int(args["layers"]),
     )
 
 
@@ -94,13 +114,13 @@ def _pydoc_topics(device: torch.device) -> Split:
     return pydoc_topics(device)
 
 
-digits_mlp = ClassifierTask("digits_mlp", _mlp, _digits)
+digits_mlp = ClassifierTask("digits_mlp", _mlp, _digits, args=MLP_ARGS)
 """An MLP on scikit-learn's digits. ``objective_args``: ``hidden`` (128), ``depth`` (1)."""
 
-digits_cnn = ClassifierTask("digits_cnn", _cnn, _digits)
+digits_cnn = ClassifierTask("digits_cnn", _cnn, _digits, args=CNN_ARGS)
 """A small CNN on scikit-learn's digits. ``objective_args``: ``channels`` (16)."""
 
-tiny_lm = ClassifierTask("tiny_lm", _char_transformer, _pydoc_topics, reports="loss")
+tiny_lm = ClassifierTask("tiny_lm", _char_transformer, _pydoc_topics, reports="loss", args=LM_ARGS)
 """A small causal character-level transformer on ``pydoc_data.topics``, the standard
 library's ~465k characters of English documentation (no download). It returns the mean
 validation cross-entropy in nats per character: use ``direction: minimize``.

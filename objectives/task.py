@@ -15,7 +15,9 @@ stacks K trials into one model (``--stack K``, `objectives.train`)::
             return objectives.Split(x_train, y_train, x_val, y_val)
 
         # optional: loss(output, target) -> scalar (default: cross-entropy),
-        #           metric(output, target) -> scalar (default: accuracy)
+        #           metric(output, target) -> scalar (default: accuracy),
+        #           args = {"width": Param(int, "channels", low=1, default=64)}: the
+        #           arguments model() takes, checked when the config is (`objectives.args`)
 
     # config: objective: mypkg.tasks:MyTask
 
@@ -25,7 +27,7 @@ stays for people who write their own loop (`objectives.run`).
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from typing import TYPE_CHECKING, ClassVar, Literal, Protocol, runtime_checkable
 
 if TYPE_CHECKING:  # torch is imported when a task first trains (`sweeps validate` is quick)
@@ -35,6 +37,7 @@ if TYPE_CHECKING:  # torch is imported when a task first trains (`sweeps validat
     from objectives.data import Split
     from objectives.run import Run
     from objectives.stacking import Loss
+    from schedules import Param
 
 Batch = tuple["torch.Tensor", "torch.Tensor"]
 
@@ -67,6 +70,9 @@ class Task:
 
     direction: ClassVar[Literal["maximize", "minimize"]] = "maximize"
     metric_name: ClassVar[str] = "metric"  # what `metric` measures, for messages
+    # The arguments `model` takes, by name: validation refuses others, and values these
+    # do not allow (`objectives.args`). None: any, unchecked.
+    args: Mapping[str, Param] | None = None
 
     @property
     def name(self) -> str:

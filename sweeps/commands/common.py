@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import argparse
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from sweeps.errors import RunFailed, UsageError
 
@@ -252,16 +252,25 @@ def load_checked_config(path: str) -> SweepConfig:
             task = objectives.resolve(objective)
         except objectives.ObjectiveNotFound as e:
             errors.append(str(e))
-        else:  # a task knows which way its metric goes
+        else:  # a task knows which way its metric goes, and may declare its arguments
             direction = data.get("direction", "maximize")
             if isinstance(task, objectives.Task) and direction != task.direction:
                 errors.append(
                     f"direction: {objective} reports validation {task.metric_name}; "
                     f"must be {task.direction}, got {direction}"
                 )
+            errors += objectives.arg_errors(task, data.get("objective_args", {}), _searched(data))
     if errors:
         raise ConfigError(errors)
     return config
+
+
+def _searched(data: Any) -> dict[str, Any]:
+    """The space's ``args`` as parsed (`sweeps.space.Dimension`), those that parse."""
+    from sweeps.space import parse_space
+
+    space = data.get("space")
+    return parse_space(space).args if isinstance(space, dict) else {}
 
 
 def program_errors(command: str | list[str]) -> list[str]:

@@ -258,6 +258,12 @@ def objective_with_syntax_error(directory: Path) -> str:
     return CONFIG
 
 
+def objective_a_torch_module(directory: Path) -> str:
+    (directory / "net.py").write_text("from torch import nn\n\nclass Net(nn.Module):\n    pass\n")
+    (directory / CONFIG).write_text(dump({**BASE, "objective": "net:Net"}))
+    return CONFIG
+
+
 def grid(trials: int, space: dict[str, Any]) -> Callable[[dict[str, Any]], None]:
     def edit(config: dict[str, Any]) -> None:
         config["sampler"] = {"name": "grid"}
@@ -369,6 +375,15 @@ CASES = [
     own_arg("width", {"low": 128, "high": 64}),
     own_arg("depth", None),
     own_arg("hidden", [16, 32], launch=True),  # also in objective_args
+    # A task's declared arguments (objectives.args): names and values, fixed or searched.
+    changed("objective_args.hidden", -4, launch=True),
+    changed("objective_args.hidden", 10**12),
+    changed("objective_args.hidden", float("nan")),
+    changed("objective_args.hidden", b"\x00\x01"),
+    renamed("objective_args.hidden", "hiden", "objective_args.hiden", launch=True),
+    own_arg("widht", [3, 4], launch=True),
+    own_arg("depth", [1, 100]),
+    own_arg("depth", {"low": 0.5, "high": 2.5}),
     # Missing required fields.
     dropped("study"),
     dropped("objective"),
@@ -406,6 +421,7 @@ CASES = [
         objective_with_syntax_error,
         "objective",
     ),
+    raw("objective a torch nn.Module", objective_a_torch_module, "objective", launch=True),
     # Study names.
     changed("study", "my study"),
     changed("study", "team/sweep", launch=True),

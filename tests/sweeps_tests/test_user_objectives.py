@@ -252,3 +252,74 @@ def test_a_built_in_task_stacks_trials_whose_searched_architecture_differs(
     done = optuna.load_study(study_name="t", storage=url).get_trials()
     assert [t.state for t in done] == [TrialState.COMPLETE] * 8
     assert {t.params["args.hidden"] for t in done} == {8, 32}
+
+
+# A module failing as it is imported: the error line says where, and what caused it.
+BUGGY = """import math
+
+
+def helper(x):
+    return math.sqrt(x)
+
+
+# the tenth line
+# the eleventh line
+SCALE = helpr(4)
+"""
+LOADER = """def load_backend():
+    raise ValueError("backend config has no key 'device'\\n(see the docs)")
+"""
+WRAPS_ITS_CAUSE = """import import_cause_loader
+
+try:
+    import_cause_loader.load_backend()
+except ValueError as e:
+    raise ImportError("could not import the model classes"){}
+"""
+
+
+def validate_in_process(
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+    **cfg: object,
+) -> list[str]:
+    """``sweeps validate`` run in this process (the user's module imported here too): its
+    exit code must be 2; its error lines."""
+    from sweeps.cli import main
+
+    path = config(tmp_path, **cfg)
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.syspath_prepend(str(tmp_path))
+    assert main(["validate", str(path)]) == 2
+    out, err = capsys.readouterr()
+    assert out == ""
+    return err.splitlines()
+
+
+def test_an_error_importing_the_users_module_names_its_file_and_line(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    (tmp_path / "import_buggy.py").write_text(BUGGY)
+    assert validate_in_process(tmp_path, monkeypatch, capsys, objective="import_buggy:fn") == [
+        "error: objective: importing 'import_buggy' failed: NameError: name 'helpr' is not "
+        "defined (import_buggy.py:10)"
+    ]
+
+
+@pytest.mark.parametrize("chained", [" from e", ""], ids=["__cause__", "__context__"])
+def test_an_import_error_wrapping_its_cause_shows_the_cause_on_the_same_line(
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+    chained: str,
+) -> None:
+    """As transformers' lazy imports do: the ImportError says little, its cause the rest."""
+    (tmp_path / "import_cause_loader.py").write_text(LOADER)
+    module = f"import_wraps{len(chained)}"  # a module of its own for each case
+    (tmp_path / f"{module}.py").write_text(WRAPS_ITS_CAUSE.format(chained))
+    assert validate_in_process(tmp_path, monkeypatch, capsys, objective=f"{module}:fn") == [
+        f"error: objective: importing '{module}' failed: ImportError: could not import the "
+        f"model classes ({module}.py:6); caused by ValueError: backend config has no key "
+        "'device' (see the docs)"
+    ]
