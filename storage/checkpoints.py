@@ -31,13 +31,14 @@ DAMAGED = ".damaged"
 
 
 class DiskFull(Exception):
-    """A checkpoint could not be written for want of space; the previous one stands."""
+    """A checkpoint (or ``what`` else) could not be written for want of space; the previous
+    checkpoint stands."""
 
-    def __init__(self, folder: Path, free: int, why: BaseException) -> None:
+    def __init__(
+        self, folder: Path, free: int, why: BaseException, *, what: str = "a checkpoint"
+    ) -> None:
         self.folder, self.free = folder, free
-        super().__init__(
-            f"no room for a checkpoint in {folder} ({_size(free)} free; {one_line(why)})"
-        )
+        super().__init__(f"no room for {what} in {folder} ({_size(free)} free; {one_line(why)})")
 
 
 def default_root(url: str) -> Path:
@@ -183,12 +184,21 @@ class CheckpointStore:
         shutil.rmtree(self.files(key), ignore_errors=True)
 
 
+def no_space(error: BaseException) -> bool:
+    """Whether ``error``, or what it came of, says a disk or quota is full."""
+    causes = (error, error.__cause__, error.__context__)
+    return any(isinstance(c, OSError) and c.errno in NO_SPACE for c in causes)
+
+
+def free_space(folder: Path) -> int:
+    """The bytes free on ``folder``'s disk (or its nearest parent's, if it is not made yet)."""
+    return shutil.disk_usage(_existing(folder)).free
+
+
 def _full(folder: Path, error: BaseException) -> int | None:
     """The free space in ``folder`` if ``error`` came of a full disk (or quota), else None."""
-    free = shutil.disk_usage(_existing(folder)).free
-    causes = (error, error.__cause__, error.__context__)
-    no_space = any(isinstance(c, OSError) and c.errno in NO_SPACE for c in causes)
-    return free if no_space or free < FULL_BELOW else None
+    free = free_space(folder)
+    return free if no_space(error) or free < FULL_BELOW else None
 
 
 def _existing(path: Path) -> Path:

@@ -34,7 +34,7 @@ from optuna.trial import TrialState
 import objectives
 from storage import BaseDatabase, CheckpointStore
 from storage.base import Failure, Heartbeat, first_attempt
-from storage.checkpoints import DiskFull
+from storage.checkpoints import DiskFull, free_space, no_space
 from storage.optuna_internals import trial_id_of
 from sweeps.batch_ask import ask_batch, room
 from sweeps.branches import BRANCHED_AT, Branching
@@ -299,6 +299,16 @@ class Worker:
             self.stop()
             raise
 
+    def _no_room(self, error: Exception) -> objectives.HandBack:
+        """A trial ended by a full disk is not at fault: the worker stops, as when a
+        checkpoint finds no room, and the trial goes back to the queue."""
+        filename = getattr(error, "filename", None) or getattr(error.__cause__, "filename", None)
+        folder = Path(filename).parent if filename else self.checkpoints.dir.parent
+        full = DiskFull(folder, free_space(folder), error, what="the trial's files")
+        self.disk_full = self.disk_full or full
+        self.stop()
+        return objectives.HandBack(f"handed back: {full}")
+
     def _shown(self, params: dict[str, Any]) -> dict[str, Any]:
         return {k: v for k, v in params.items() if k not in self.hidden}
 
@@ -312,6 +322,8 @@ class Worker:
         if isinstance(outcome, objectives.Lost | optuna.exceptions.UpdateFinishedTrialError):
             self._taken_over(trial, outcome)
             return
+        if isinstance(outcome, Exception) and no_space(outcome):  # not a HandBack's cause
+            outcome = self._no_room(outcome)  # an objective's own files, a command's log
         run.flush()
         if isinstance(outcome, objectives.HandBack):
             self.slots.hand_back(trial_id_of(trial))
