@@ -2,8 +2,9 @@
 
 A checkpoint is written to a temporary file, synced, renamed over the last one and the
 folder synced, so a crash mid-write never leaves a damaged file where the last good one
-was. One that cannot be read all the same (damaged by something else) is set aside as
-``*.damaged``, never deleted, and the trial resumes from the one before it, if kept.
+was. A trial's checkpoint that cannot be read all the same (damaged by something else) is
+set aside as ``*.damaged``, never deleted, and the trial resumes from an earlier one, if
+kept.
 """
 
 from __future__ import annotations
@@ -117,16 +118,21 @@ class CheckpointStore:
             raise
 
     def load(self, key: int) -> dict[str, Any] | None:
-        """The trial's checkpoint; if it cannot be read, the newest of its kept ones
-        (`keep_stable`) that can; else None (the trial starts again from step 0)."""
+        """The trial's checkpoint. One that cannot be read is set aside as ``*.damaged``
+        (kept for a look, and `warn` says so); then the newest of the trial's kept ones
+        (`keep_stable`) that reads stands in, else None (the trial starts from step 0)."""
         path = self.path(key)
-        if not path.exists():
-            return None
-        state = self._read(path)
-        if state is not None:
-            return state
+        try:
+            return self._read(path)
+        except Exception as e:  # truncated, garbage, empty: torch raises any of several
+            damaged = path.with_name(path.name + DAMAGED)
+            os.replace(path, damaged)
+            self.warn(f"checkpoint {path} cannot be read ({one_line(e)}): set aside as {damaged}")
         for epoch in reversed(self.stable_epochs(key)):
-            state = self._read(self.stable_path(key, epoch))
+            try:
+                state = self._read(self.stable_path(key, epoch))
+            except Exception:  # left as it is: a branch may find it whole once synced
+                continue
             if state is not None:
                 self.warn(f"trial {key} resumes from its kept checkpoint of epoch {epoch}")
                 return state
@@ -134,19 +140,11 @@ class CheckpointStore:
         return None
 
     def _read(self, path: Path) -> dict[str, Any] | None:
-        """The checkpoint at ``path``; None if there is none, or if it cannot be read: then
-        it is renamed ``*.damaged`` (kept for a look) and `warn` says so."""
         import torch
 
         if not path.exists():
             return None
-        try:
-            state: dict[str, Any] = torch.load(path, weights_only=True)
-        except Exception as e:  # truncated, garbage, empty: torch raises any of several
-            damaged = path.with_name(path.name + DAMAGED)
-            os.replace(path, damaged)
-            self.warn(f"checkpoint {path} cannot be read ({one_line(e)}): set aside as {damaged}")
-            return None
+        state: dict[str, Any] = torch.load(path, weights_only=True)
         return state
 
     # A trunk's stable-phase checkpoints (`sweeps.branches`), one file per kept epoch, kept
