@@ -25,6 +25,7 @@ import torch
 import schedules
 from objectives.trunks import Branch, Trunk
 from storage import TrialReport
+from storage.checkpoints import DiskFull
 from storage.optuna_internals import storage_of, trial_id_of
 
 # Per-step curve points kept per trial; longer runs are thinned evenly.
@@ -249,7 +250,8 @@ class Run:
         will not.
 
         Raises:
-            HandBack: the worker is stopping; the trial resumes from this checkpoint.
+            HandBack: the worker is stopping; the trial resumes from this checkpoint (or,
+                when the disk is full, from the one before, which stands).
         """
         if self._checkpoint is not None:
             saved = {
@@ -261,7 +263,10 @@ class Run:
                 "stride": self._stride,
                 "branched_at": self.branched_at,
             }
-            self._checkpoint[0](saved)
+            try:
+                self._checkpoint[0](saved)
+            except DiskFull as e:  # not the trial's fault: it waits in the queue for room
+                raise HandBack(f"handed back, its last checkpoint kept: {e}") from e
             if self.trunk is not None:
                 if stable:
                     self.trunk.keep(self._epochs[-1]["epoch"])

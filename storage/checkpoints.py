@@ -1,16 +1,45 @@
-"""Trial checkpoints as files: written atomically, loadable with plain data only."""
+"""Trial checkpoints as files: written atomically, loadable with plain data only.
+
+A checkpoint is written to a temporary file, synced, renamed over the last one and the
+folder synced, so a crash mid-write never leaves a damaged file where the last good one
+was. A trial's checkpoint that cannot be read all the same (damaged by something else) is
+set aside as ``*.damaged``, never deleted, and the trial resumes from an earlier one, if
+kept.
+"""
 
 from __future__ import annotations
 
+import errno
 import os
 import re
 import shutil
+import sys
+import tempfile
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import sqlalchemy
 
+from storage.database import one_line
+
 ENV_VAR = "SWEEPS_ARTIFACTS"
+# Below this much free space a failed write is taken for a full disk: torch's zip writer
+# says only "unexpected pos" when a write comes up short.
+FULL_BELOW = 1 << 20
+NO_SPACE = (errno.ENOSPC, errno.EDQUOT)
+DAMAGED = ".damaged"
+
+
+class DiskFull(Exception):
+    """A checkpoint (or ``what`` else) could not be written for want of space; the previous
+    checkpoint stands."""
+
+    def __init__(
+        self, folder: Path, free: int, why: BaseException, *, what: str = "a checkpoint"
+    ) -> None:
+        self.folder, self.free = folder, free
+        super().__init__(f"no room for {what} in {folder} ({_size(free)} free; {one_line(why)})")
 
 
 def default_root(url: str) -> Path:
@@ -27,6 +56,17 @@ def resolve_root(given: str | None, url: str) -> Path:
     return Path(given or os.environ.get(ENV_VAR) or default_root(url))
 
 
+def unwritable(root: Path) -> str | None:
+    """Why nothing can be written under ``root`` (None if it can): a file is created in it,
+    or in its nearest existing parent, and removed again, so nothing is left behind."""
+    try:
+        with tempfile.TemporaryFile(dir=_existing(root)):
+            pass
+    except OSError as e:
+        return e.strerror or str(e)
+    return None
+
+
 class CheckpointStore:
     """Checkpoints of one study's trials under ``root/<study>/``.
 
@@ -34,8 +74,13 @@ class CheckpointStore:
     finds the state its predecessor saved.
     """
 
-    def __init__(self, root: Path, study: str) -> None:
+    def __init__(
+        self, root: Path, study: str, *, warn: Callable[[str], None] | None = None
+    ) -> None:
+        """``warn``: told, in one line, of a checkpoint set aside as damaged (default:
+        stderr)."""
         self.dir = root / re.sub(r"[^A-Za-z0-9._-]", "_", study) / "checkpoints"
+        self.warn = warn or (lambda line: print(line, file=sys.stderr, flush=True))
 
     def path(self, key: int) -> Path:
         return self.dir / f"trial-{key}.pt"
@@ -46,16 +91,53 @@ class CheckpointStore:
         return self.dir / f"trial-{key}.files"
 
     def save(self, key: int, state: dict[str, Any]) -> None:
-        """Write atomically: a crash mid-write leaves the previous checkpoint intact."""
+        """Write atomically: a crash mid-write leaves the previous checkpoint intact.
+
+        Raises:
+            DiskFull: no room for it; no temporary file is left, the previous one stands.
+            Exception: it could not be written for another reason (likewise).
+        """
         import torch  # here, not above: only workers save or load; other commands skip torch
 
-        self.dir.mkdir(parents=True, exist_ok=True)
-        tmp = self.path(key).with_suffix(f".tmp{os.getpid()}")
-        torch.save(state, tmp)
-        os.replace(tmp, self.path(key))
+        path = self.path(key)
+        tmp = path.with_suffix(f".tmp{os.getpid()}")
+        try:
+            self.dir.mkdir(parents=True, exist_ok=True)
+            with tmp.open("wb") as f:
+                torch.save(state, f)
+                f.flush()
+                os.fsync(f.fileno())  # on disk before it replaces the last good one
+            os.replace(tmp, path)
+            _sync_folder(self.dir)  # the rename itself survives a crash
+        except BaseException as e:
+            # Measured before the temporary file frees its space.
+            full = _full(self.dir, e) if isinstance(e, OSError | RuntimeError) else None
+            tmp.unlink(missing_ok=True)
+            if full is not None:
+                raise DiskFull(self.dir, full, e) from e
+            raise
 
     def load(self, key: int) -> dict[str, Any] | None:
-        return self._read(self.path(key))
+        """The trial's checkpoint. One that cannot be read is set aside as ``*.damaged``
+        (kept for a look, and `warn` says so); then the newest of the trial's kept ones
+        (`keep_stable`) that reads stands in, else None (the trial starts from step 0)."""
+        path = self.path(key)
+        try:
+            return self._read(path)
+        except Exception as e:  # truncated, garbage, empty: torch raises any of several
+            damaged = path.with_name(path.name + DAMAGED)
+            os.replace(path, damaged)
+            self.warn(f"checkpoint {path} cannot be read ({one_line(e)}): set aside as {damaged}")
+        for epoch in reversed(self.stable_epochs(key)):
+            try:
+                state = self._read(self.stable_path(key, epoch))
+            except Exception:  # left as it is: a branch may find it whole once synced
+                continue
+            if state is not None:
+                self.warn(f"trial {key} resumes from its kept checkpoint of epoch {epoch}")
+                return state
+        self.warn(f"trial {key} has no earlier checkpoint: it starts again from step 0")
+        return None
 
     def _read(self, path: Path) -> dict[str, Any] | None:
         import torch
@@ -98,3 +180,45 @@ class CheckpointStore:
     def delete(self, key: int) -> None:
         self.path(key).unlink(missing_ok=True)
         shutil.rmtree(self.files(key), ignore_errors=True)
+
+
+def no_space(error: BaseException) -> bool:
+    """Whether ``error``, or what it came of, says a disk or quota is full."""
+    causes = (error, error.__cause__, error.__context__)
+    return any(isinstance(c, OSError) and c.errno in NO_SPACE for c in causes)
+
+
+def free_space(folder: Path) -> int:
+    """The bytes free on ``folder``'s disk (or its nearest parent's, if it is not made yet)."""
+    return shutil.disk_usage(_existing(folder)).free
+
+
+def _full(folder: Path, error: BaseException) -> int | None:
+    """The free space in ``folder`` if ``error`` came of a full disk (or quota), else None."""
+    free = free_space(folder)
+    return free if no_space(error) or free < FULL_BELOW else None
+
+
+def _existing(path: Path) -> Path:
+    """``path``, or its nearest parent that exists."""
+    while not path.exists() and path.parent != path:
+        path = path.parent
+    return path
+
+
+def _sync_folder(folder: Path) -> None:
+    fd = os.open(folder, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def _size(n: int) -> str:
+    if n < 1024:
+        return f"{n} bytes"
+    for unit in ("KiB", "MiB", "GiB"):
+        n //= 1024
+        if n < 1024 or unit == "GiB":
+            break
+    return f"{n} {unit}"

@@ -12,7 +12,8 @@ transaction queues a copy of it that resumes from its checkpoint. Workers beat f
 trials they run; any worker fails and re-queues a trial whose worker fell silent (killed,
 preempted, cut off), so at most the epoch in progress is lost. Told to stop (SIGTERM,
 SIGINT: `Worker.stop`), a worker saves the epoch in progress, hands its trials back as
-WAITING and exits 0.
+WAITING and exits 0. When a checkpoint finds the disk full, it stops the same way, each
+trial on its last checkpoint, and exits 1 naming the folder and its free space.
 """
 
 from __future__ import annotations
@@ -33,6 +34,7 @@ from optuna.trial import TrialState
 import objectives
 from storage import BaseDatabase, CheckpointStore
 from storage.base import Failure, Heartbeat, first_attempt
+from storage.checkpoints import DiskFull, free_space, no_space
 from storage.optuna_internals import trial_id_of
 from sweeps.batch_ask import ask_batch, room
 from sweeps.branches import BRANCHED_AT, Branching
@@ -86,12 +88,13 @@ class Worker:
         self.config = self.handle.config
         self.device = resolve_device(self.config.device, device)
         self.objective = objectives.resolve(self.config.objective_spec)
-        self.checkpoints = CheckpointStore(artifacts, study)
+        self.checkpoints = CheckpointStore(artifacts, study, warn=log)
         self.slots = db.trial_slots(self.handle.study_id, retries=self.config.budget.retries)
         self.heartbeat = Heartbeat(self.slots, self.config.heartbeat.interval, log)
         self.publisher = Publisher(db, self.handle, store or artifact_store(artifacts), log)
         self.log = log
         self._stopping = threading.Event()
+        self.disk_full: DiskFull | None = None  # why the worker stops, if a disk filled up
         self.stack = stack or self.config.stack
         self.blind = blind_trials(self.config)
         self.failures = FailureWatch(self.handle.study, self.config)
@@ -154,6 +157,13 @@ class Worker:
         next_reap = 0.0
         while True:
             if self._stopping.is_set() and not self.pool:
+                if self.disk_full is not None:
+                    self.log(
+                        f"stopping: {self.disk_full}; running trials went back to the queue; "
+                        "make room, then continue with sweeps run CONFIG --resume (or start the "
+                        "workers again)"
+                    )
+                    return 1
                 self.log("stopped: running trials were handed back to the queue")
                 return 0
             if time.monotonic() >= next_reap:  # at most once a heartbeat: trials may be short
@@ -269,7 +279,7 @@ class Worker:
             precision=config.precision,
             curves=lambda steps, epochs: self.db.add_curves(trial_id, steps, epochs),
             checkpoint=(
-                lambda state: self.checkpoints.save(first, state),
+                functools.partial(self._save, first),
                 lambda: self.checkpoints.load(first),
             ),
             reports=self.db.add_reports,
@@ -278,6 +288,26 @@ class Worker:
             trunk=trunk,
             branch=branch,
         )
+
+    def _save(self, key: int, state: dict[str, Any]) -> None:
+        """Save a checkpoint; a full disk stops the worker (every trial it runs would fail
+        alike), and the trial, handed back, keeps its last checkpoint."""
+        try:
+            self.checkpoints.save(key, state)
+        except DiskFull as e:
+            self.disk_full = self.disk_full or e
+            self.stop()
+            raise
+
+    def _no_room(self, error: Exception) -> objectives.HandBack:
+        """A trial ended by a full disk is not at fault: the worker stops, as when a
+        checkpoint finds no room, and the trial goes back to the queue."""
+        filename = getattr(error, "filename", None) or getattr(error.__cause__, "filename", None)
+        folder = Path(filename).parent if filename else self.checkpoints.dir.parent
+        full = DiskFull(folder, free_space(folder), error, what="the trial's files")
+        self.disk_full = self.disk_full or full
+        self.stop()
+        return objectives.HandBack(f"handed back: {full}")
 
     def _shown(self, params: dict[str, Any]) -> dict[str, Any]:
         return {k: v for k, v in params.items() if k not in self.hidden}
@@ -292,6 +322,8 @@ class Worker:
         if isinstance(outcome, objectives.Lost | optuna.exceptions.UpdateFinishedTrialError):
             self._taken_over(trial, outcome)
             return
+        if isinstance(outcome, Exception) and no_space(outcome):  # not a HandBack's cause
+            outcome = self._no_room(outcome)  # an objective's own files, a command's log
         run.flush()
         if isinstance(outcome, objectives.HandBack):
             self.slots.hand_back(trial_id_of(trial))

@@ -194,13 +194,16 @@ def storage_url(args: argparse.Namespace) -> str:
         raise UsageError(str(e).replace("storage:", f"{option}:", 1)) from None
 
 
-def artifacts_root(args: argparse.Namespace) -> Path:
-    """Where checkpoints and logs go; refused if it exists and is not a directory."""
-    from storage.checkpoints import resolve_root
+def artifacts_root(args: argparse.Namespace, *, writable: bool = False) -> Path:
+    """Where checkpoints and logs go; refused if it exists and is not a directory, or, with
+    ``writable`` (a command that writes there), if nothing can be written there."""
+    from storage.checkpoints import resolve_root, unwritable
 
     root = resolve_root(getattr(args, "artifacts", None), storage_url(args))
     if root.exists() and not root.is_dir():
         raise UsageError(f"--artifacts: {root} is not a directory")
+    if writable and (why := unwritable(root)):
+        raise UsageError(f"--artifacts: {root} is not writable ({why})")
     return root
 
 

@@ -70,7 +70,8 @@ def run(args: argparse.Namespace) -> int:
     unstacked = objectives.cannot_stack(config.objective_spec)
     if unstacked and (args.stack or config.stack) > 1:
         print(f"note: {unstacked}; each worker trains one trial at a time", file=sys.stderr)
-    logs = artifacts_root(args) / config.study / "logs"  # checked before anything is written
+    # Checked before anything is written.
+    logs = artifacts_root(args, writable=True) / config.study / "logs"
     check_artifact_store(args)
     db = open_database(args, create=True)
     handle = launch(db, config, resume=args.resume)

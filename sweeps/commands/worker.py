@@ -60,18 +60,22 @@ def run(args: argparse.Namespace) -> int:
     progress: Progress | None = None
 
     def log(line: str) -> None:  # under the live bar when there is one
-        if progress:
-            progress.log(line)
-        else:
-            print(line, flush=True)
+        try:
+            if progress:
+                progress.log(line)
+            else:
+                print(line, flush=True)
+        except OSError:  # its log's disk is full: a line lost, not the worker and its trials
+            pass
 
     gpus = parse_gpus(args.gpus) if args.gpus is not None else None
     log_storage_retries(log)  # from the first call: a worker may start before its database
+    artifacts = artifacts_root(args, writable=True)
     db = open_database(args, wait=True)
     worker = Worker(
         db,
         args.study,
-        artifacts=artifacts_root(args),
+        artifacts=artifacts,
         store=dashboard_store(args),
         worker=int(index) if index else _distinct_number(),
         stack=args.stack,

@@ -9,6 +9,7 @@ import random
 import signal
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 from typing import Any
@@ -18,12 +19,17 @@ import pytest
 import torch
 from optuna.trial import FrozenTrial, TrialState
 
+from mounts import remount, tmpfs
 from objectives import BUILTIN, Diverged, Run
 from pg_cluster import PostgresCluster, find_bindir
 from redis_server import RedisServer
+from storage import Database
 from storage.base import ATTEMPT, REASON, RETRY_OF, WORKER, first_attempt
+from sweeps.cli import main
+from sweeps.config import load_yaml, parse_config
+from sweeps.study import launch as launch_study
 from sweeps.trial_attrs import params_of
-from sweeps.worker import trial_seed
+from sweeps.worker import Worker, trial_seed
 from sweeps_helpers import BASE, config, study_trials, sweeps, wait_until
 
 # Long enough trials (about 0.1 s an epoch on one thread) to be caught mid-run.
@@ -311,3 +317,137 @@ def test_a_bad_retry_window_is_one_error_line_and_runs_nothing(tmp_path: Path, v
         f"error: $SWEEPS_DB_RETRY_SECONDS: must be a number of seconds >= 0, got {value!r}"
     ]
     assert study_trials(url) == []
+
+
+def test_sweeps_run_on_a_full_artifacts_disk_stops_hands_back_and_resumes(tmp_path: Path) -> None:
+    """Checkpoints of about 1.2 MiB on a 2 MiB disk: whatever the order of the two
+    workers' saves, none has room for a second one beside the first, so each worker stops
+    with one line naming the folder and its free space, its trial handed back on the
+    checkpoint it had; once there is room, --resume finishes every trial."""
+    url = f"sqlite:///{tmp_path / 'sweeps.db'}"
+    cfg = config(
+        tmp_path,
+        objective_args={"hidden": 2048},  # 154k weights, as many momenta
+        budget={"trials": 3, "epochs": 4},
+        heartbeat=HEARTBEAT,
+    )
+    with tmpfs(tmp_path / "artifacts", size="2m") as artifacts:
+        run = ("run", str(cfg), "--workers", "2", "--storage", url, "--artifacts", str(artifacts))
+        full = sweeps(*run, cwd=tmp_path)
+        assert full.returncode == 1, full.stdout + full.stderr
+        checkpoints = artifacts / "t" / "checkpoints"
+        said = [line for line in full.stdout.splitlines() if line.startswith("worker ")]
+        assert len(said) == 2, full.stdout
+        for line in said:
+            assert f"stopping: no room for a checkpoint in {checkpoints} (" in line
+            assert " free; " in line
+        states = [t.state for t in study_trials(url)]
+        assert TrialState.RUNNING not in states and TrialState.FAIL not in states
+        assert TrialState.WAITING in states
+        kept = sorted(checkpoints.iterdir())
+        assert all(p.suffix == ".pt" for p in kept), kept  # no temporary file left
+        for path in kept:  # each one complete: it loads
+            assert torch.load(path, weights_only=True)["epochs"]
+
+        remount(artifacts, "size=64m")
+        resumed = sweeps(*run, "--resume", cwd=tmp_path)
+        assert resumed.returncode == 0, resumed.stdout + resumed.stderr
+        assert [t.state for t in study_trials(url)] == [TrialState.COMPLETE] * 3
+
+
+# An objective whose own files (a framework's checkpoints) outgrow the disk at epoch 2.
+FILLS_THE_DISK = """
+def objective(run):
+    for epoch in range(1, run.epochs + 1):
+        run.report(0.5, epoch)
+        (run.checkpoint_dir / f"epoch-{epoch}.bin").write_bytes(bytes(epoch * 1_500_000))
+    return 0.5
+"""
+
+
+def test_a_full_disk_under_an_objectives_own_files_hands_the_trial_back(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    (tmp_path / "fills.py").write_text(FILLS_THE_DISK)
+    monkeypatch.syspath_prepend(str(tmp_path))
+    db = Database(f"sqlite:///{tmp_path / 'sweeps.db'}")
+    cfg = config(tmp_path, objective="fills:objective", budget={"trials": 1, "epochs": 3})
+    launch_study(db, parse_config(load_yaml(cfg)))
+    lines: list[str] = []
+    with tmpfs(tmp_path / "artifacts", size="2m") as artifacts:
+        assert Worker(db, "t", artifacts=artifacts, log=lines.append).run() == 1
+        folder = artifacts / "t" / "checkpoints" / "trial-0.files"
+        assert (folder / "epoch-1.bin").exists()  # what was written before stays
+    (trial,) = study_trials(db.url)
+    assert trial.state == TrialState.WAITING  # no attempt spent: the disk was at fault
+    assert lines[-1].startswith(f"stopping: no room for the trial's files in {artifacts}")
+    assert "OSError: [Errno 28] No space left on device" in lines[-1]
+
+
+DAMAGE = {
+    "truncated": lambda good: good[: len(good) // 2],
+    "garbage": lambda good: b"not a checkpoint\n" * 100,
+    "empty": lambda good: b"",
+}
+
+
+@pytest.mark.parametrize("damage", DAMAGE)
+def test_a_damaged_checkpoint_is_set_aside_and_its_trial_starts_again_the_same(
+    tmp_path: Path, damage: str
+) -> None:
+    """A handed-back trial whose checkpoint was damaged meanwhile: set aside, named in one
+    line, and the trial trains again from step 0 to the same curve, failing no attempt."""
+    torch.set_num_threads(1)  # as `uninterrupted`: the same sums in the same order
+    epochs = 30
+    db = Database(f"sqlite:///{tmp_path / 'sweeps.db'}")
+    cfg = config(tmp_path, objective_args=ARGS, budget={"trials": 1, "epochs": epochs})
+    launch_study(db, parse_config(load_yaml(cfg)))
+    artifacts = tmp_path / "artifacts"
+    first = Worker(db, "t", artifacts=artifacts, log=lambda _: None)
+    checkpoint = first.checkpoints.path(0)
+
+    def stop_once_saved() -> None:
+        wait_until(checkpoint.exists)
+        first.stop()
+
+    stopper = threading.Thread(target=stop_once_saved)
+    stopper.start()
+    assert first.run() == 0
+    stopper.join()
+    (handed,) = study_trials(db.url)
+    assert handed.state == TrialState.WAITING
+    checkpoint.write_bytes(DAMAGE[damage](checkpoint.read_bytes()))
+    damaged = checkpoint.read_bytes()
+
+    lines: list[str] = []
+    assert Worker(db, "t", artifacts=artifacts, log=lines.append).run() == 0
+    (trial,) = study_trials(db.url)
+    assert trial.state == TrialState.COMPLETE
+    assert trial.intermediate_values == uninterrupted(trial, epochs)
+    set_aside = checkpoint.with_name("trial-0.pt.damaged")
+    assert set_aside.read_bytes() == damaged
+    (warning,) = [line for line in lines if "cannot be read" in line]
+    assert str(set_aside) in warning and "\n" not in warning
+    assert "trial 0 has no earlier checkpoint: it starts again from step 0" in lines
+
+
+@pytest.mark.parametrize("command", ["run", "worker"])
+def test_a_read_only_artifacts_folder_is_one_error_line_and_writes_nothing(
+    tmp_path: Path, command: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    url = f"sqlite:///{tmp_path / 'sweeps.db'}"
+    cfg = config(tmp_path)
+    if command == "worker":
+        assert main(["launch", str(cfg), "--storage", url]) == 0
+    before = sorted(tmp_path.iterdir())
+    capsys.readouterr()
+    with tmpfs(tmp_path / "ro", size="1m", read_only=True) as ro:
+        where = str(ro / "artifacts")
+        args = [str(cfg)] if command == "run" else ["--study", "t"]
+        code = main([command, *args, "--storage", url, "--artifacts", where])
+        err = capsys.readouterr().err
+        assert code == 2
+        assert err == f"error: --artifacts: {where} is not writable (Read-only file system)\n"
+    assert sorted(tmp_path.iterdir()) == sorted([*before, tmp_path / "ro"])  # no study, no db
+    if command == "worker":
+        assert study_trials(url) == []

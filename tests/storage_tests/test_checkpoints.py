@@ -1,0 +1,98 @@
+"""Checkpoint files on real disks: a full disk, a read-only folder, damaged files."""
+
+from __future__ import annotations
+
+import threading
+from pathlib import Path
+
+import pytest
+import torch
+
+from mounts import tmpfs
+from storage.checkpoints import CheckpointStore, DiskFull, unwritable
+
+
+def state(floats: int, fill: float = 1.0) -> dict[str, torch.Tensor]:
+    return {"w": torch.full((floats,), fill)}
+
+
+def test_save_on_a_full_disk_raises_disk_full_and_keeps_the_last_checkpoint(
+    tmp_path: Path,
+) -> None:
+    with tmpfs(tmp_path / "small", size="2m") as root:
+        store = CheckpointStore(root, "s")
+        store.save(1, state(100_000))  # 400 kB: fits
+        store.save(2, state(100_000, 2.0))
+        with pytest.raises(DiskFull) as raised:
+            store.save(2, state(500_000))  # 2 MB: cannot fit beside the others
+        message = str(raised.value)
+        assert str(store.dir) in message and "free" in message and "\n" not in message
+        assert sorted(p.name for p in store.dir.iterdir()) == ["trial-1.pt", "trial-2.pt"]
+        assert torch.equal(store.load(2)["w"], state(100_000, 2.0)["w"])  # its last one
+        assert torch.equal(store.load(1)["w"], state(100_000)["w"])
+
+
+DAMAGE = {
+    "truncated": lambda good: good[: len(good) // 2],
+    "garbage": lambda good: b"not a checkpoint\n" * 50,
+    "empty": lambda good: b"",
+}
+
+
+@pytest.mark.parametrize("damage", DAMAGE)
+def test_a_damaged_checkpoint_is_set_aside_with_one_warning_line(
+    tmp_path: Path, damage: str
+) -> None:
+    warnings: list[str] = []
+    store = CheckpointStore(tmp_path, "s", warn=warnings.append)
+    store.save(3, state(1000))
+    path = store.path(3)
+    path.write_bytes(DAMAGE[damage](path.read_bytes()))
+    damaged = path.read_bytes()
+
+    assert store.load(3) is None  # the trial starts again from step 0
+    assert not path.exists()
+    assert (store.dir / "trial-3.pt.damaged").read_bytes() == damaged  # kept, not deleted
+    assert len(warnings) == 2 and all("\n" not in line for line in warnings)
+    assert "trial-3.pt cannot be read" in warnings[0] and "trial-3.pt.damaged" in warnings[0]
+    assert "starts again from step 0" in warnings[1]
+    store.save(3, state(1000, 5.0))  # the retry's checkpoints are written as before
+    assert torch.equal(store.load(3)["w"], state(1000, 5.0)["w"])
+
+
+def test_a_damaged_checkpoint_falls_back_to_the_newest_kept_one_that_reads(
+    tmp_path: Path,
+) -> None:
+    warnings: list[str] = []
+    store = CheckpointStore(tmp_path, "s", warn=warnings.append)
+    for epoch in (1, 2, 3):
+        store.save(7, state(10, float(epoch)))
+        store.keep_stable(7, epoch)
+    store.save(7, state(10, 4.0))
+    store.path(7).write_bytes(b"")
+    store.stable_path(7, 3).unlink()  # a hard link: damaging one damages both, so drop it
+    store.stable_path(7, 2).write_bytes(b"junk")
+
+    loaded = store.load(7)
+    assert loaded is not None and torch.equal(loaded["w"], state(10, 1.0)["w"])
+    assert store.stable_path(7, 2).read_bytes() == b"junk"  # a branch's to judge: left as is
+    assert warnings[-1] == "trial 7 resumes from its kept checkpoint of epoch 1"
+
+
+def test_an_interrupted_write_leaves_no_temporary_file_and_the_last_checkpoint(
+    tmp_path: Path,
+) -> None:
+    store = CheckpointStore(tmp_path, "s")
+    store.save(1, state(10))
+    with pytest.raises(TypeError):  # a lock cannot be pickled: the write stops half done
+        store.save(1, {"w": state(10)["w"], "lock": threading.Lock()})
+    assert [p.name for p in store.dir.iterdir()] == ["trial-1.pt"]
+    assert torch.equal(store.load(1)["w"], state(10)["w"])
+
+
+def test_unwritable_names_a_read_only_file_system_and_writes_nothing(tmp_path: Path) -> None:
+    with tmpfs(tmp_path / "ro", size="1m", read_only=True) as root:
+        assert unwritable(root / "a" / "b") == "Read-only file system"
+    writable = tmp_path / "new" / "artifacts"
+    assert unwritable(writable) is None
+    assert list(tmp_path.iterdir()) == [tmp_path / "ro"]  # nothing created by the probe
