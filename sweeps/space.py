@@ -149,7 +149,18 @@ class Space:
 
     def grid(self) -> list[dict[str, Any]]:
         """Every distinct point of a space without ranges, as Optuna trial params."""
-        points = []
+        return [
+            dict(zip(axes, combo, strict=True))
+            for axes in self._grid_axes()
+            for combo in itertools.product(*axes.values())
+        ]
+
+    def grid_size(self) -> int:
+        """How many points `grid` has, counted without building them."""
+        return sum(math.prod(map(len, axes.values())) for axes in self._grid_axes())
+
+    def _grid_axes(self) -> Iterator[dict[str, list[Any]]]:
+        """Per optimizer and family, each parameter's values: the grid is their products."""
         for optimizer in self.training["optimizer"].values():
             names = [n for n in self._training_names(optimizer) if n != "optimizer"]
             for family, dims in self.families.items():
@@ -158,9 +169,7 @@ class Space:
                 axes["schedule"] = [family]
                 axes |= {f"{family}.{k}": d.values() for k, d in dims.items()}
                 axes |= {f"{ARGS}.{n}": d.values() for n, d in self.args.items()}
-                for combo in itertools.product(*axes.values()):
-                    points.append(dict(zip(axes, combo, strict=True)))
-        return points
+                yield axes
 
     def searched(self, params: Mapping[str, Any]) -> dict[str, Any]:
         """Of a complete point, the entries that are Optuna parameters (not fixed values)."""
