@@ -20,6 +20,7 @@ from typing import Any
 import optuna
 
 from schedules import SCHEDULES, Param, Schedule, ScheduleError
+from sweeps.config import shown
 
 # Training parameters besides the schedule, declared like schedule parameters.
 TRAINING: dict[str, Param] = {
@@ -38,6 +39,8 @@ OPTIMIZER_PARAMS = {"sgd": ("momentum", "nesterov"), "adamw": ("beta1", "beta2")
 # Set by the engine from the run length, never searched.
 DERIVED = ("total_steps",)
 RANGE_KEYS = {"low", "high", "log", "step"}
+# Optuna stores a trial's parameters as 64-bit floats, exact for integers up to this.
+MAX_INT_PARAM = 2**53
 ARGS = "args"  # the space's key for the objective's own parameters, and their name prefix
 
 
@@ -211,9 +214,16 @@ def _checked(value: Any, param: Param, where: str, errors: list[str]) -> Any:
     except TypeError:
         pass
     else:
+        if isinstance(value, int) and param.kind is int and abs(value) > MAX_INT_PARAM:
+            errors.append(
+                f"{where}: must be an integer in [-2**53, 2**53] (what a trial's parameter "
+                f"stores exactly), got {shown(value)}"
+            )
+            return None
         if param.contains(value):
             return value
-    errors.append(f"{where}: must be {param.allowed()}, got {value!r}")
+    given = shown(value) if isinstance(value, int) and not isinstance(value, bool) else repr(value)
+    errors.append(f"{where}: must be {param.allowed()}, got {given}")
     return None
 
 

@@ -351,6 +351,10 @@ CASES = [
     changed("sampler.seed", -1),
     changed("seed", 2**32),
     changed("pruner.reduction_factor", 2**31),
+    # Integer parameters past what Optuna stores exactly (a float), numbers past any float.
+    changed("space.batch_size", [32, 2**60], "space.batch_size[1]"),
+    own_arg("width", {"low": 1, "high": 10**4000}, "space.args.width.high", launch=True),
+    changed("space.lr", 10**400),
     # Unknown keys and typos.
     renamed("budget", "budjet", "budjet", "budget", launch=True),
     renamed("sampler", "sampeler", "sampeler"),
