@@ -78,8 +78,8 @@ class Param:
             return value in self.choices
         if self.kind is bool:
             return True
-        if not math.isfinite(value):
-            return False
+        if isinstance(value, float) and not math.isfinite(value):
+            return False  # an int is finite, and may be too large to become a float
         if self.low is not None and (value < self.low or (self.low_open and value == self.low)):
             return False
         return not (
@@ -108,7 +108,10 @@ class Param:
             if isinstance(value, float) and value.is_integer():
                 return int(value)
         elif isinstance(value, int | float):
-            return float(value)
+            try:
+                return float(value)
+            except OverflowError:  # an integer past the largest float
+                pass
         raise TypeError(value)
 
 

@@ -50,7 +50,21 @@ def resolve_url(given: str | None = None, *, proxy: bool = False) -> str:
         _check_redis(url, parsed)
     if parsed.drivername == "postgresql":
         parsed = parsed.set(drivername="postgresql+psycopg")
+    if parsed.get_backend_name() in ("sqlite", "postgresql"):
+        _check_driver(url, parsed)
     return parsed.render_as_string(hide_password=False)
+
+
+def _check_driver(url: str, parsed: URL) -> None:
+    """Refuse a driver SQLAlchemy does not know or cannot import (``postgresql+nosuch``)."""
+    try:
+        parsed.get_dialect().import_dbapi()
+    except (ArgumentError, ImportError):  # NoSuchModuleError is an ArgumentError
+        raise StorageURLError(
+            f"storage: no driver {parsed.get_driver_name()!r} for "
+            f"{parsed.get_backend_name()} in {mask_url(url)}; use sqlite:///FILE or "
+            "postgresql+psycopg://USER@HOST/DB"
+        ) from None
 
 
 def _check_redis(url: str, parsed: URL) -> None:

@@ -8,12 +8,14 @@ declarations (`schedules.Param`), the single source of truth.
 
 from __future__ import annotations
 
+import sys
 from collections.abc import Hashable
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any, Literal
 
 import yaml
 from pydantic import (
+    AfterValidator,
     BaseModel,
     ConfigDict,
     Discriminator,
@@ -36,6 +38,13 @@ MAX_STACK = 1024  # trials one worker trains at once (the config's stack, --stac
 # A YAML alias bomb builds a small document that expands to billions of nodes.
 MAX_CONFIG_NODES = 20_000
 MAX_CONFIG_DEPTH = 32
+# Integers a config may hold, so that one that validates can also be stored and run: counts
+# and epochs go into INTEGER columns (32-bit signed on PostgreSQL), and seeds into numpy's
+# generators (which Optuna's samplers use).
+MAX_COUNT = 2**31 - 1
+MAX_SEED = 2**32 - 1
+# The grid sampler's points are built and enqueued at launch: a bound on its memory and time.
+MAX_GRID_POINTS = 100_000
 
 
 class ConfigError(UsageError):
@@ -47,21 +56,41 @@ class ConfigError(UsageError):
         super().__init__("\n".join(self.errors))
 
 
+def shown(value: int) -> str:
+    """An integer for an error line: a huge one by its number of digits."""
+    digits = str(value)
+    return digits if len(digits) <= 24 else f"a {len(digits.lstrip('-'))}-digit number"
+
+
+def _at_most(limit: int, what: str) -> AfterValidator:
+    def check(value: int) -> int:
+        if value > limit:
+            raise ValueError(f"must be at most {limit} ({what}), got {shown(value)}")
+        return value
+
+    return AfterValidator(check)
+
+
+# A count or an epoch number, and a seed; each field adds its own lower bound.
+Count = Annotated[int, _at_most(MAX_COUNT, "2**31 - 1, the largest integer storage holds")]
+Seed = Annotated[int, Field(ge=0), _at_most(MAX_SEED, "2**32 - 1, the largest seed")]
+
+
 class _Strict(BaseModel):
     # strict: a YAML `true` or "10" is not a number here, as in the space's own parameters.
     model_config = ConfigDict(extra="forbid", frozen=True, strict=True)
 
 
 class Budget(_Strict):
-    trials: int = Field(gt=0, description="finished (COMPLETE + PRUNED) trials, all workers")
-    epochs: int = Field(gt=0, description="max epochs per trial, the pruner's resource")
-    retries: int = Field(2, ge=0, description="re-runs of a FAILed trial's params")
-    max_failures: int | None = Field(
+    trials: Count = Field(gt=0, description="finished (COMPLETE + PRUNED) trials, all workers")
+    epochs: Count = Field(gt=0, description="max epochs per trial, the pruner's resource")
+    retries: Count = Field(2, ge=0, description="re-runs of a FAILed trial's params")
+    max_failures: Count | None = Field(
         None,
         gt=0,
         description="failed trials after which the sweep stops (default: max(10, trials))",
     )
-    max_repeated_failures: int = Field(
+    max_repeated_failures: Count = Field(
         3,
         ge=2,
         description="trials failing in a row with one error, across schedule families, "
@@ -143,12 +172,12 @@ Objective = Annotated[
 
 
 class _Seeded(_Strict):
-    seed: int | None = 0
+    seed: Seed | None = 0
 
 
 class TPE(_Seeded):
     name: Literal["tpe"]
-    n_startup_trials: int = Field(10, ge=0)
+    n_startup_trials: Count = Field(10, ge=0)
     multivariate: bool = True
     group: bool = True  # the schedule space is conditional: group=True models it per family
     constant_liar: bool = True
@@ -156,12 +185,12 @@ class TPE(_Seeded):
 
 class GP(_Seeded):
     name: Literal["gp"]
-    n_startup_trials: int = Field(10, ge=0)
+    n_startup_trials: Count = Field(10, ge=0)
 
 
 class CmaEs(_Seeded):
     name: Literal["cmaes"]
-    n_startup_trials: int = Field(1, ge=0)
+    n_startup_trials: Count = Field(1, ge=0)
 
 
 class Random(_Seeded):
@@ -189,10 +218,10 @@ class NoPruner(_Strict):
 
 class Median(_Strict):
     name: Literal["median"]
-    n_startup_trials: int = Field(5, ge=0)
-    n_warmup_steps: int = Field(0, ge=0)
-    interval_steps: int = Field(1, ge=1)
-    n_min_trials: int = Field(1, ge=1)
+    n_startup_trials: Count = Field(5, ge=0)
+    n_warmup_steps: Count = Field(0, ge=0)
+    interval_steps: Count = Field(1, ge=1)
+    n_min_trials: Count = Field(1, ge=1)
 
 
 class Percentile(Median):
@@ -203,29 +232,31 @@ class Percentile(Median):
 class SuccessiveHalving(_Strict):
     name: Literal["successive_halving"]
     min_resource: int | Literal["auto"] = "auto"
-    reduction_factor: int = Field(4, ge=2)
-    min_early_stopping_rate: int = Field(0, ge=0)
-    bootstrap_count: int = Field(0, ge=0)
+    reduction_factor: Count = Field(4, ge=2)
+    min_early_stopping_rate: Count = Field(0, ge=0)
+    bootstrap_count: Count = Field(0, ge=0)
 
     @field_validator("min_resource")
     @classmethod
     def _at_least_one(cls, value: int | str) -> int | str:
-        if isinstance(value, int) and value < 1:
-            raise ValueError(f"must be 'auto' or an integer >= 1, got {value}")
+        if isinstance(value, int) and not 1 <= value <= MAX_COUNT:
+            raise ValueError(
+                f"must be 'auto' or an integer in [1, {MAX_COUNT}], got {shown(value)}"
+            )
         return value
 
 
 class Hyperband(_Strict):
     name: Literal["hyperband"]
-    min_resource: int = Field(1, ge=1)
-    reduction_factor: int = Field(3, ge=2)
-    bootstrap_count: int = Field(0, ge=0)
+    min_resource: Count = Field(1, ge=1)
+    reduction_factor: Count = Field(3, ge=2)
+    bootstrap_count: Count = Field(0, ge=0)
 
 
 class Wilcoxon(_Strict):
     name: Literal["wilcoxon"]
     p_threshold: float = Field(0.1, gt=0, lt=1)
-    n_startup_steps: int = Field(2, ge=0)
+    n_startup_steps: Count = Field(2, ge=0)
 
 
 Pruner = Annotated[
@@ -247,13 +278,13 @@ class SweepConfig(_Strict):
     sampler: Sampler = Field(default_factory=lambda: TPE(name="tpe"))
     pruner: Pruner = Field(default_factory=lambda: Median(name="median"))
     space: dict[str, Any]
-    seed: int = 0
+    seed: Seed = 0
     device: str = Field("cpu", description="cpu, cuda, cuda:N or auto (checked by workers)")
     precision: Literal["fp32", "bf16"] = Field(
         "fp32", description="fp32, or bf16: forward passes under bfloat16 autocast (tasks)"
     )
     stack: int = Field(1, ge=1, le=MAX_STACK, description="trials trained at once as one model")
-    min_trials_per_family: int = Field(
+    min_trials_per_family: Count = Field(
         1, ge=0, description="trials each schedule family gets before the sampler chooses"
     )
     heartbeat: Heartbeat = Field(default_factory=Heartbeat)
@@ -324,10 +355,12 @@ def load_yaml(path: Path) -> Any:
         ConfigError: unreadable, too large, not YAML, or expanding past `MAX_CONFIG_NODES`.
     """
     try:
-        size = path.stat().st_size
-        if size > MAX_CONFIG_BYTES:
-            raise ConfigError([f"{path}: config is {size} bytes; at most {MAX_CONFIG_BYTES}"])
-        text = path.read_text(encoding="utf-8")
+        # A bounded read: a device or a pipe (/dev/zero) has no size to check beforehand.
+        with path.open("rb") as file:
+            content = file.read(MAX_CONFIG_BYTES + 1)
+        if len(content) > MAX_CONFIG_BYTES:
+            raise ConfigError([f"{path}: config is over {MAX_CONFIG_BYTES} bytes, the limit"])
+        text = content.decode("utf-8")
     except (OSError, UnicodeDecodeError) as e:
         reason = getattr(e, "strerror", None) or e
         raise ConfigError([f"{path}: cannot read config: {reason}"]) from None
@@ -353,7 +386,19 @@ class _DuplicateKey(yaml.YAMLError):
 
 
 class _UniqueKeyLoader(yaml.SafeLoader):
-    """PyYAML's safe loader, refusing duplicate keys instead of keeping the last one."""
+    """PyYAML's safe loader, refusing duplicate keys instead of keeping the last one, and
+    integers too long to print (past Python's 4300 digits)."""
+
+    def construct_yaml_int(self, node: yaml.ScalarNode) -> int:
+        try:
+            value: int = super().construct_yaml_int(node)
+            str(value)  # hexadecimal escapes the limit when read, not when printed
+        except ValueError:
+            limit = sys.get_int_max_str_digits()
+            raise yaml.constructor.ConstructorError(
+                None, None, f"an integer of more than {limit} digits", node.start_mark
+            ) from None
+        return value
 
     def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> dict[Any, Any]:
         seen = set()
@@ -363,6 +408,9 @@ class _UniqueKeyLoader(yaml.SafeLoader):
                 raise _DuplicateKey(str(key), key_node.start_mark.line + 1)
             seen.add(key)
         return super().construct_mapping(node, deep=deep)
+
+
+_UniqueKeyLoader.add_constructor("tag:yaml.org,2002:int", _UniqueKeyLoader.construct_yaml_int)
 
 
 def _check_expansion(data: Any, path: Path) -> None:
@@ -401,7 +449,7 @@ def parse_config(data: Any) -> SweepConfig:
     try:
         config = SweepConfig.model_validate(data)
     except ValidationError as e:
-        errors.extend(_pydantic_errors(e))
+        errors.extend(pydantic_errors(e))
     space = data.get("space")
     if isinstance(space, dict):
         parsed = parse_space(space)
@@ -453,15 +501,21 @@ def _grid_errors(space: Space, trials: int) -> list[str]:
         for name in space.ranged()
     ]
     if not errors:
-        size = len(space.grid())
-        if trials > size:
+        size = space.grid_size()
+        if size > MAX_GRID_POINTS:
+            errors.append(
+                f"space: the grid sampler's grid has {size} points, more than the "
+                f"{MAX_GRID_POINTS} allowed; list fewer values, or use another sampler"
+            )
+        elif trials > size:
             errors.append(
                 f"budget.trials: the grid has {size} combinations; trials must be <= {size}"
             )
     return errors
 
 
-def _pydantic_errors(error: ValidationError) -> list[str]:
+def pydantic_errors(error: ValidationError) -> list[str]:
+    """One ``field: why`` line per problem pydantic found."""
     lines = []
     for item in error.errors():
         loc = [str(part) for part in item["loc"]]
@@ -485,7 +539,9 @@ def _pydantic_errors(error: ValidationError) -> list[str]:
                 field, message = message.split(": ", 1)
         if "input" in item and item["type"] not in ("missing", "extra_forbidden", "value_error"):
             given = item["input"]
-            if not isinstance(given, dict | list):
+            if isinstance(given, int) and not isinstance(given, bool):
+                message = f"{message}, got {shown(given)}"
+            elif not isinstance(given, dict | list):
                 message = f"{message}, got {given!r}"
         lines.append(f"{field}: {message}")
     return lines

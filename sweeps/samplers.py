@@ -46,7 +46,9 @@ def build_sampler(config: c.SweepConfig, worker: int) -> optuna.samplers.BaseSam
     parallel workers do not suggest the same random points. Each schedule family gets its
     ``min_trials_per_family`` first (`sweeps.family_quota`; a grid enumerates them all).
     With ``branches``, it fixes a branch's parameters to its trunk's (`sweeps.branches`)."""
-    seed = None if config.sampler.seed is None else config.sampler.seed + worker
+    seed = config.sampler.seed
+    if seed is not None:  # kept a valid seed, however large the config's and the number
+        seed = (seed + worker) % (c.MAX_SEED + 1)
     with warnings.catch_warnings():  # group-TPE and QMC are chosen knowingly
         warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
         sampler = SAMPLERS[type(config.sampler)](config.sampler, seed)

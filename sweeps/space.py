@@ -20,6 +20,7 @@ from typing import Any
 import optuna
 
 from schedules import SCHEDULES, Param, Schedule, ScheduleError
+from sweeps.config import shown
 
 # Training parameters besides the schedule, declared like schedule parameters.
 TRAINING: dict[str, Param] = {
@@ -38,6 +39,8 @@ OPTIMIZER_PARAMS = {"sgd": ("momentum", "nesterov"), "adamw": ("beta1", "beta2")
 # Set by the engine from the run length, never searched.
 DERIVED = ("total_steps",)
 RANGE_KEYS = {"low", "high", "log", "step"}
+# Optuna stores a trial's parameters as 64-bit floats, exact for integers up to this.
+MAX_INT_PARAM = 2**53
 ARGS = "args"  # the space's key for the objective's own parameters, and their name prefix
 
 
@@ -149,7 +152,18 @@ class Space:
 
     def grid(self) -> list[dict[str, Any]]:
         """Every distinct point of a space without ranges, as Optuna trial params."""
-        points = []
+        return [
+            dict(zip(axes, combo, strict=True))
+            for axes in self._grid_axes()
+            for combo in itertools.product(*axes.values())
+        ]
+
+    def grid_size(self) -> int:
+        """How many points `grid` has, counted without building them."""
+        return sum(math.prod(map(len, axes.values())) for axes in self._grid_axes())
+
+    def _grid_axes(self) -> Iterator[dict[str, list[Any]]]:
+        """Per optimizer and family, each parameter's values: the grid is their products."""
         for optimizer in self.training["optimizer"].values():
             names = [n for n in self._training_names(optimizer) if n != "optimizer"]
             for family, dims in self.families.items():
@@ -158,9 +172,7 @@ class Space:
                 axes["schedule"] = [family]
                 axes |= {f"{family}.{k}": d.values() for k, d in dims.items()}
                 axes |= {f"{ARGS}.{n}": d.values() for n, d in self.args.items()}
-                for combo in itertools.product(*axes.values()):
-                    points.append(dict(zip(axes, combo, strict=True)))
-        return points
+                yield axes
 
     def searched(self, params: Mapping[str, Any]) -> dict[str, Any]:
         """Of a complete point, the entries that are Optuna parameters (not fixed values)."""
@@ -202,9 +214,16 @@ def _checked(value: Any, param: Param, where: str, errors: list[str]) -> Any:
     except TypeError:
         pass
     else:
+        if isinstance(value, int) and param.kind is int and abs(value) > MAX_INT_PARAM:
+            errors.append(
+                f"{where}: must be an integer in [-2**53, 2**53] (what a trial's parameter "
+                f"stores exactly), got {shown(value)}"
+            )
+            return None
         if param.contains(value):
             return value
-    errors.append(f"{where}: must be {param.allowed()}, got {value!r}")
+    given = shown(value) if isinstance(value, int) and not isinstance(value, bool) else repr(value)
+    errors.append(f"{where}: must be {param.allowed()}, got {given}")
     return None
 
 

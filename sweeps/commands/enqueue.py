@@ -23,6 +23,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     import json
+    import sys
 
     from sweeps.commands.common import open_database
     from sweeps.errors import UsageError
@@ -33,8 +34,17 @@ def run(args: argparse.Namespace) -> int:
         params = json.loads(args.params)
     except json.JSONDecodeError as e:
         raise UsageError(f"--params: not valid JSON: {e.msg} at character {e.pos}") from None
+    except RecursionError:
+        raise UsageError("--params: nested too deeply; give an object of plain values") from None
+    except ValueError:  # an integer past Python's limit on digits
+        limit = sys.get_int_max_str_digits()
+        raise UsageError(f"--params: holds an integer of more than {limit} digits") from None
     if not isinstance(params, dict):
         raise UsageError("--params: must be a JSON object of parameter names to values")
+    for name, value in params.items():
+        if not isinstance(value, str | int | float | bool):
+            kind = {"list": "an array", "dict": "an object"}.get(type(value).__name__, "null")
+            raise UsageError(f"{name}: must be a number, string or boolean, got {kind}")
     db = open_database(args)
     handle = load(db, args.study)
     errors = check_point(handle.space, params)

@@ -35,6 +35,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    import objectives
     from sweeps.errors import UsageError
 
     if args.threads is not None and args.threads < 1:
@@ -72,17 +73,20 @@ def run(args: argparse.Namespace) -> int:
     log_storage_retries(log)  # from the first call: a worker may start before its database
     artifacts = artifacts_root(args, writable=True)
     db = open_database(args, wait=True)
-    worker = Worker(
-        db,
-        args.study,
-        artifacts=artifacts,
-        store=dashboard_store(args),
-        worker=int(index) if index else _distinct_number(),
-        stack=args.stack,
-        device=args.device,
-        gpus=gpus,
-        log=log,
-    )
+    try:
+        worker = Worker(
+            db,
+            args.study,
+            artifacts=artifacts,
+            store=dashboard_store(args),
+            worker=int(index) if index else _distinct_number(),
+            stack=args.stack,
+            device=args.device,
+            gpus=gpus,
+            log=log,
+        )
+    except objectives.ObjectiveNotFound as e:  # the study's, stored at launch: gone since
+        raise UsageError(f"{e} (stored with study {args.study!r})") from None
     if sys.stdout.isatty():  # a person watches: a live bar under the trial lines
         progress = Progress(lambda: summarize(db, worker.handle))
     say = functools.partial(print, file=sys.stderr, flush=True)

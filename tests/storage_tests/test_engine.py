@@ -70,6 +70,8 @@ def test_mask_url_hides_the_password() -> None:
         ("redis://:s3cr3t@h:6379/studies", "DB a number"),
         ("redis://:s3cr3t@h:99999/0", "Port out of range"),
         ("redis://:s3cr3t@h:6379/0?socket_timeout=soon", "Invalid value for 'socket_timeout'"),
+        ("postgresql+nosuch://u:s3cr3t@h/db", "no driver 'nosuch' for postgresql"),
+        ("sqlite+nosuch:///sweeps.db", "no driver 'nosuch' for sqlite"),
     ],
 )
 def test_bad_storage_url_is_refused_without_leaking_the_password(url: str, message: str) -> None:

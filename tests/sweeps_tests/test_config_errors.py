@@ -58,6 +58,15 @@ GRID_SPACE: dict[str, Any] = {
     "optimizer": "sgd",
     "schedule": {"constant": {}, "step": {"decay_steps": 10}},
 }
+# Four lists of 60 values: a 1 KB config whose grid has 60**4 points.
+HUGE_GRID_SPACE: dict[str, Any] = {
+    "lr": [round(0.001 * (i + 1), 3) for i in range(60)],
+    "optimizer": "sgd",
+    "momentum": [i / 100 for i in range(60)],
+    "weight_decay": [i / 10_000 for i in range(60)],
+    "batch_size": list(range(1, 61)),
+    "schedule": {"constant": {}},
+}
 CONFIG = "config.yaml"
 
 
@@ -339,6 +348,19 @@ CASES = [
         lambda c: c.update(pruner={"name": "successive_halving", "min_resource": 0}),
         "pruner.min_resource",
     ),
+    # Integers past what storage holds (INTEGER: 32-bit signed on PostgreSQL) or seeds take.
+    changed("budget.trials", 10**30, launch=True),
+    changed("budget.trials", 3_000_000_000, launch=True),
+    changed("budget.epochs", 2**63),
+    changed("budget.max_failures", 2**31),
+    changed("sampler.seed", 1099511627776000000000000, launch=True),
+    changed("sampler.seed", -1),
+    changed("seed", 2**32),
+    changed("pruner.reduction_factor", 2**31),
+    # Integer parameters past what Optuna stores exactly (a float), numbers past any float.
+    changed("space.batch_size", [32, 2**60], "space.batch_size[1]"),
+    own_arg("width", {"low": 1, "high": 10**4000}, "space.args.width.high", launch=True),
+    changed("space.lr", 10**400),
     # Unknown keys and typos.
     renamed("budget", "budjet", "budjet", "budget", launch=True),
     renamed("sampler", "sampeler", "sampeler"),
@@ -405,6 +427,7 @@ CASES = [
         launch=True,
     ),
     edited("grid of 4 combinations with 5 trials", grid(5, GRID_SPACE), "budget.trials"),
+    edited("grid of 60**4 combinations", grid(4, HUGE_GRID_SPACE), "space", launch=True),
     changed("pruner.min_resource", 10, launch=True),
     changed("space.schedule.cosine.min_lr", 0.01),
     edited(
@@ -439,6 +462,9 @@ CASES = [
         base_text() + "study: another-study\n",
         "study",
     ),
+    text("a 5000-digit integer", base_text() + "seed: " + "1" * 5000 + "\n", CONFIG, launch=True),
+    text("a 5000-digit hexadecimal integer", base_text() + "seed: 0x" + "f" * 5000 + "\n", CONFIG),
+    raw("a device of endless zeros", lambda directory: "/dev/zero", "/dev/zero"),
     text(
         "lists nested 5000 deep",
         deeply_nested(5000),

@@ -63,8 +63,20 @@ def test_grid_enumerates_each_family_with_its_own_parameters() -> None:
         }
     )
     # sgd: 2 lr x 2 momentum x (1 + 3); adamw: 2 lr x (1 + 3)
-    assert len(space.grid()) == 16 + 8
+    assert len(space.grid()) == space.grid_size() == 16 + 8
     assert len({tuple(sorted(p.items())) for p in space.grid()}) == 24
+
+
+def test_grid_size_counts_a_huge_grid_without_building_it() -> None:
+    space = parse_space(
+        {
+            "lr": 0.1,
+            "optimizer": "sgd",
+            "schedule": {"constant": {}},
+            "args": {f"a{i}": list(range(60)) for i in range(4)},
+        }
+    )
+    assert space.grid_size() == 60**4
 
 
 def test_ranged_lists_the_parameters_a_grid_cannot_enumerate() -> None:
