@@ -8,6 +8,7 @@ contract), and trial checkpoints.
     # (storage.remote, for workers)
 """
 
+import functools
 from collections.abc import Callable
 
 from storage._engine import create_engine
@@ -20,17 +21,20 @@ from storage._url import (
     mask_url,
     resolve_url,
 )
-from storage.base import BaseDatabase, StorageError, TrialReport
+from storage.base import BaseDatabase, StorageError, StorageRefused, TrialReport
 from storage.checkpoints import CheckpointStore
 from storage.database import Database, first_line, one_line
 
 
-def open_database(url: str, *, wait: bool = False) -> BaseDatabase:
+def open_database(url: str, *, wait: bool = False, create: bool = True) -> BaseDatabase:
     """The backend for ``url``: a storage proxy's client for ``grpc://``, Redis for
     ``redis://``, else SQL (`Database`). With ``wait`` (a worker, which may start before its
     database or proxy), an unreachable one is waited for as every call is retried
     (`storage.resilience`); without it, an unreachable database or Redis raises
-    `StorageError` at once (a proxy's client connects on its first call, which retries)."""
+    `StorageError` at once (a proxy's client connects on its first call, which retries).
+    Without ``create``, an SQL ``url`` must already be a study database. What no wait can
+    fix (`StorageRefused`: not a study database, authentication refused, ...) is raised at
+    once either way."""
     from storage.resilience import retry_seconds, retrying
 
     if url.startswith(PROXY_SCHEME):
@@ -44,7 +48,7 @@ def open_database(url: str, *, wait: bool = False) -> BaseDatabase:
                 remote.close()
                 raise
         return remote
-    backend: Callable[[str], BaseDatabase] = Database
+    backend: Callable[[str], BaseDatabase] = functools.partial(Database, create=create)
     if is_redis(url):
         from storage.redis_journal import RedisDatabase  # redis is imported only for Redis
 
@@ -62,6 +66,7 @@ __all__ = [
     "CheckpointStore",
     "Database",
     "StorageError",
+    "StorageRefused",
     "StorageURLError",
     "TrialReport",
     "create_engine",

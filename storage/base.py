@@ -61,6 +61,12 @@ class StorageError(RuntimeError):
     """A storage operation failed; the message never contains a password."""
 
 
+class StorageRefused(StorageError):
+    """A storage that retrying cannot make usable: not a study database (or, for a command
+    that only reads, no database yet), authentication refused, a missing folder, a read-only
+    file. The message is one line beginning ``storage: ``."""
+
+
 class TrialReport(NamedTuple):
     """One trial's report after one epoch, with the step curve points logged since its last."""
 

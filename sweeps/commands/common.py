@@ -86,11 +86,11 @@ def open_database(
     args: argparse.Namespace, *, create: bool = False, wait: bool = False
 ) -> BaseDatabase:
     """The study database named by ``--storage``/``$SWEEPS_STORAGE``/the default
-    (`storage.open_database`). Only commands that create studies (``create``) may create an
-    SQLite file. With ``wait`` (a worker, which may start while its database or proxy
-    restarts), an unreachable one is retried as every worker call is (`storage.resilience`)."""
-    import sqlalchemy
-
+    (`storage.open_database`). Only commands that create studies (``create``) may create
+    a database; the others open only what already is one, and write nothing to anything
+    else. With ``wait`` (a worker, which may start while its database or proxy restarts),
+    an unreachable one is retried as every worker call is (`storage.resilience`); what no
+    wait can fix (`storage.StorageRefused`) is a usage error at once."""
     import storage
     from storage.resilience import retry_seconds
 
@@ -100,12 +100,10 @@ def open_database(
         raise UsageError(str(e)) from None
 
     url = storage_url(args)
-    if not create and url.startswith("sqlite"):
-        path = sqlalchemy.make_url(url).database
-        if path and not Path(path).exists():
-            raise UsageError(f"--storage: no database at {path}; create one with 'sweeps launch'")
     try:
-        opened = storage.open_database(url, wait=wait)
+        opened = storage.open_database(url, wait=wait, create=create)
+    except storage.StorageRefused as e:
+        raise UsageError(str(e).replace("storage:", f"{storage_option(args)}:", 1)) from None
     except storage.StorageError as e:
         raise RunFailed(str(e)) from None
     _OPENED.append(opened)
@@ -123,11 +121,10 @@ def storage_url(args: argparse.Namespace) -> str:
     default, checked."""
     import storage
 
-    given, option = args.storage, "--storage"
+    given, option = args.storage, storage_option(args)
     if args.storage_file:
         if given:
             raise UsageError("--storage-file: give --storage or --storage-file, not both")
-        option = "--storage-file"
         try:
             given = Path(args.storage_file).read_text(encoding="utf-8").strip()
         except (OSError, UnicodeDecodeError) as e:
@@ -139,6 +136,11 @@ def storage_url(args: argparse.Namespace) -> str:
         return storage.resolve_url(given, proxy=getattr(args, "storage_proxy", False))
     except storage.StorageURLError as e:
         raise UsageError(str(e).replace("storage:", f"{option}:", 1)) from None
+
+
+def storage_option(args: argparse.Namespace) -> str:
+    """The option that named the storage, for error lines."""
+    return "--storage-file" if args.storage_file else "--storage"
 
 
 def artifacts_root(args: argparse.Namespace) -> Path:
