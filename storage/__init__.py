@@ -8,6 +8,7 @@ contract), and trial checkpoints.
     # (storage.remote, for workers)
 """
 
+import functools
 from collections.abc import Callable
 
 from storage._engine import create_engine
@@ -21,18 +22,29 @@ from storage._url import (
     mask_url,
     resolve_url,
 )
-from storage.base import BaseDatabase, CredentialsRefused, StorageError, TrialReport
+from storage.base import (
+    BaseDatabase,
+    CredentialsRefused,
+    StorageError,
+    StorageRefused,
+    TrialReport,
+)
 from storage.checkpoints import CheckpointStore
 from storage.database import Database, first_line, one_line
 
 
-def open_database(url: str, *, wait: bool = False, token: str | None = None) -> BaseDatabase:
+def open_database(
+    url: str, *, wait: bool = False, create: bool = True, token: str | None = None
+) -> BaseDatabase:
     """The backend for ``url``: a storage proxy's client for ``grpc://`` (sending ``token``
     with every call), Redis for ``redis://``, else SQL (`Database`). With ``wait`` (a worker,
     which may start before its database or proxy), an unreachable one is waited for as every
     call is retried (`storage.resilience`), and a proxy that refuses the token raises
     `CredentialsRefused`; without it, an unreachable database or Redis raises `StorageError`
-    at once (a proxy's client connects on its first call, which retries)."""
+    at once (a proxy's client connects on its first call, which retries). Without
+    ``create``, an SQL ``url`` must already be a study database. What no wait can fix
+    (`StorageRefused`: not a study database, authentication refused, ...) is raised at once
+    either way."""
     from storage.resilience import retry_seconds, retrying
 
     if url.startswith(PROXY_SCHEME):
@@ -46,7 +58,7 @@ def open_database(url: str, *, wait: bool = False, token: str | None = None) -> 
                 remote.close()
                 raise
         return remote
-    backend: Callable[[str], BaseDatabase] = Database
+    backend: Callable[[str], BaseDatabase] = functools.partial(Database, create=create)
     if is_redis(url):
         from storage.redis_journal import RedisDatabase  # redis is imported only for Redis
 
@@ -66,6 +78,7 @@ __all__ = [
     "CredentialsRefused",
     "Database",
     "StorageError",
+    "StorageRefused",
     "StorageURLError",
     "TrialReport",
     "create_engine",

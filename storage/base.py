@@ -61,7 +61,13 @@ class StorageError(RuntimeError):
     """A storage operation failed; the message never contains a password."""
 
 
-class CredentialsRefused(StorageError):
+class StorageRefused(StorageError):
+    """A storage that retrying cannot make usable: not a study database (or, for a command
+    that only reads, no database yet), authentication refused, a missing folder, a read-only
+    file. The message is one line beginning ``storage: ``."""
+
+
+class CredentialsRefused(StorageRefused):
     """A storage proxy refused this client's token (`storage.remote`); ``reason`` says why."""
 
     def __init__(self, url: str, reason: str) -> None:

@@ -15,9 +15,10 @@ from sqlalchemy.orm import Session
 from storage import schema
 from storage._engine import SQLITE_BUSY_TIMEOUT_S, create_engine, tune_sqlite
 from storage._url import mask_url
-from storage.base import HOLDING, BaseDatabase, StorageError, TrialReport
+from storage.base import HOLDING, BaseDatabase, StorageError, StorageRefused, TrialReport
 from storage.optuna_internals import ClaimAwareCache, models, set_intermediate_value
-from storage.resilience import RetryingStorage, retried
+from storage.preflight import check_study_database
+from storage.resilience import RetryingStorage, permanent_reason, retried
 from storage.tables import Base, Budget, EpochPoint, Publication, StepPoint
 
 if TYPE_CHECKING:
@@ -33,11 +34,20 @@ class Database(BaseDatabase):
     each is idempotent, so a retry after a lost acknowledgement stores nothing twice.
     """
 
-    def __init__(self, url: str) -> None:
+    def __init__(self, url: str, *, create: bool = True) -> None:
+        """Without ``create`` (a command that only reads a study, or a worker), ``url`` must
+        already be a study database (`storage.preflight`).
+
+        Raises:
+            StorageRefused: what ``url`` names is not a study database and must not become
+                one, or the database refuses for good (`storage.resilience.permanent_reason`).
+            StorageError: any other failure (the database may be unreachable for now).
+        """
         self.url = url
         self.engine = create_engine(url)
         engine_kwargs: dict[str, Any] = {"pool_pre_ping": True}
         try:
+            check_study_database(self.engine, create=create)  # before anything is written
             if self.engine.dialect.name == "sqlite":
                 # WAL is a property of the file, set by our engine; Optuna's needs the wait.
                 engine_kwargs = {"connect_args": {"timeout": SQLITE_BUSY_TIMEOUT_S}}
@@ -52,6 +62,9 @@ class Database(BaseDatabase):
             # read once), which a wrapper would otherwise lose.
             self.optuna: optuna.storages.BaseStorage = RetryingStorage(ClaimAwareCache(self.rdb))
         except sqlalchemy.exc.SQLAlchemyError as e:
+            reason = permanent_reason(e)
+            if reason is not None:
+                raise StorageRefused(f"storage: {mask_url(url)}: {reason}") from e
             raise StorageError(f"storage {mask_url(url)}: {one_line(e)}") from e
 
     def close(self) -> None:

@@ -19,6 +19,7 @@ import functools
 import logging
 import os
 import random
+import re
 import sys
 import time
 from collections.abc import Callable
@@ -60,9 +61,12 @@ def is_transient(error: BaseException) -> bool:
     """Whether ``error`` (or what caused it: Optuna wraps SQLAlchemy's errors) is a lost or
     refused connection, a server shutting down, a lock timeout or a deadlock; or, for a
     worker behind a storage proxy (`storage.remote`), a proxy it cannot reach; or Redis
-    unreachable or loading (`storage.redis_journal`)."""
+    unreachable or loading (`storage.redis_journal`). Never one that `permanent_reason`
+    names: waiting cannot fix those."""
     seen: BaseException | None = error
     while seen is not None:
+        if permanent_reason(seen) is not None:
+            return False
         if _proxy_unreachable(seen) or _redis_unreachable(seen):
             return True
         if isinstance(seen, sqlalchemy.exc.DBAPIError) and seen.connection_invalidated:
@@ -73,6 +77,54 @@ def is_transient(error: BaseException) -> bool:
             return True
         seen = seen.__cause__ or seen.__context__
     return False
+
+
+# SQLite result codes (``sqlite3.Error.sqlite_errorname``, extended codes included) that no
+# wait fixes: a read-only file, one that cannot be opened (a folder, a missing folder), not a
+# database, a corrupt one, refused access; and SQLITE_ERROR, a statement the schema cannot
+# run (a foreign "studies" table: "no such column").
+_SQLITE_PERMANENT = (
+    "SQLITE_READONLY",
+    "SQLITE_CANTOPEN",
+    "SQLITE_NOTADB",
+    "SQLITE_CORRUPT",
+    "SQLITE_PERM",
+    "SQLITE_AUTH",
+    "SQLITE_ERROR",
+)
+# PostgreSQL refusing a connection for good. The server's reason reaches psycopg as the text
+# of a failed connection, without an SQLSTATE.
+_POSTGRES_PERMANENT = re.compile(
+    r"(password authentication failed for user .*"
+    r"|no pg_hba\.conf entry for .*"
+    r"|role .* does not exist"
+    r"|database .* does not exist"
+    r"|fe_sendauth: no password supplied)"
+)
+
+
+def permanent_reason(error: BaseException) -> str | None:
+    """Why ``error`` (a database driver's, bare or wrapped by SQLAlchemy) will recur however
+    long one waits, in one line; None when it may go away (or is not a database's).
+
+    SQLite: a read-only file, a path it cannot open, a file that is not a database, a schema
+    that is not the one expected. PostgreSQL: authentication refused, a role or database
+    that does not exist.
+    """
+    import sqlite3
+
+    driver_error = getattr(error, "orig", None) or error
+    if isinstance(driver_error, sqlite3.Error):
+        name = getattr(driver_error, "sqlite_errorname", "")
+        message = str(driver_error)
+        if name.startswith(_SQLITE_PERMANENT) and "already exists" not in message:
+            return message  # "already exists": a schema another process was creating
+        return None
+    psycopg = sys.modules.get("psycopg")  # not imported: the error cannot be one of its own
+    if psycopg is not None and isinstance(driver_error, psycopg.OperationalError):
+        found = _POSTGRES_PERMANENT.search(str(driver_error))
+        return found.group(1).strip() if found else None
+    return None
 
 
 def _proxy_unreachable(error: BaseException) -> bool:

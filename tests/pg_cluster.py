@@ -12,6 +12,7 @@ import os
 import shutil
 import subprocess
 import tempfile
+import time
 from pathlib import Path
 
 from sweeps_helpers import free_port
@@ -85,6 +86,34 @@ class PostgresCluster:
         ) as conn:
             conn.execute(f'CREATE DATABASE "{name}"')
         return self.url(name)
+
+    def password_role(self, role: str, password: str) -> None:
+        """Create login ``role`` whose connections over TCP must give ``password`` (every
+        other role stays trusted): a server that refuses a wrong password."""
+        import psycopg
+        from psycopg import sql
+
+        with psycopg.connect(
+            host="127.0.0.1", port=self.port, user="postgres", dbname="postgres", autocommit=True
+        ) as conn:
+            conn.execute(
+                sql.SQL("CREATE ROLE {} LOGIN PASSWORD {}").format(
+                    sql.Identifier(role), sql.Literal(password)
+                )
+            )
+            hba = Path(conn.execute("SHOW hba_file").fetchone()[0])  # type: ignore[index]
+        # The first matching line decides: this one goes before the cluster's "trust" lines.
+        hba.write_text(f"host all {role} 127.0.0.1/32 scram-sha-256\n" + hba.read_text())
+        self._run("pg_ctl", "reload", "-D", str(self.data))
+        for _ in range(100):  # the server rereads the file soon after the signal
+            try:
+                psycopg.connect(
+                    host="127.0.0.1", port=self.port, user=role, dbname="postgres", password=""
+                ).close()
+            except psycopg.OperationalError:
+                return
+            time.sleep(0.1)
+        raise RuntimeError(f"the server still trusts {role} after a reload")
 
     def destroy(self) -> None:
         try:

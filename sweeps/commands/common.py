@@ -139,11 +139,11 @@ def open_database(
     args: argparse.Namespace, *, create: bool = False, wait: bool = False
 ) -> BaseDatabase:
     """The study database named by ``--storage``/``$SWEEPS_STORAGE``/the default
-    (`storage.open_database`). Only commands that create studies (``create``) may create an
-    SQLite file. With ``wait`` (a worker, which may start while its database or proxy
-    restarts), an unreachable one is retried as every worker call is (`storage.resilience`)."""
-    import sqlalchemy
-
+    (`storage.open_database`). Only commands that create studies (``create``) may create
+    a database; the others open only what already is one, and write nothing to anything
+    else. With ``wait`` (a worker, which may start while its database or proxy restarts),
+    an unreachable one is retried as every worker call is (`storage.resilience`); what no
+    wait can fix (`storage.StorageRefused`) is a usage error at once."""
     import storage
     from storage.resilience import retry_seconds
 
@@ -153,18 +153,16 @@ def open_database(
         raise UsageError(str(e)) from None
 
     url = storage_url(args)
-    if not create and url.startswith("sqlite"):
-        path = sqlalchemy.make_url(url).database
-        if path and not Path(path).exists():
-            raise UsageError(f"--storage: no database at {path}; create one with 'sweeps launch'")
     token = proxy_token(args) if url.startswith(storage.PROXY_SCHEME) else None
     try:
-        opened = storage.open_database(url, wait=wait, token=token)
+        opened = storage.open_database(url, wait=wait, create=create, token=token)
     except storage.CredentialsRefused as e:
         raise UsageError(
-            f"--storage: the storage proxy refused the credentials ({e.reason}; give its token "
-            "with --proxy-token-file FILE or $SWEEPS_PROXY_TOKEN)"
+            f"{storage_option(args)}: the storage proxy refused the credentials ({e.reason}; "
+            "give its token with --proxy-token-file FILE or $SWEEPS_PROXY_TOKEN)"
         ) from None
+    except storage.StorageRefused as e:
+        raise UsageError(str(e).replace("storage:", f"{storage_option(args)}:", 1)) from None
     except storage.StorageError as e:
         raise RunFailed(str(e)) from None
     _OPENED.append(opened)
@@ -182,7 +180,7 @@ def storage_url(args: argparse.Namespace) -> str:
     default, checked."""
     import storage
 
-    given, option = args.storage, "--storage"
+    given, option = args.storage, storage_option(args)
     if args.storage_file:
         if given:
             raise UsageError("--storage-file: give --storage or --storage-file, not both")
@@ -192,6 +190,11 @@ def storage_url(args: argparse.Namespace) -> str:
         return storage.resolve_url(given, proxy=getattr(args, "storage_proxy", False))
     except storage.StorageURLError as e:
         raise UsageError(str(e).replace("storage:", f"{option}:", 1)) from None
+
+
+def storage_option(args: argparse.Namespace) -> str:
+    """The option that named the storage, for error lines."""
+    return "--storage-file" if args.storage_file else "--storage"
 
 
 def artifacts_root(args: argparse.Namespace, *, writable: bool = False) -> Path:

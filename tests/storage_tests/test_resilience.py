@@ -5,17 +5,26 @@ PostgreSQL restart."""
 from __future__ import annotations
 
 import itertools
+import sqlite3
 import types
+from pathlib import Path
 from typing import Any
 
 import optuna
 import pytest
+import sqlalchemy
 from optuna.storages import BaseStorage
 from optuna.testing.pytest_storages import StorageTestCase
 
 from pg_cluster import PostgresCluster
 from storage import Database, open_database, resilience
-from storage.resilience import RetryingStorage, is_transient, never_connected, retrying
+from storage.resilience import (
+    RetryingStorage,
+    is_transient,
+    never_connected,
+    permanent_reason,
+    retrying,
+)
 from storage.trial_slots import TrialSlots
 from sweeps_helpers import rounds_around_an_outage
 
@@ -76,6 +85,45 @@ def test_transient_errors_are_told_apart() -> None:
     lost = _operational()  # a statement was sent: it may have been stored
     assert is_transient(lost) and not never_connected(lost)
     assert not is_transient(ValueError("bad value"))
+
+
+@pytest.mark.parametrize(
+    ("statement", "reason"),
+    [
+        ("SELECT study_name FROM studies", "no such column: study_name"),  # a foreign schema
+        ("INSERT INTO studies VALUES (2)", "attempt to write a readonly database"),
+    ],
+)
+def test_sqlite_errors_no_wait_fixes_are_not_retried(
+    tmp_path: Path, statement: str, reason: str
+) -> None:
+    path = tmp_path / "foreign.db"
+    with sqlite3.connect(path) as db:
+        db.execute("CREATE TABLE studies (id INTEGER)")
+    db.close()
+    engine = sqlalchemy.create_engine(f"sqlite:///file:{path}?mode=ro&uri=true")
+    with engine.connect() as conn:
+        error = _raised(lambda: conn.execute(sqlalchemy.text(statement)))
+    assert permanent_reason(error) == reason
+    assert not is_transient(error)
+    wrapped = _raised(lambda: _raise(optuna.exceptions.StorageInternalError("x"), error))
+    assert not is_transient(wrapped)  # as Optuna raises it
+
+
+def test_a_locked_sqlite_database_is_still_waited_for(tmp_path: Path) -> None:
+    url = f"sqlite:///{tmp_path / 'locked.db'}"
+    holder = sqlalchemy.create_engine(url).connect()
+    holder.exec_driver_sql("BEGIN EXCLUSIVE")
+    waiter = sqlalchemy.create_engine(url, connect_args={"timeout": 0})
+    with waiter.connect() as conn:
+        error = _raised(lambda: conn.exec_driver_sql("SELECT * FROM sqlite_master"))
+    holder.close()
+    assert "database is locked" in str(error)
+    assert permanent_reason(error) is None and is_transient(error)
+
+
+def _raise(error: BaseException, cause: BaseException) -> None:
+    raise error from cause
 
 
 @pytest.mark.parametrize(
