@@ -73,18 +73,18 @@ class LocalWorkers:
                 self._ended.add(i)
                 continue
             words = last_words(self.log(i))
-            died = f"worker {i} (pid {p.pid}) {how_it_ended(p.returncode)}"
+            died = f"worker {i} (pid {p.pid}) {how_it_ended(p.returncode, words)}"
             if self.restarts and not words.startswith(STOPPED):
                 self.restarts -= 1
                 self.procs[i] = self._start(i, mode="a")
                 self.say(
-                    f"{died}: {words or 'no last words'}; started again as pid "
-                    f"{self.procs[i].pid} ({self.restarts} restart(s) left)"
+                    f"{died}; started again as pid {self.procs[i].pid} "
+                    f"({self.restarts} restart(s) left)"
                 )
                 continue
             self._ended.add(i)
             self.failed.append(i)
-            self.say(f"{died}: {words or 'no last words'} (log: {self.log(i)})")
+            self.say(f"{died} (log: {self.log(i)})")
 
     def terminate(self) -> None:
         for p in self.running:
@@ -95,10 +95,16 @@ class LocalWorkers:
             p.wait()
 
 
-def how_it_ended(code: int) -> str:
+def how_it_ended(code: int, words: str) -> str:
+    """How a worker ended, and its ``last_words``: the cause when it exited itself; only
+    what it did last when a signal from outside killed it (lr-sweeps stops its workers
+    with SIGTERM, which they answer by exiting 0)."""
     if code < 0:
-        return f"was killed by {signal.Signals(-code).name}"
-    return f"exited with code {code}"
+        last = (
+            f'what its log said last, before the kill: "{words}"' if words else "its log is empty"
+        )
+        return f"was killed by {signal.Signals(-code).name}, a signal not from lr-sweeps; {last}"
+    return f"exited with code {code}: {words or 'no last words'}"
 
 
 def last_words(log: Path) -> str:

@@ -146,9 +146,9 @@ def test_a_killed_worker_is_named_as_it_dies(tmp_path: Path) -> None:
     run = start_run(tmp_path, url)
     pid = kill_a_worker(url)
     out, err = run.communicate(timeout=300)
-    assert f"(pid {pid}) was killed by SIGKILL" in out, out
-    assert run.returncode == 1  # the survivor finished the study, but a worker died
-    assert "ended with an error" in err
+    assert f"(pid {pid}) was killed by SIGKILL, a signal not from lr-sweeps; " in out, out
+    assert run.returncode == 0, err  # the survivor finished the study's budget
+    assert "ended with an error" not in err
     assert states(url).get("COMPLETE") == 6  # its trial was reaped and retried
 
 
@@ -179,3 +179,13 @@ def test_status_shows_running_trials_with_epoch_worker_and_last_value(tmp_path: 
         assert r["worker"].rpartition(":")[2].isdigit()
         assert r["epoch"] == 0 or r["value"] == r["epoch"] / 10
     assert "running trial epoch     last  worker  settings" in table.stdout
+
+
+def test_a_kill_is_not_blamed_on_the_trial_the_worker_finished_last() -> None:
+    from sweeps.local_workers import how_it_ended
+
+    assert how_it_ended(-signal.SIGKILL, "trial 2 COMPLETE 0.5 [cosine]") == (
+        "was killed by SIGKILL, a signal not from lr-sweeps; "
+        'what its log said last, before the kill: "trial 2 COMPLETE 0.5 [cosine]"'
+    )
+    assert how_it_ended(1, "ValueError: bad") == "exited with code 1: ValueError: bad"
