@@ -55,6 +55,9 @@ def train(
     ``data_collator``, ``compute_metrics``, more ``callbacks``, ...).
     """
     transformers.set_seed(run.seed)
+    # No progress bars (saving a checkpoint draws "Writing model shards"): in a worker's
+    # log they are lines of noise. `disable_tqdm` below covers the Trainer's own.
+    transformers.utils.logging.disable_progress_bar()  # huggingface_hub's too
     module = model() if not isinstance(model, nn.Module) else model
     scratch = None if run.saves_checkpoints else tempfile.mkdtemp(prefix="sweeps-trainer-")
     args = transformers.TrainingArguments(
