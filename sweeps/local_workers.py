@@ -13,6 +13,7 @@ from pathlib import Path
 from sweeps.commands.worker import LIFELINE_ENV
 
 STOPPED = "stopping:"  # how a worker's log says failures stopped the study (`sweeps.worker`)
+NOTE = "note:"  # how it says what the user should know (that a task cannot stack), once
 
 
 class LocalWorkers:
@@ -36,6 +37,8 @@ class LocalWorkers:
         self.procs = [self._start(i, mode="w") for i in range(count)]
         self.failed: list[int] = []  # workers that ended with an error and stay ended
         self._ended: set[int] = set()
+        self._read = [0] * count  # how far each worker's log was read for notes
+        self._noted: set[str] = set()
 
     def log(self, i: int) -> Path:
         return self.logs / f"worker-{i}.log"
@@ -65,7 +68,8 @@ class LocalWorkers:
 
     def check(self) -> None:
         """Name each worker that ended with an error since the last check; restart it
-        while restarts last, unless failures stopped it."""
+        while restarts last, unless failures stopped it. Say the workers' new notes."""
+        self._pass_notes_on()
         for i, p in enumerate(self.procs):
             if i in self._ended or p.poll() is None:
                 continue
@@ -85,6 +89,23 @@ class LocalWorkers:
             self._ended.add(i)
             self.failed.append(i)
             self.say(f"{died} (log: {self.log(i)})")
+
+    def _pass_notes_on(self) -> None:
+        """Say each note the workers' logs gained since the last check, once: every
+        worker finds the same."""
+        for i in range(len(self.procs)):
+            try:
+                with self.log(i).open("rb") as log:
+                    log.seek(self._read[i])
+                    new = log.read()
+            except OSError:
+                continue
+            whole = new[: new.rfind(b"\n") + 1]  # a line half written is read next time
+            self._read[i] += len(whole)
+            for line in whole.decode(errors="replace").splitlines():
+                if line.startswith(NOTE) and line not in self._noted:
+                    self._noted.add(line)
+                    self.say(line)
 
     def terminate(self) -> None:
         for p in self.running:

@@ -241,7 +241,7 @@ class Worker:
         else:
             failed = self.pool.join(runs)
             if self.pool.cannot_stack and self.stack > 1:  # found by the pool's probe
-                self.log(f"{self.pool.cannot_stack}; running trials one at a time")
+                self.log(f"note: {self.pool.cannot_stack}; running trials one at a time")
                 self.stack = 1
             ended = [*failed, *self.pool.train_epoch()]
         for run, outcome in ended:
