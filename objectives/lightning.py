@@ -11,7 +11,8 @@ step). A callback logs each step's lr, loss and gradient norm to the trial's cur
 reports the monitored validation metric after each epoch (pruning raises out of
 ``Trainer.fit``, which Lightning lets through after its teardown), and saves Lightning's own
 checkpoint into the trial's checkpoint folder, so a retry after a kill, or a trial handed
-back on SIGTERM, resumes with ``ckpt_path``: model, optimizer, schedule and loop state.
+back on SIGTERM, resumes with ``ckpt_path``: model, optimizer, schedule and loop state,
+loaded weights-only (tensors and plain data: no pickled code runs).
 
 Needs the ``lightning`` extra: ``pip install 'lr-sweeps[lightning]'``.
 """
@@ -29,6 +30,15 @@ import schedules
 from objectives.run import Run
 
 CHECKPOINT = "lightning-epoch{epoch}.ckpt"  # in `Run.checkpoint_dir`
+HYPER_PARAMETERS = [  # what Lightning saves of the module's and the data module's hparams
+    getattr(holder, key)
+    for holder in (pl.LightningModule, pl.LightningDataModule)
+    for key in (
+        "CHECKPOINT_HYPER_PARAMS_KEY",
+        "CHECKPOINT_HYPER_PARAMS_NAME",
+        "CHECKPOINT_HYPER_PARAMS_TYPE",
+    )
+]
 
 
 def fit(
@@ -74,7 +84,9 @@ def fit(
         val_dataloaders=val_dataloaders,
         datamodule=datamodule,
         ckpt_path=resume if resume is not None and resume.exists() else None,
-        weights_only=False,  # Lightning's own file, written by this study's workers
+        # Tensors and plain data only: the checkpoint folder is shared by every worker (a
+        # volume), and a pickle put there would run its code in each worker that resumed.
+        weights_only=True,
     )
     if reporter.last is None:
         raise RuntimeError(f"monitor: {monitor!r} was never logged in validation")
@@ -142,6 +154,14 @@ class _Reporter(pl.Callback):
             loss=float(loss) if loss is not None else None,
             grad_norm=self._grad_norm,
         )
+
+    def on_save_checkpoint(
+        self, trainer: pl.Trainer, pl_module: pl.LightningModule, checkpoint: dict[str, Any]
+    ) -> None:
+        # The objective builds the module anew to resume, so its hyper-parameters are not
+        # needed; kept, they could be any Python object, which a weights-only load refuses.
+        for key in HYPER_PARAMETERS:
+            checkpoint.pop(key, None)
 
     def on_train_epoch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         if self.monitor not in trainer.callback_metrics:

@@ -55,6 +55,10 @@ def train(
     ``data_collator``, ``compute_metrics``, more ``callbacks``, ...).
     """
     transformers.set_seed(run.seed)
+    # No progress bars, huggingface_hub's included (saving a checkpoint draws "Writing
+    # model shards"): in a worker's log they are lines of noise. `disable_tqdm` below
+    # covers the Trainer's own.
+    transformers.utils.logging.disable_progress_bar()  # type: ignore[no-untyped-call]
     module = model() if not isinstance(model, nn.Module) else model
     scratch = None if run.saves_checkpoints else tempfile.mkdtemp(prefix="sweeps-trainer-")
     args = transformers.TrainingArguments(

@@ -13,6 +13,7 @@ from pathlib import Path
 from sweeps.commands.worker import LIFELINE_ENV
 
 STOPPED = "stopping:"  # how a worker's log says failures stopped the study (`sweeps.worker`)
+NOTE = "note:"  # how it says what the user should know (that a task cannot stack), once
 
 
 class LocalWorkers:
@@ -36,6 +37,8 @@ class LocalWorkers:
         self.procs = [self._start(i, mode="w") for i in range(count)]
         self.failed: list[int] = []  # workers that ended with an error and stay ended
         self._ended: set[int] = set()
+        self._read = [0] * count  # how far each worker's log was read for notes
+        self._noted: set[str] = set()
 
     def log(self, i: int) -> Path:
         return self.logs / f"worker-{i}.log"
@@ -65,7 +68,8 @@ class LocalWorkers:
 
     def check(self) -> None:
         """Name each worker that ended with an error since the last check; restart it
-        while restarts last, unless failures stopped it."""
+        while restarts last, unless failures stopped it. Say the workers' new notes."""
+        self._pass_notes_on()
         for i, p in enumerate(self.procs):
             if i in self._ended or p.poll() is None:
                 continue
@@ -73,18 +77,35 @@ class LocalWorkers:
                 self._ended.add(i)
                 continue
             words = last_words(self.log(i))
-            died = f"worker {i} (pid {p.pid}) {how_it_ended(p.returncode)}"
+            died = f"worker {i} (pid {p.pid}) {how_it_ended(p.returncode, words)}"
             if self.restarts and not words.startswith(STOPPED):
                 self.restarts -= 1
                 self.procs[i] = self._start(i, mode="a")
                 self.say(
-                    f"{died}: {words or 'no last words'}; started again as pid "
-                    f"{self.procs[i].pid} ({self.restarts} restart(s) left)"
+                    f"{died}; started again as pid {self.procs[i].pid} "
+                    f"({self.restarts} restart(s) left)"
                 )
                 continue
             self._ended.add(i)
             self.failed.append(i)
-            self.say(f"{died}: {words or 'no last words'} (log: {self.log(i)})")
+            self.say(f"{died} (log: {self.log(i)})")
+
+    def _pass_notes_on(self) -> None:
+        """Say each note the workers' logs gained since the last check, once: every
+        worker finds the same."""
+        for i in range(len(self.procs)):
+            try:
+                with self.log(i).open("rb") as log:
+                    log.seek(self._read[i])
+                    new = log.read()
+            except OSError:
+                continue
+            whole = new[: new.rfind(b"\n") + 1]  # a line half written is read next time
+            self._read[i] += len(whole)
+            for line in whole.decode(errors="replace").splitlines():
+                if line.startswith(NOTE) and line not in self._noted:
+                    self._noted.add(line)
+                    self.say(line)
 
     def terminate(self) -> None:
         for p in self.running:
@@ -95,10 +116,16 @@ class LocalWorkers:
             p.wait()
 
 
-def how_it_ended(code: int) -> str:
+def how_it_ended(code: int, words: str) -> str:
+    """How a worker ended, and its ``last_words``: the cause when it exited itself; only
+    what it did last when a signal from outside killed it (lr-sweeps stops its workers
+    with SIGTERM, which they answer by exiting 0)."""
     if code < 0:
-        return f"was killed by {signal.Signals(-code).name}"
-    return f"exited with code {code}"
+        last = (
+            f'what its log said last, before the kill: "{words}"' if words else "its log is empty"
+        )
+        return f"was killed by {signal.Signals(-code).name}, a signal not from lr-sweeps; {last}"
+    return f"exited with code {code}: {words or 'no last words'}"
 
 
 def last_words(log: Path) -> str:

@@ -169,6 +169,7 @@ class Worker:
             if time.monotonic() >= next_reap:  # at most once a heartbeat: trials may be short
                 next_reap = time.monotonic() + beat.interval
                 for stale in self.slots.reap_stale(beat.grace_period):
+                    self.publisher.failed_as_stale(stale.number)
                     lost = f"trial {stale.number} FAIL: its worker was lost (no heartbeat)"
                     self.log(f"{lost}; {_retry(stale)}")
             counts = self.slots.counts()
@@ -251,7 +252,7 @@ class Worker:
         else:
             failed = self.pool.join(runs)
             if self.pool.cannot_stack and self.stack > 1:  # found by the pool's probe
-                self.log(f"{self.pool.cannot_stack}; running trials one at a time")
+                self.log(f"note: {self.pool.cannot_stack}; running trials one at a time")
                 self.stack = 1
             ended = [*failed, *self.pool.train_epoch()]
         for run, outcome in ended:
@@ -264,6 +265,8 @@ class Worker:
         if self.checkpoints.path(first).exists():
             self.log(f"trial {trial.number} resumes from the checkpoint of trial {first}")
         trial.set_user_attr(PARAMS, self._shown(params))
+        shown = describe(self._shown(params))
+        self.publisher.trial_started(trial, f"trial {trial.number} RUNNING · {shown}")
         trial_id = trial_id_of(trial)
         trunk, branch, seed_of = None, None, first
         if self.branching is not None:

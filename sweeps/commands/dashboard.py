@@ -4,8 +4,11 @@ trial's page shows its learning-rate and loss curves."""
 from __future__ import annotations
 
 import argparse
+import contextlib
 import ipaddress
+import socket
 import sys
+from wsgiref.simple_server import WSGIRequestHandler, WSGIServer
 
 from sweeps.commands.common import add_storage_arguments
 from sweeps.errors import UsageError
@@ -22,7 +25,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from optuna_dashboard import run_server
+    from optuna_dashboard import wsgi
 
     from storage import mask_url
     from sweeps.commands.common import artifacts_root, dashboard_store, open_database
@@ -41,19 +44,38 @@ def run(args: argparse.Namespace) -> int:
             "a reverse proxy that authenticates (nginx auth_basic, oauth2-proxy).",
             file=sys.stderr,
         )
+    server = listen(args.host, args.port)  # before saying where it listens
+    server.set_app(wsgi(db.optuna, artifact_store=store))
     print(
         f"optuna-dashboard for {mask_url(db.url)} on http://{args.host}:{args.port}/ "
         f"(artifacts in {store_location(root, args.artifact_store)}); "
         "Ctrl-C stops it",
         flush=True,
     )
+    with server, contextlib.suppress(KeyboardInterrupt):
+        server.serve_forever()
+    return 0
+
+
+def listen(host: str, port: int) -> WSGIServer:
+    """A WSGI server bound to ``host:port`` (an IPv6 address too), each request logged on
+    stderr as optuna-dashboard's own server does.
+
+    Raises:
+        UsageError: the address cannot be listened on (taken, or not this machine's).
+    """
+    ipv6 = ":" in host
+    server_class = _WSGIServer6 if ipv6 else WSGIServer
     try:
-        run_server(db.optuna, host=args.host, port=args.port, artifact_store=store)
+        return server_class((host, port), WSGIRequestHandler)
     except OSError as e:
         raise UsageError(
-            f"--host/--port: cannot listen on {args.host}:{args.port}: {e.strerror or e}"
+            f"--host/--port: cannot listen on {host}:{port}: {e.strerror or e}"
         ) from None
-    return 0
+
+
+class _WSGIServer6(WSGIServer):
+    address_family = socket.AF_INET6
 
 
 def is_loopback(host: str) -> bool:

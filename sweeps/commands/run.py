@@ -112,8 +112,9 @@ def run(args: argparse.Namespace) -> int:
             file=sys.stderr,
         )
         return 130
-    print_summary(summarize(db, handle), args)
-    if workers.failed:
+    summary = summarize(db, handle)
+    print_summary(summary, args)
+    if workers.failed and summary["finished"] < summary["budget"]:  # else the others did it
         raise RunFailed(
             f"worker(s) {workers.failed} ended with an error (said above; logs in {logs}/); "
             f"once its cause is fixed, continue with: sweeps run {args.config} --resume"

@@ -2,11 +2,13 @@
 (`objectives.lightning.fit`, `objectives.transformers.train`): two workers finish exactly
 the budget with pruning, the lr each framework applied (read back from its optimizer) is
 the schedule's at every step, a SIGKILLed worker's trial resumes from the framework's own
-checkpoint, and SIGTERM hands the trial back."""
+checkpoint (Lightning's loaded weights-only: a pickle put in it runs no code), and SIGTERM
+hands the trial back."""
 
 from __future__ import annotations
 
 import json
+import pickle
 import signal
 import subprocess
 import sys
@@ -15,6 +17,7 @@ from pathlib import Path
 import optuna
 import pytest
 import sqlalchemy
+import torch
 from optuna.artifacts import get_all_artifact_meta
 from optuna.trial import FrozenTrial, TrialState
 
@@ -309,3 +312,100 @@ def test_the_examples_run_as_the_readme_shows(tmp_path: Path, example: str) -> N
     assert len(done) == 12
     assert study.best_value > 0.6  # validation accuracy on the digits, 10 classes
     assert {t.params["schedule"] for t in done} >= {"constant", "cosine", "linear"}
+
+
+class RunsCode:
+    """Unpickled, creates the file ``path``: what a planted checkpoint could do."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+
+    def __reduce__(self) -> tuple[object, tuple[str]]:
+        return exec, (f"open({str(self.path)!r}, 'w').close()",)
+
+
+class Killed(Exception):
+    """Ends a run after the epoch its checkpoint saved, as a SIGKILL would."""
+
+
+def trial_run(tmp_path: Path, saved: dict[str, object], *, kill_after: int = 0) -> objectives.Run:
+    """A trial run in this process, its checkpoint kept in ``saved`` (shared by the runs
+    given the same: a retry's); ``kill_after`` epochs, it raises Killed."""
+
+    def save(state: dict[str, object]) -> None:
+        saved.update(state)
+        if len(state["epochs"]) == kill_after:  # type: ignore[arg-type]
+            raise Killed
+
+    study = optuna.create_study(direction="maximize")
+    params = {
+        "lr": 0.1,
+        "optimizer": "sgd",
+        "momentum": 0.9,
+        "nesterov": False,
+        "weight_decay": 0.0,
+        "batch_size": BATCH,
+        "schedule": "cosine",
+        "cosine.warmup_steps": 2,
+    }
+    return objectives.Run(
+        study.ask(),
+        params,
+        seed=0,
+        epochs=EPOCHS,
+        args={"width": 8},
+        checkpoint=(save, lambda: dict(saved) or None),
+        checkpoint_dir=tmp_path / "trial.files",
+    )
+
+
+def test_lightning_resumes_weights_only_and_runs_no_code_planted_in_its_checkpoint(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.chdir(tmp_path)  # the objective writes applied-<trial>.json here
+    objective: dict[str, object] = {}
+    exec(LIGHTNING, objective)
+    fit_trial = objective["objective"]
+    saved: dict[str, object] = {}
+    with pytest.raises(Killed):
+        fit_trial(trial_run(tmp_path, saved, kill_after=2))  # type: ignore[operator]
+    retry = trial_run(tmp_path, saved)
+    assert fit_trial(retry) == retry.reported[-1]["value"]  # type: ignore[operator]
+    applied = json.loads((tmp_path / f"applied-{retry.trial.number}.json").read_text())
+    assert applied[0][0] == 2 * POINTS // BATCH  # it went on from the checkpoint's epochs
+    schedule = retry.schedule(total_steps=EPOCHS * POINTS // BATCH)
+    assert [lr for _, lr in applied] == pytest.approx([schedule.lr_at(s) for s, _ in applied])
+
+    ckpt = tmp_path / "trial.files" / saved["user"]["lightning"]  # type: ignore[index]
+    planted = torch.load(ckpt, weights_only=True) | {"extra": RunsCode(tmp_path / "ran")}
+    torch.save(planted, ckpt)
+    with pytest.raises(pickle.UnpicklingError, match="Weights only load failed"):
+        fit_trial(trial_run(tmp_path, saved))  # type: ignore[operator]
+    assert not (tmp_path / "ran").exists()
+
+
+def test_an_hf_trial_draws_no_progress_bars_in_the_workers_log(
+    tmp_path: Path, capfd: pytest.CaptureFixture[str]
+) -> None:
+    import transformers
+
+    from objectives.transformers import train
+
+    tiny = transformers.BertConfig(
+        vocab_size=16,
+        hidden_size=8,
+        num_hidden_layers=1,
+        num_attention_heads=1,
+        intermediate_size=8,
+        num_labels=2,
+    )
+    data = [{"input_ids": torch.tensor([1, 2, i % 16]), "labels": i % 2} for i in range(POINTS)]
+    train(
+        trial_run(tmp_path, {}),
+        lambda: transformers.BertForSequenceClassification(tiny),  # saved as shards
+        monitor="loss",
+        train_dataset=data,
+        eval_dataset=data,
+    )
+    assert any((tmp_path / "trial.files").glob("checkpoint-*/model.safetensors"))
+    assert "Writing model shards" not in capfd.readouterr().err

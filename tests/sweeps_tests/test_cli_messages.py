@@ -98,3 +98,26 @@ def test_a_password_is_not_printed_in_the_worker_command() -> None:
     args = argparse.Namespace(storage="postgresql+psycopg://u:secret@db/s", storage_file=None)
     line = worker_command(args, "t", args.storage)
     assert "secret" not in line and "--storage-file FILE" in line
+
+
+def test_a_dashboard_on_a_taken_port_says_only_that_it_cannot_listen(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    import socket
+
+    import storage
+    from sweeps.cli import main
+
+    url = f"sqlite:///{tmp_path / 's.db'}"
+    storage.open_database(url).close()
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        code = main(["dashboard", "--storage", url, "--port", str(port)])
+    out, err = capsys.readouterr()
+    assert code == 2
+    assert (
+        err == f"error: --host/--port: cannot listen on 127.0.0.1:{port}: Address already in use\n"
+    )
+    assert out == ""  # nothing claims to listen

@@ -14,8 +14,10 @@ from pathlib import Path
 
 import optuna
 import pytest
+from optuna.artifacts import get_all_artifact_meta
 from optuna.trial import TrialState
 
+from storage.optuna_internals import storage_of
 from sweeps_helpers import config, sweeps, wait_until
 
 pytestmark = pytest.mark.slow
@@ -146,10 +148,23 @@ def test_a_killed_worker_is_named_as_it_dies(tmp_path: Path) -> None:
     run = start_run(tmp_path, url)
     pid = kill_a_worker(url)
     out, err = run.communicate(timeout=300)
-    assert f"(pid {pid}) was killed by SIGKILL" in out, out
-    assert run.returncode == 1  # the survivor finished the study, but a worker died
-    assert "ended with an error" in err
+    assert f"(pid {pid}) was killed by SIGKILL, a signal not from lr-sweeps; " in out, out
+    assert run.returncode == 0, err  # the survivor finished the study's budget
+    assert "ended with an error" not in err
     assert states(url).get("COMPLETE") == 6  # its trial was reaped and retried
+    # The reaped trial's page shows the curves its lost worker stored, as a FAIL's does.
+    study = optuna.load_study(study_name="t", storage=url)
+    (lost,) = study.get_trials(states=(TrialState.FAIL,))
+    dashboard = tmp_path / "s.db.artifacts" / "dashboard"
+    n = lost.number
+    files = {
+        m.filename: (dashboard / m.artifact_id).read_text()
+        for m in get_all_artifact_meta(lost, storage=storage_of(study))
+    }
+    assert set(files) == {f"trial-{n}-curves.svg", f"trial-{n}-steps.csv", f"trial-{n}-epochs.csv"}
+    assert f"trial {n} FAIL (its worker was lost)" in files[f"trial-{n}-curves.svg"]
+    epochs = files[f"trial-{n}-epochs.csv"].splitlines()
+    assert epochs[1:] == [f"{e},{v}," for e, v in sorted(lost.intermediate_values.items())]
 
 
 def test_restart_workers_starts_a_killed_worker_again(tmp_path: Path) -> None:
@@ -179,3 +194,13 @@ def test_status_shows_running_trials_with_epoch_worker_and_last_value(tmp_path: 
         assert r["worker"].rpartition(":")[2].isdigit()
         assert r["epoch"] == 0 or r["value"] == r["epoch"] / 10
     assert "running trial epoch     last  worker  settings" in table.stdout
+
+
+def test_a_kill_is_not_blamed_on_the_trial_the_worker_finished_last() -> None:
+    from sweeps.local_workers import how_it_ended
+
+    assert how_it_ended(-signal.SIGKILL, "trial 2 COMPLETE 0.5 [cosine]") == (
+        "was killed by SIGKILL, a signal not from lr-sweeps; "
+        'what its log said last, before the kill: "trial 2 COMPLETE 0.5 [cosine]"'
+    )
+    assert how_it_ended(1, "ValueError: bad") == "exited with code 1: ValueError: bad"

@@ -86,16 +86,20 @@ class BranchyTask(SmallShapes):
 def test_a_task_vmap_cannot_batch_is_said_in_one_line_and_trains_one_at_a_time(
     tmp_path: Path,
 ) -> None:
+    """Each worker finds it (in its log); `sweeps run`'s console says it once."""
     cfg = user_config(tmp_path, objective="branchy:BranchyTask", budget={"trials": 4, "epochs": 1})
     (tmp_path / "branchy.py").write_text(BRANCHY)
     url = f"sqlite:///{tmp_path / 's.db'}"
-    assert sweeps("launch", str(cfg), "--storage", url, cwd=tmp_path).returncode == 0
-    result = sweeps("worker", "--study", "t", "--stack", "4", "--storage", url, cwd=tmp_path)
+    result = sweeps(
+        "run", str(cfg), "--workers", "2", "--stack", "4", "--storage", url, cwd=tmp_path
+    )
     assert result.returncode == 0, result.stdout + result.stderr
     said = [line for line in result.stdout.splitlines() if "cannot be stacked" in line]
     assert len(said) == 1, result.stdout
-    assert said[0].startswith("BranchyTask cannot be stacked (RuntimeError: ")
+    assert said[0].startswith("note: BranchyTask cannot be stacked (RuntimeError: ")
     assert said[0].endswith("; running trials one at a time")
+    logs = (tmp_path / "s.db.artifacts" / "t" / "logs").glob("worker-*.log")
+    assert any(said[0] in log.read_text() for log in logs)
     assert sum(t.state in FINISHED for t in study_trials(url)) == 4
 
 
