@@ -86,7 +86,7 @@ class OutputReader:
             return None
         try:
             data = json.loads(line[start:])
-        except ValueError:
+        except (ValueError, RecursionError):  # not JSON, or nested past Python's stack
             return None
         return data if isinstance(data, dict) else None
 
@@ -120,7 +120,10 @@ def number(text: object) -> float | None:
     if isinstance(text, bool):
         return None
     if isinstance(text, int | float):
-        return float(text)
+        try:
+            return float(text)
+        except OverflowError:  # an integer past float's range: as good as infinite
+            return math.inf if text > 0 else -math.inf
     if not isinstance(text, str):
         return None
     match = _NUMBER.match(text.strip())

@@ -26,8 +26,18 @@ from objectives.command.process import CommandProcess
 from objectives.command.template import ARGS, HF_ARGS
 from objectives.run import Run
 
-# The worker's own settings, which a trial's command has no business seeing (a password).
-PRIVATE_ENV = ("SWEEPS_STORAGE", "SWEEPS_STORAGE_FILE", "SWEEPS_WORKER_INDEX", "SWEEPS_LIFELINE")
+# The worker's own settings, which a trial's command has no business seeing (a password,
+# the storage proxy's token).
+PRIVATE_ENV = (
+    "SWEEPS_STORAGE",
+    "SWEEPS_STORAGE_FILE",
+    "SWEEPS_PROXY_TOKEN",
+    "SWEEPS_WORKER_INDEX",
+    "SWEEPS_LIFELINE",
+)
+
+
+MAX_STEP = 2**31 - 1  # Optuna stores a report's step as a 32-bit integer (PostgreSQL)
 
 
 class CommandFailed(Exception):
@@ -128,6 +138,11 @@ class Command:
                 continue
             # Without a step, the count of values so far, across attempts.
             step = max(have, default=0) + 1 if reading.step is None else reading.step
+            if step > MAX_STEP:
+                raise CommandFailed(
+                    f"reported step {step}: storage keeps steps up to {MAX_STEP} (2**31 - 1); "
+                    "count steps in a larger unit"
+                )
             last = reading.value
             if step in have:
                 continue

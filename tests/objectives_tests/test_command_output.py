@@ -113,3 +113,9 @@ def test_error_line_without_an_exception_is_the_last_line() -> None:
     for text in ["starting", "out of data!", "   "]:
         line.see(text)
     assert str(line) == "out of data!"
+
+
+def test_reader_a_line_no_json_parser_can_hold_is_no_report() -> None:
+    reader = OutputReader(None)
+    assert reader.read('{"value": ' * 60_000) is None  # nested past Python's stack
+    assert reader.read('{"value": ' + "9" * 400 + "}") == Reading(value=math.inf)  # past floats

@@ -18,7 +18,7 @@ parser.add_argument("--steps", type=int, required=True)
 parser.add_argument("--out", required=True)
 parser.add_argument("--resume", action="store_true")
 parser.add_argument("--sleep", type=float, default=0.0)
-parser.add_argument("--mode", default="ok", choices=["ok", "nan", "silent", "fail"])
+parser.add_argument("--mode", default="ok", choices=["ok", "nan", "silent", "fail", "huge-step"])
 parser.add_argument("--text", action="store_true", help="'step N: val loss V, lr L' lines")
 parser.add_argument("--pids", help="append this process's and its rank's pids to this file")
 parser.add_argument("--env-dir", help="write CUDA_VISIBLE_DEVICES and the port here")
@@ -38,7 +38,8 @@ if args.pids:
 if args.env_dir:
     visible = os.environ.get("CUDA_VISIBLE_DEVICES", "")
     with open(os.path.join(args.env_dir, f"{os.getpid()}.json"), "w") as f:
-        json.dump({"gpus": visible, "port": args.port}, f)
+        seen = sorted(k for k in os.environ if k.startswith("SWEEPS_"))
+        json.dump({"gpus": visible, "port": args.port, "sweeps_env": seen}, f)
     # Wait (a while) for a second trial: the two run at once, each on its own GPUs.
     deadline = time.monotonic() + 60
     while len(os.listdir(args.env_dir)) < 2 and time.monotonic() < deadline:
@@ -59,6 +60,8 @@ for step in range(start + 1, args.steps + 1):
         print("[rank1]: Traceback (most recent call last):", file=sys.stderr)
         print("[rank1]: ValueError: the batch is empty", file=sys.stderr)
         sys.exit(1)
+    if args.mode == "huge-step" and step == 2:
+        step = 2**31  # tokens, say: more than storage keeps
     if args.text:
         print(f"step {step}: val loss {value:.6e}, lr {args.lr!r}")
     elif args.mode != "silent":

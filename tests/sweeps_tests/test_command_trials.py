@@ -144,6 +144,22 @@ def test_a_command_that_prints_no_value_fails_naming_what_it_waited_for(tmp_path
     )
 
 
+def test_a_step_past_what_storage_keeps_fails_the_trial_saying_so(tmp_path: Path) -> None:
+    cfg = command_config(
+        tmp_path,
+        "--lr={lr} --steps={epochs} --out={checkpoint_dir} --mode=huge-step",
+        budget={"trials": 1, "epochs": 3, "retries": 0, "max_failures": 1},
+    )
+    url = launched(tmp_path, cfg)
+    worker = run_worker(tmp_path, url)
+    assert worker.returncode == 1
+    (failed,) = study_trials(url)
+    assert list(failed.intermediate_values) == [1]
+    assert failed.user_attrs["sweeps:reason"].startswith(
+        "CommandFailed: reported step 2147483648: storage keeps steps up to 2147483647"
+    )
+
+
 def test_the_same_error_in_every_trial_stops_the_study_with_one_reason(tmp_path: Path) -> None:
     """Each trial fails in a "rank"; the reason drops the rank prefix and names the trial's
     log, which holds the whole output; three alike across families stop the study."""
@@ -221,8 +237,12 @@ def test_sigterm_hands_a_command_trial_back(tmp_path: Path) -> None:
     assert not any(alive(int(p)) for p in pids.read_text().split())
 
 
-def test_a_worker_with_gpus_runs_a_trial_per_share_at_once(tmp_path: Path) -> None:
-    """No GPU is needed: the placement is read from each command's environment."""
+def test_a_worker_with_gpus_runs_a_trial_per_share_at_once(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """No GPU is needed: the placement is read from each command's environment, which
+    never holds the worker's private settings."""
+    monkeypatch.setenv("SWEEPS_PROXY_TOKEN", "a-token-no-command-sees")
     seen = tmp_path / "seen"
     seen.mkdir()
     cfg = command_config(
@@ -238,6 +258,11 @@ def test_a_worker_with_gpus_runs_a_trial_per_share_at_once(tmp_path: Path) -> No
     placed = [json.loads(p.read_text()) for p in seen.iterdir()]
     assert sorted(p["gpus"] for p in placed) == ["0,1", "2,3"]
     assert placed[0]["port"] != placed[1]["port"]
+    for p in placed:
+        assert not {"SWEEPS_PROXY_TOKEN", "SWEEPS_STORAGE", "SWEEPS_LIFELINE"} & set(
+            p["sweeps_env"]
+        )
+        assert "SWEEPS_SCHEDULE" in p["sweeps_env"]
 
 
 def test_gpus_are_shared_out_in_whole_trials() -> None:
