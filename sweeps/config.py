@@ -22,6 +22,7 @@ from pydantic import (
     Field,
     Tag,
     ValidationError,
+    ValidationInfo,
     field_validator,
     model_validator,
 )
@@ -43,8 +44,14 @@ MAX_CONFIG_DEPTH = 32
 # generators (which Optuna's samplers use).
 MAX_COUNT = 2**31 - 1
 MAX_SEED = 2**32 - 1
-# The grid sampler's points are built and enqueued at launch: a bound on its memory and time.
-MAX_GRID_POINTS = 100_000
+# The grid sampler's points are built and enqueued at launch, one storage transaction each
+# (Optuna's, a few hundred a second): a bound on its memory and on a launch's time (seconds).
+MAX_GRID_POINTS = 5_000
+# The validation context for a config read back from a study (`sweeps.study.load`): the range
+# checks below came after configs were first stored, and one an older lr-sweeps stored must
+# still load for every command. Its seeds are wrapped where used (`sweeps.samplers`,
+# `sweeps.worker.trial_seed`), as they always were.
+STORED = {"stored": True}
 
 
 class ConfigError(UsageError):
@@ -62,18 +69,28 @@ def shown(value: int) -> str:
     return digits if len(digits) <= 24 else f"a {len(digits.lstrip('-'))}-digit number"
 
 
-def _at_most(limit: int, what: str) -> AfterValidator:
-    def check(value: int) -> int:
-        if value > limit:
-            raise ValueError(f"must be at most {limit} ({what}), got {shown(value)}")
+def _stored(info: ValidationInfo) -> bool:
+    return bool(info.context and info.context.get("stored"))
+
+
+def _in_range(low: int | None, high: int, what: str) -> AfterValidator:
+    """A range check for new configs only (`STORED`)."""
+
+    def check(value: int, info: ValidationInfo) -> int:
+        if _stored(info):
+            return value
+        if low is not None and value < low:
+            raise ValueError(f"must be at least {low} ({what}), got {shown(value)}")
+        if value > high:
+            raise ValueError(f"must be at most {high} ({what}), got {shown(value)}")
         return value
 
     return AfterValidator(check)
 
 
-# A count or an epoch number, and a seed; each field adds its own lower bound.
-Count = Annotated[int, _at_most(MAX_COUNT, "2**31 - 1, the largest integer storage holds")]
-Seed = Annotated[int, Field(ge=0), _at_most(MAX_SEED, "2**32 - 1, the largest seed")]
+# A count or an epoch number, and a seed; each count field adds its own lower bound.
+Count = Annotated[int, _in_range(None, MAX_COUNT, "2**31 - 1, the largest integer storage holds")]
+Seed = Annotated[int, _in_range(0, MAX_SEED, "a seed is in [0, 2**32 - 1]")]
 
 
 class _Strict(BaseModel):
@@ -238,8 +255,9 @@ class SuccessiveHalving(_Strict):
 
     @field_validator("min_resource")
     @classmethod
-    def _at_least_one(cls, value: int | str) -> int | str:
-        if isinstance(value, int) and not 1 <= value <= MAX_COUNT:
+    def _at_least_one(cls, value: int | str, info: ValidationInfo) -> int | str:
+        # The upper bound is new (`STORED`); the lower one always held.
+        if isinstance(value, int) and (value < 1 or (value > MAX_COUNT and not _stored(info))):
             raise ValueError(
                 f"must be 'auto' or an integer in [1, {MAX_COUNT}], got {shown(value)}"
             )
@@ -505,7 +523,8 @@ def _grid_errors(space: Space, trials: int) -> list[str]:
         if size > MAX_GRID_POINTS:
             errors.append(
                 f"space: the grid sampler's grid has {size} points, more than the "
-                f"{MAX_GRID_POINTS} allowed; list fewer values, or use another sampler"
+                f"{MAX_GRID_POINTS} allowed (launch queues each one); list fewer values, or use "
+                "another sampler"
             )
         elif trials > size:
             errors.append(

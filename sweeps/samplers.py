@@ -34,7 +34,11 @@ SAMPLERS: dict[type, Callable[[Any, int | None], optuna.samplers.BaseSampler]] =
     c.Random: lambda s, seed: optuna.samplers.RandomSampler(seed=seed),
     # QMC indexes one sequence by trial number: every worker must share the seed.
     c.QMC: lambda s, seed: optuna.samplers.QMCSampler(
-        qmc_type=s.qmc_type, scramble=s.scramble, seed=s.seed, warn_independent_sampling=False
+        qmc_type=s.qmc_type,
+        scramble=s.scramble,
+        # Wrapped: a stored config's seed may be out of range (`sweeps.config.STORED`).
+        seed=None if s.seed is None else s.seed % (c.MAX_SEED + 1),
+        warn_independent_sampling=False,
     ),
     # The grid's points are enqueued at launch; the sampler only fills what they leave open.
     c.Grid: lambda s, seed: optuna.samplers.RandomSampler(seed=seed),

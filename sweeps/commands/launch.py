@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import sys
 
 from sweeps.commands.common import add_storage_arguments
 
@@ -27,7 +28,9 @@ def run(args: argparse.Namespace) -> int:
     config = load_checked_config(args.config)
     db = open_database(args, create=True)
     handle = launch(db, config, resume=args.resume)
-    verb = "resumed" if args.resume else "created"
+    if handle.note:
+        print(f"note: {handle.note}", file=sys.stderr)
+    verb = "resumed" if args.resume and not handle.note else "created"
     print(
         f"{verb} study {config.study!r} in {mask_url(db.url)}: "
         f"{config.budget.trials} trials of up to {config.budget.epochs} epochs"

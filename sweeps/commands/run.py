@@ -75,6 +75,8 @@ def run(args: argparse.Namespace) -> int:
     check_artifact_store(args)
     db = open_database(args, create=True)
     handle = launch(db, config, resume=args.resume)
+    if handle.note:
+        print(f"note: {handle.note}", file=sys.stderr)
     logs.mkdir(parents=True, exist_ok=True)
     # Split the cores between the workers: oversubscribed torch threads slow everyone down.
     threads = max(1, (os.cpu_count() or 1) // args.workers)
