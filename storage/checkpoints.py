@@ -2,19 +2,23 @@
 
 A checkpoint is written to a temporary file, synced, renamed over the last one and the
 folder synced, so a crash mid-write never leaves a damaged file where the last good one
-was. A trial's checkpoint that cannot be read all the same (damaged by something else) is
-set aside as ``*.damaged``, never deleted, and the trial resumes from an earlier one, if
-kept.
+was. A trial's checkpoint that is damaged all the same (by something else) is set aside as
+``*.damaged`` (``*.damaged-2``, ... beside earlier ones), never deleted, and the trial
+resumes from an earlier one, if kept. Any other failure to read it (an I/O error, no
+memory, a weights-only refusal) is raised, the file left as it is.
 """
 
 from __future__ import annotations
 
 import errno
+import itertools
 import os
+import pickle
 import re
 import shutil
 import sys
 import tempfile
+import zipfile
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -29,6 +33,8 @@ ENV_VAR = "SWEEPS_ARTIFACTS"
 FULL_BELOW = 1 << 20
 NO_SPACE = (errno.ENOSPC, errno.EDQUOT)
 DAMAGED = ".damaged"
+# What torch's zip reader says of a damaged archive (a missing or misfit record).
+DAMAGED_ZIP = ("PytorchStreamReader", "inline_container", 'hasRecord("', "record size")
 
 
 class DiskFull(Exception):
@@ -118,20 +124,29 @@ class CheckpointStore:
             raise
 
     def load(self, key: int) -> dict[str, Any] | None:
-        """The trial's checkpoint. One that cannot be read is set aside as ``*.damaged``
-        (kept for a look, and `warn` says so); then the newest of the trial's kept ones
-        (`keep_stable`) that reads stands in, else None (the trial starts from step 0)."""
+        """The trial's checkpoint, its tensors on the CPU (``load_state_dict`` copies them to
+        the run's device). A damaged one is set aside (`set_aside`); then the newest of the
+        trial's kept ones (`keep_stable`) that reads stands in, else None (the trial starts
+        from step 0).
+
+        Raises:
+            Exception: it could not be read for another reason than damage (an I/O error,
+                no memory, an object a weights-only load refuses); it is left as it is.
+        """
         path = self.path(key)
         try:
             return self._read(path)
-        except Exception as e:  # truncated, garbage, empty: torch raises any of several
-            damaged = path.with_name(path.name + DAMAGED)
-            os.replace(path, damaged)
-            self.warn(f"checkpoint {path} cannot be read ({one_line(e)}): set aside as {damaged}")
+        except Exception as e:
+            if not damaged(e, path):
+                raise
+            self.set_aside(path, e)
         for epoch in reversed(self.stable_epochs(key)):
+            kept = self.stable_path(key, epoch)
             try:
-                state = self._read(self.stable_path(key, epoch))
-            except Exception:  # left as it is: a branch may find it whole once synced
+                state = self._read(kept)
+            except Exception as e:  # left as it is: a branch may find it whole once synced
+                if not damaged(e, kept):
+                    raise
                 continue
             if state is not None:
                 self.warn(f"trial {key} resumes from its kept checkpoint of epoch {epoch}")
@@ -139,12 +154,28 @@ class CheckpointStore:
         self.warn(f"trial {key} has no earlier checkpoint: it starts again from step 0")
         return None
 
+    def set_aside(self, path: Path, why: Exception) -> None:
+        """Rename damaged ``path`` to the first free name of ``*.damaged``,
+        ``*.damaged-2``, ... (kept for a look), saying so in one line."""
+        for n in itertools.count(1):
+            aside = path.with_name(path.name + DAMAGED + (f"-{n}" if n > 1 else ""))
+            if not aside.exists():
+                break
+        try:
+            os.replace(path, aside)
+        except FileNotFoundError:  # another worker set it aside first, or the trial ended
+            self.warn(f"checkpoint {path} cannot be read ({one_line(why)}) and is gone")
+            return
+        self.warn(f"checkpoint {path} cannot be read ({one_line(why)}): set aside as {aside}")
+
     def _read(self, path: Path) -> dict[str, Any] | None:
         import torch
 
-        if not path.exists():
+        try:
+            # On the CPU: one saved on a GPU this worker lacks (cuda:1) loads all the same.
+            state: dict[str, Any] = torch.load(path, map_location="cpu", weights_only=True)
+        except FileNotFoundError:
             return None
-        state: dict[str, Any] = torch.load(path, weights_only=True)
         return state
 
     # A trunk's stable-phase checkpoints (`sweeps.branches`), one file per kept epoch, kept
@@ -186,6 +217,33 @@ def no_space(error: BaseException) -> bool:
     """Whether ``error``, or what it came of, says a disk or quota is full."""
     causes = (error, error.__cause__, error.__context__)
     return any(isinstance(c, OSError) and c.errno in NO_SPACE for c in causes)
+
+
+def damaged(error: Exception, path: Path) -> bool:
+    """Whether ``torch.load(path)``'s ``error`` says the file is damaged: cut short within
+    the zip's last record (EINVAL, from a seek past the end), no zip archive at all (empty,
+    garbage, cut short: `save` writes nothing else, and torch's unpickler may say anything
+    of it), or an archive torch cannot read (`DAMAGED_ZIP`, or bytes that unpickle to
+    nonsense). Not damage: any other I/O error, no memory, or a whole archive holding an
+    object the weights-only unpickler refuses (it names its ``GLOBAL``)."""
+    if isinstance(error, MemoryError):
+        return False
+    if isinstance(error, OSError):
+        return error.errno == errno.EINVAL
+    if not _zip_archive(path):
+        return True
+    if isinstance(error, pickle.UnpicklingError):
+        return "GLOBAL " not in str(error)
+    if isinstance(error, EOFError | UnicodeDecodeError):
+        return True
+    return isinstance(error, RuntimeError) and any(s in str(error) for s in DAMAGED_ZIP)
+
+
+def _zip_archive(path: Path) -> bool:
+    try:
+        return zipfile.is_zipfile(path)
+    except zipfile.BadZipFile:  # its end records contradict themselves
+        return False
 
 
 def free_space(folder: Path) -> int:
