@@ -32,6 +32,8 @@ ENV_VAR = "SWEEPS_ARTIFACTS"
 # says only "unexpected pos" when a write comes up short.
 FULL_BELOW = 1 << 20
 NO_SPACE = (errno.ENOSPC, errno.EDQUOT)
+# How a message says so, where no errno comes with it (a command's error line).
+NO_SPACE_WORDS = (*map(os.strerror, NO_SPACE), "ENOSPC", "EDQUOT")
 DAMAGED = ".damaged"
 # What torch's zip reader says of a damaged archive (a missing or misfit record).
 DAMAGED_ZIP = ("PytorchStreamReader", "inline_container", 'hasRecord("', "record size")
@@ -117,10 +119,10 @@ class CheckpointStore:
             _sync_folder(self.dir)  # the rename itself survives a crash
         except BaseException as e:
             # Measured before the temporary file frees its space.
-            full = _full(self.dir, e) if isinstance(e, OSError | RuntimeError) else None
+            full = disk_full(self.dir, e) if isinstance(e, OSError | RuntimeError) else None
             tmp.unlink(missing_ok=True)
             if full is not None:
-                raise DiskFull(self.dir, full, e) from e
+                raise full from e
             raise
 
     def load(self, key: int) -> dict[str, Any] | None:
@@ -214,9 +216,24 @@ class CheckpointStore:
 
 
 def no_space(error: BaseException) -> bool:
-    """Whether ``error``, or what it came of, says a disk or quota is full."""
-    causes = (error, error.__cause__, error.__context__)
-    return any(isinstance(c, OSError) and c.errno in NO_SPACE for c in causes)
+    """Whether ``error``, or what it came of, says a disk or quota is full: by its errno,
+    or in so many words."""
+    causes = [c for c in (error, error.__cause__, error.__context__) if c is not None]
+    return any(
+        isinstance(c, OSError) and c.errno in NO_SPACE or any(w in str(c) for w in NO_SPACE_WORDS)
+        for c in causes
+    )
+
+
+def disk_full(
+    folder: Path, error: BaseException, *, what: str = "a checkpoint"
+) -> DiskFull | None:
+    """``error`` as a `DiskFull` if it came of a full disk (or quota): it says so
+    (`no_space`), or ``folder``'s disk has all but no room left; else None."""
+    free = free_space(folder)
+    if no_space(error) or free < FULL_BELOW:
+        return DiskFull(folder, free, error, what=what)
+    return None
 
 
 def damaged(error: Exception, path: Path) -> bool:
@@ -249,12 +266,6 @@ def _zip_archive(path: Path) -> bool:
 def free_space(folder: Path) -> int:
     """The bytes free on ``folder``'s disk (or its nearest parent's, if it is not made yet)."""
     return shutil.disk_usage(_existing(folder)).free
-
-
-def _full(folder: Path, error: BaseException) -> int | None:
-    """The free space in ``folder`` if ``error`` came of a full disk (or quota), else None."""
-    free = free_space(folder)
-    return free if no_space(error) or free < FULL_BELOW else None
 
 
 def _existing(path: Path) -> Path:
