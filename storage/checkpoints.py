@@ -98,8 +98,11 @@ class CheckpointStore:
         which the checkpoint at `path` names; deleted with it."""
         return self.dir / f"trial-{key}.files"
 
-    def save(self, key: int, state: dict[str, Any]) -> None:
+    def save(self, key: int, state: dict[str, Any], *, sync: bool = True) -> None:
         """Write atomically: a crash mid-write leaves the previous checkpoint intact.
+        ``sync=False``: atomic for other processes, but not synced to disk (each sync
+        costs milliseconds): a machine crash may leave the file lost or damaged (then set
+        aside, see `load`).
 
         Raises:
             DiskFull: no room for it; no temporary file is left, the previous one stands.
@@ -113,10 +116,12 @@ class CheckpointStore:
             self.dir.mkdir(parents=True, exist_ok=True)
             with tmp.open("wb") as f:
                 torch.save(state, f)
-                f.flush()
-                os.fsync(f.fileno())  # on disk before it replaces the last good one
+                if sync:
+                    f.flush()
+                    os.fsync(f.fileno())  # on disk before it replaces the last good one
             os.replace(tmp, path)
-            _sync_folder(self.dir)  # the rename itself survives a crash
+            if sync:
+                _sync_folder(self.dir)  # the rename itself survives a crash
         except BaseException as e:
             # Measured before the temporary file frees its space.
             full = disk_full(self.dir, e) if isinstance(e, OSError | RuntimeError) else None

@@ -292,11 +292,11 @@ class Worker:
             branch=branch,
         )
 
-    def _save(self, key: int, state: dict[str, Any]) -> None:
+    def _save(self, key: int, state: dict[str, Any], *, sync: bool = True) -> None:
         """Save a checkpoint; a full disk stops the worker (every trial it runs would fail
         alike), and the trial, handed back, keeps its last checkpoint."""
         try:
-            self.checkpoints.save(key, state)
+            self.checkpoints.save(key, state, sync=sync)
         except DiskFull as e:
             self.disk_full = self.disk_full or e
             self.stop()

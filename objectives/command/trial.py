@@ -154,7 +154,9 @@ class Command:
             have.add(step)
             out.flush()
             run.report(reading.value, step)
-            run.save_checkpoint({"step": step})  # the reports, for a retry to replay
+            # The reports, for a retry to replay; unsynced: one per report, and its loss
+            # in a machine crash costs a retry only the replay.
+            run.save_checkpoint({"step": step}, sync=False)
         return last, process.wait(), why
 
     def argv(self, run: Run, *, hidden: Collection[str] = (), resume: bool = False) -> list[str]:

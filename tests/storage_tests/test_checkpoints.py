@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import pickle
 import threading
 from pathlib import Path
@@ -145,6 +146,22 @@ def test_an_interrupted_write_leaves_no_temporary_file_and_the_last_checkpoint(
         store.save(1, {"w": state(10)["w"], "lock": threading.Lock()})
     assert [p.name for p in store.dir.iterdir()] == ["trial-1.pt"]
     assert torch.equal(store.load(1)["w"], state(10)["w"])
+
+
+def test_an_unsynced_save_writes_the_same_checkpoint_without_a_sync(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A command trial's replay checkpoint, saved on every report, skips the two syncs
+    (a machine crash cannot be staged here: the syncs are counted)."""
+    synced: list[int] = []
+    real_fsync = os.fsync
+    monkeypatch.setattr(os, "fsync", lambda fd: synced.append(fd) or real_fsync(fd))
+    store = CheckpointStore(tmp_path, "s")
+    store.save(1, state(10, 2.0), sync=False)
+    assert synced == [] and torch.equal(store.load(1)["w"], state(10, 2.0)["w"])
+    assert [p.name for p in store.dir.iterdir()] == ["trial-1.pt"]
+    store.save(1, state(10, 3.0))
+    assert len(synced) == 2  # the file, then its folder
 
 
 def test_unwritable_names_a_read_only_file_system_and_writes_nothing(tmp_path: Path) -> None:
