@@ -41,10 +41,15 @@ class BatchedOptimizer:
     def _stack(self, rows: Sequence[Row]) -> None:
         # A fresh trial's row is zeros: AdamW's step count and moments start there, and a
         # zero momentum buffer makes SGD's first update the gradient itself, as torch's.
+        # A checkpoint's rows come on the CPU (`CheckpointStore.load`): moved to the stack's.
+        device = self._like.device
         for key in {key for row in rows for key in row}:
             template = next(row[key] for row in rows if key in row)
             self.state[key] = torch.stack(
-                [row[key] if key in row else torch.zeros_like(template) for row in rows]
+                [
+                    (row[key] if key in row else torch.zeros_like(template)).to(device)
+                    for row in rows
+                ]
             )
 
     def row(self, k: int) -> Row:

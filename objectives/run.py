@@ -70,8 +70,7 @@ class Run:
         device: str = "cpu",
         precision: str = "fp32",
         curves: CurveSink | None = None,
-        checkpoint: tuple[Callable[[dict[str, Any]], None], Callable[[], dict[str, Any] | None]]
-        | None = None,
+        checkpoint: tuple[Callable[..., None], Callable[[], dict[str, Any] | None]] | None = None,
         reports: ReportSink | None = None,
         stopping: Callable[[], bool] = lambda: False,
         checkpoint_dir: Path | None = None,
@@ -242,12 +241,18 @@ class Run:
         return self._checkpoint is not None
 
     def save_checkpoint(
-        self, state: dict[str, Any], *, stable: bool = False, last_stable: bool = False
+        self,
+        state: dict[str, Any],
+        *,
+        stable: bool = False,
+        last_stable: bool = False,
+        sync: bool = True,
     ) -> None:
         """Save ``state`` (tensors, numbers, lists, dicts) with the curves reported so far.
         ``stable``: the trainer says every step so far held the schedule's stable lr (a
         trunk keeps such checkpoints for its branches); ``last_stable``: the next epoch
-        will not.
+        will not. ``sync=False``: not synced to disk (`CheckpointStore.save`), for a small
+        one saved very often whose loss in a machine crash costs little.
 
         Raises:
             HandBack: the worker is stopping; the trial resumes from this checkpoint (or,
@@ -263,8 +268,12 @@ class Run:
                 "stride": self._stride,
                 "branched_at": self.branched_at,
             }
+            save = self._checkpoint[0]
             try:
-                self._checkpoint[0](saved)
+                if sync:
+                    save(saved)
+                else:  # only then: a sink of one argument serves every other caller
+                    save(saved, sync=False)
             except DiskFull as e:  # not the trial's fault: it waits in the queue for room
                 raise HandBack(f"handed back, its last checkpoint kept: {e}") from e
             if self.trunk is not None:

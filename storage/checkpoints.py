@@ -2,19 +2,23 @@
 
 A checkpoint is written to a temporary file, synced, renamed over the last one and the
 folder synced, so a crash mid-write never leaves a damaged file where the last good one
-was. A trial's checkpoint that cannot be read all the same (damaged by something else) is
-set aside as ``*.damaged``, never deleted, and the trial resumes from an earlier one, if
-kept.
+was. A trial's checkpoint that is damaged all the same (by something else) is set aside as
+``*.damaged`` (``*.damaged-2``, ... beside earlier ones), never deleted, and the trial
+resumes from an earlier one, if kept. Any other failure to read it (an I/O error, no
+memory, a weights-only refusal) is raised, the file left as it is.
 """
 
 from __future__ import annotations
 
 import errno
+import itertools
 import os
+import pickle
 import re
 import shutil
 import sys
 import tempfile
+import zipfile
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -28,7 +32,11 @@ ENV_VAR = "SWEEPS_ARTIFACTS"
 # says only "unexpected pos" when a write comes up short.
 FULL_BELOW = 1 << 20
 NO_SPACE = (errno.ENOSPC, errno.EDQUOT)
+# How a message says so, where no errno comes with it (a command's error line).
+NO_SPACE_WORDS = (*map(os.strerror, NO_SPACE), "ENOSPC", "EDQUOT")
 DAMAGED = ".damaged"
+# What torch's zip reader says of a damaged archive (a missing or misfit record).
+DAMAGED_ZIP = ("PytorchStreamReader", "inline_container", 'hasRecord("', "record size")
 
 
 class DiskFull(Exception):
@@ -90,8 +98,11 @@ class CheckpointStore:
         which the checkpoint at `path` names; deleted with it."""
         return self.dir / f"trial-{key}.files"
 
-    def save(self, key: int, state: dict[str, Any]) -> None:
+    def save(self, key: int, state: dict[str, Any], *, sync: bool = True) -> None:
         """Write atomically: a crash mid-write leaves the previous checkpoint intact.
+        ``sync=False``: atomic for other processes, but not synced to disk (each sync
+        costs milliseconds): a machine crash may leave the file lost or damaged (then set
+        aside, see `load`).
 
         Raises:
             DiskFull: no room for it; no temporary file is left, the previous one stands.
@@ -105,33 +116,44 @@ class CheckpointStore:
             self.dir.mkdir(parents=True, exist_ok=True)
             with tmp.open("wb") as f:
                 torch.save(state, f)
-                f.flush()
-                os.fsync(f.fileno())  # on disk before it replaces the last good one
+                if sync:
+                    f.flush()
+                    os.fsync(f.fileno())  # on disk before it replaces the last good one
             os.replace(tmp, path)
-            _sync_folder(self.dir)  # the rename itself survives a crash
+            if sync:
+                _sync_folder(self.dir)  # the rename itself survives a crash
         except BaseException as e:
             # Measured before the temporary file frees its space.
-            full = _full(self.dir, e) if isinstance(e, OSError | RuntimeError) else None
+            full = disk_full(self.dir, e) if isinstance(e, OSError | RuntimeError) else None
             tmp.unlink(missing_ok=True)
             if full is not None:
-                raise DiskFull(self.dir, full, e) from e
+                raise full from e
             raise
 
     def load(self, key: int) -> dict[str, Any] | None:
-        """The trial's checkpoint. One that cannot be read is set aside as ``*.damaged``
-        (kept for a look, and `warn` says so); then the newest of the trial's kept ones
-        (`keep_stable`) that reads stands in, else None (the trial starts from step 0)."""
+        """The trial's checkpoint, its tensors on the CPU (``load_state_dict`` copies them to
+        the run's device). A damaged one is set aside (`set_aside`); then the newest of the
+        trial's kept ones (`keep_stable`) that reads stands in, else None (the trial starts
+        from step 0).
+
+        Raises:
+            Exception: it could not be read for another reason than damage (an I/O error,
+                no memory, an object a weights-only load refuses); it is left as it is.
+        """
         path = self.path(key)
         try:
             return self._read(path)
-        except Exception as e:  # truncated, garbage, empty: torch raises any of several
-            damaged = path.with_name(path.name + DAMAGED)
-            os.replace(path, damaged)
-            self.warn(f"checkpoint {path} cannot be read ({one_line(e)}): set aside as {damaged}")
+        except Exception as e:
+            if not damaged(e, path):
+                raise
+            self.set_aside(path, e)
         for epoch in reversed(self.stable_epochs(key)):
+            kept = self.stable_path(key, epoch)
             try:
-                state = self._read(self.stable_path(key, epoch))
-            except Exception:  # left as it is: a branch may find it whole once synced
+                state = self._read(kept)
+            except Exception as e:  # left as it is: a branch may find it whole once synced
+                if not damaged(e, kept):
+                    raise
                 continue
             if state is not None:
                 self.warn(f"trial {key} resumes from its kept checkpoint of epoch {epoch}")
@@ -139,12 +161,28 @@ class CheckpointStore:
         self.warn(f"trial {key} has no earlier checkpoint: it starts again from step 0")
         return None
 
+    def set_aside(self, path: Path, why: Exception) -> None:
+        """Rename damaged ``path`` to the first free name of ``*.damaged``,
+        ``*.damaged-2``, ... (kept for a look), saying so in one line."""
+        for n in itertools.count(1):
+            aside = path.with_name(path.name + DAMAGED + (f"-{n}" if n > 1 else ""))
+            if not aside.exists():
+                break
+        try:
+            os.replace(path, aside)
+        except FileNotFoundError:  # another worker set it aside first, or the trial ended
+            self.warn(f"checkpoint {path} cannot be read ({one_line(why)}) and is gone")
+            return
+        self.warn(f"checkpoint {path} cannot be read ({one_line(why)}): set aside as {aside}")
+
     def _read(self, path: Path) -> dict[str, Any] | None:
         import torch
 
-        if not path.exists():
+        try:
+            # On the CPU: one saved on a GPU this worker lacks (cuda:1) loads all the same.
+            state: dict[str, Any] = torch.load(path, map_location="cpu", weights_only=True)
+        except FileNotFoundError:
             return None
-        state: dict[str, Any] = torch.load(path, weights_only=True)
         return state
 
     # A trunk's stable-phase checkpoints (`sweeps.branches`), one file per kept epoch, kept
@@ -183,20 +221,56 @@ class CheckpointStore:
 
 
 def no_space(error: BaseException) -> bool:
-    """Whether ``error``, or what it came of, says a disk or quota is full."""
-    causes = (error, error.__cause__, error.__context__)
-    return any(isinstance(c, OSError) and c.errno in NO_SPACE for c in causes)
+    """Whether ``error``, or what it came of, says a disk or quota is full: by its errno,
+    or in so many words."""
+    causes = [c for c in (error, error.__cause__, error.__context__) if c is not None]
+    return any(
+        isinstance(c, OSError) and c.errno in NO_SPACE or any(w in str(c) for w in NO_SPACE_WORDS)
+        for c in causes
+    )
+
+
+def disk_full(
+    folder: Path, error: BaseException, *, what: str = "a checkpoint"
+) -> DiskFull | None:
+    """``error`` as a `DiskFull` if it came of a full disk (or quota): it says so
+    (`no_space`), or ``folder``'s disk has all but no room left; else None."""
+    free = free_space(folder)
+    if no_space(error) or free < FULL_BELOW:
+        return DiskFull(folder, free, error, what=what)
+    return None
+
+
+def damaged(error: Exception, path: Path) -> bool:
+    """Whether ``torch.load(path)``'s ``error`` says the file is damaged: cut short within
+    the zip's last record (EINVAL, from a seek past the end), no zip archive at all (empty,
+    garbage, cut short: `save` writes nothing else, and torch's unpickler may say anything
+    of it), or an archive torch cannot read (`DAMAGED_ZIP`, or bytes that unpickle to
+    nonsense). Not damage: any other I/O error, no memory, or a whole archive holding an
+    object the weights-only unpickler refuses (it names its ``GLOBAL``)."""
+    if isinstance(error, MemoryError):
+        return False
+    if isinstance(error, OSError):
+        return error.errno == errno.EINVAL
+    if not _zip_archive(path):
+        return True
+    if isinstance(error, pickle.UnpicklingError):
+        return "GLOBAL " not in str(error)
+    if isinstance(error, EOFError | UnicodeDecodeError):
+        return True
+    return isinstance(error, RuntimeError) and any(s in str(error) for s in DAMAGED_ZIP)
+
+
+def _zip_archive(path: Path) -> bool:
+    try:
+        return zipfile.is_zipfile(path)
+    except zipfile.BadZipFile:  # its end records contradict themselves
+        return False
 
 
 def free_space(folder: Path) -> int:
     """The bytes free on ``folder``'s disk (or its nearest parent's, if it is not made yet)."""
     return shutil.disk_usage(_existing(folder)).free
-
-
-def _full(folder: Path, error: BaseException) -> int | None:
-    """The free space in ``folder`` if ``error`` came of a full disk (or quota), else None."""
-    free = free_space(folder)
-    return free if no_space(error) or free < FULL_BELOW else None
 
 
 def _existing(path: Path) -> Path:

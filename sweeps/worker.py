@@ -292,11 +292,11 @@ class Worker:
             branch=branch,
         )
 
-    def _save(self, key: int, state: dict[str, Any]) -> None:
+    def _save(self, key: int, state: dict[str, Any], *, sync: bool = True) -> None:
         """Save a checkpoint; a full disk stops the worker (every trial it runs would fail
         alike), and the trial, handed back, keeps its last checkpoint."""
         try:
-            self.checkpoints.save(key, state)
+            self.checkpoints.save(key, state, sync=sync)
         except DiskFull as e:
             self.disk_full = self.disk_full or e
             self.stop()
@@ -305,9 +305,14 @@ class Worker:
     def _no_room(self, error: Exception) -> objectives.HandBack:
         """A trial ended by a full disk is not at fault: the worker stops, as when a
         checkpoint finds no room, and the trial goes back to the queue."""
-        filename = getattr(error, "filename", None) or getattr(error.__cause__, "filename", None)
-        folder = Path(filename).parent if filename else self.checkpoints.dir.parent
-        full = DiskFull(folder, free_space(folder), error, what="the trial's files")
+        if isinstance(error, DiskFull):
+            full = error
+        else:
+            filename = getattr(error, "filename", None) or getattr(
+                error.__cause__, "filename", None
+            )
+            folder = Path(filename).parent if filename else self.checkpoints.dir.parent
+            full = DiskFull(folder, free_space(folder), error, what="the trial's files")
         self.disk_full = self.disk_full or full
         self.stop()
         return objectives.HandBack(f"handed back: {full}")
@@ -325,7 +330,9 @@ class Worker:
         if isinstance(outcome, objectives.Lost | optuna.exceptions.UpdateFinishedTrialError):
             self._taken_over(trial, outcome)
             return
-        if isinstance(outcome, Exception) and no_space(outcome):  # not a HandBack's cause
+        if isinstance(outcome, DiskFull) or (  # a command's own files, as it found
+            isinstance(outcome, Exception) and no_space(outcome)  # not a HandBack's cause
+        ):
             outcome = self._no_room(outcome)  # an objective's own files, a command's log
         run.flush()
         if isinstance(outcome, objectives.HandBack):

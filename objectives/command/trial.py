@@ -25,6 +25,7 @@ from objectives.command.output import LOG_NOTE, ErrorLine, OutputReader
 from objectives.command.process import CommandProcess
 from objectives.command.template import ARGS, HF_ARGS
 from objectives.run import Run
+from storage.checkpoints import disk_full
 
 # The worker's own settings, which a trial's command has no business seeing (a password,
 # the storage proxy's token).
@@ -87,6 +88,8 @@ class Command:
             optuna.TrialPruned, Diverged, HandBack, Lost: as `Run.report` does; the
                 command's processes are ended first.
             CommandFailed: a non-zero exit, or no value printed.
+            DiskFull: a non-zero exit that says the disk is full, or with (all but) no
+                room left on its checkpoint folder's disk.
         """
         run.load_checkpoint()  # replays an earlier attempt's reports into this trial
         argv = self.argv(run, hidden=hidden, resume=any(run.checkpoint_dir.iterdir()))
@@ -104,9 +107,11 @@ class Command:
                 raise
         where = f"{LOG_NOTE}{log})"
         if code:
-            raise CommandFailed(
+            failed = CommandFailed(
                 f"{_exit(code)}: {why}{where}" if str(why) else _exit(code) + where
             )
+            # Its own files filled the disk: not the trial's fault, the worker stops.
+            raise disk_full(run.checkpoint_dir, failed, what="the trial's files") or failed
         if last is None:
             if not run.reported:
                 raise CommandFailed(f"printed no value: waited for {self.reader.waits_for}{where}")
@@ -149,7 +154,9 @@ class Command:
             have.add(step)
             out.flush()
             run.report(reading.value, step)
-            run.save_checkpoint({"step": step})  # the reports, for a retry to replay
+            # The reports, for a retry to replay; unsynced: one per report, and its loss
+            # in a machine crash costs a retry only the replay.
+            run.save_checkpoint({"step": step}, sync=False)
         return last, process.wait(), why
 
     def argv(self, run: Run, *, hidden: Collection[str] = (), resume: bool = False) -> list[str]:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+import pickle
 import threading
 from pathlib import Path
 
@@ -60,6 +62,62 @@ def test_a_damaged_checkpoint_is_set_aside_with_one_warning_line(
     assert torch.equal(store.load(3)["w"], state(1000, 5.0)["w"])
 
 
+def test_each_damaged_copy_is_kept_under_a_name_of_its_own(tmp_path: Path) -> None:
+    warnings: list[str] = []
+    store = CheckpointStore(tmp_path, "s", warn=warnings.append)
+    for attempt in (b"first", b"second", b"third"):
+        store.save(3, state(10))
+        store.path(3).write_bytes(attempt)
+        assert store.load(3) is None
+    names = ["trial-3.pt.damaged", "trial-3.pt.damaged-2", "trial-3.pt.damaged-3"]
+    assert sorted(p.name for p in store.dir.iterdir()) == names
+    assert [(store.dir / n).read_bytes() for n in names] == [b"first", b"second", b"third"]
+    assert sum("set aside as" in line for line in warnings) == 3
+
+
+def test_a_checkpoint_that_vanished_before_it_was_set_aside_is_one_line(
+    tmp_path: Path,
+) -> None:
+    warnings: list[str] = []
+    store = CheckpointStore(tmp_path, "s", warn=warnings.append)
+    store.set_aside(store.path(4), EOFError("Ran out of input"))  # another worker's meanwhile
+    assert warnings == [
+        f"checkpoint {store.path(4)} cannot be read (EOFError: Ran out of input) and is gone"
+    ]
+
+
+def test_a_checkpoint_the_weights_only_loader_refuses_is_raised_and_left_as_it_is(
+    tmp_path: Path,
+) -> None:
+    """A whole checkpoint holding an object outside plain data (a user's state with a
+    Path): no damage, so not set aside; the load says what it refused."""
+    warnings: list[str] = []
+    store = CheckpointStore(tmp_path, "s", warn=warnings.append)
+    store.save(5, {"user": {"data": tmp_path / "train.csv"}})
+    saved = store.path(5).read_bytes()
+    with pytest.raises(pickle.UnpicklingError, match="GLOBAL pathlib"):
+        store.load(5)
+    assert [p.name for p in store.dir.iterdir()] == ["trial-5.pt"]
+    assert store.path(5).read_bytes() == saved and warnings == []
+
+
+def test_a_checkpoint_that_cannot_be_opened_is_raised_and_left_as_it_is(tmp_path: Path) -> None:
+    """An I/O error is no damage: the file may read next time."""
+    warnings: list[str] = []
+    store = CheckpointStore(tmp_path, "s", warn=warnings.append)
+    store.path(6).mkdir(parents=True)  # opening it fails as an unreadable file would
+    with pytest.raises(IsADirectoryError):
+        store.load(6)
+    assert store.path(6).is_dir() and warnings == []
+
+
+def test_a_checkpoint_loads_on_the_cpu(tmp_path: Path) -> None:
+    """`load` maps every tensor to the CPU, so one saved on a GPU a worker lacks loads."""
+    store = CheckpointStore(tmp_path, "s")
+    store.save(1, state(10))
+    assert store.load(1)["w"].device == torch.device("cpu")
+
+
 def test_a_damaged_checkpoint_falls_back_to_the_newest_kept_one_that_reads(
     tmp_path: Path,
 ) -> None:
@@ -88,6 +146,22 @@ def test_an_interrupted_write_leaves_no_temporary_file_and_the_last_checkpoint(
         store.save(1, {"w": state(10)["w"], "lock": threading.Lock()})
     assert [p.name for p in store.dir.iterdir()] == ["trial-1.pt"]
     assert torch.equal(store.load(1)["w"], state(10)["w"])
+
+
+def test_an_unsynced_save_writes_the_same_checkpoint_without_a_sync(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A command trial's replay checkpoint, saved on every report, skips the two syncs
+    (a machine crash cannot be staged here: the syncs are counted)."""
+    synced: list[int] = []
+    real_fsync = os.fsync
+    monkeypatch.setattr(os, "fsync", lambda fd: synced.append(fd) or real_fsync(fd))
+    store = CheckpointStore(tmp_path, "s")
+    store.save(1, state(10, 2.0), sync=False)
+    assert synced == [] and torch.equal(store.load(1)["w"], state(10, 2.0)["w"])
+    assert [p.name for p in store.dir.iterdir()] == ["trial-1.pt"]
+    store.save(1, state(10, 3.0))
+    assert len(synced) == 2  # the file, then its folder
 
 
 def test_unwritable_names_a_read_only_file_system_and_writes_nothing(tmp_path: Path) -> None:

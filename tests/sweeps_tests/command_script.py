@@ -1,10 +1,12 @@
 """A training script for command-trial tests, fast and without torch: it "trains" for
 ``--steps`` steps, printing a value per step, and can resume, fail, diverge, stay silent,
-or start a rank in a session of its own (as torchrun does) that records its pid."""
+fill its checkpoint folder's disk, or start a rank in a session of its own (as torchrun does)
+that records its pid."""
 
 from __future__ import annotations
 
 import argparse
+import glob
 import json
 import math
 import os
@@ -18,7 +20,8 @@ parser.add_argument("--steps", type=int, required=True)
 parser.add_argument("--out", required=True)
 parser.add_argument("--resume", action="store_true")
 parser.add_argument("--sleep", type=float, default=0.0)
-parser.add_argument("--mode", default="ok", choices=["ok", "nan", "silent", "fail", "huge-step"])
+MODES = ["ok", "nan", "silent", "fail", "huge-step", "fill-disk", "fill-disk-quietly"]
+parser.add_argument("--mode", default="ok", choices=MODES)
 parser.add_argument("--text", action="store_true", help="'step N: val loss V, lr L' lines")
 parser.add_argument("--pids", help="append this process's and its rank's pids to this file")
 parser.add_argument("--env-dir", help="write CUDA_VISIBLE_DEVICES and the port here")
@@ -60,6 +63,20 @@ for step in range(start + 1, args.steps + 1):
         print("[rank1]: Traceback (most recent call last):", file=sys.stderr)
         print("[rank1]: ValueError: the batch is empty", file=sys.stderr)
         sys.exit(1)
+    if args.mode.startswith("fill-disk") and step == 2:  # its weights outgrow the disk
+        # Once the worker has saved its checkpoint of step 1 (beside --out), so the disk
+        # fills under this script, not under that save.
+        while not glob.glob(os.path.join(os.path.dirname(args.out), "*.pt")):
+            time.sleep(0.05)
+        try:
+            with open(os.path.join(args.out, "weights.bin"), "wb", buffering=0) as f:
+                while True:
+                    f.write(bytes(1 << 16))
+        except OSError:
+            if args.mode == "fill-disk":
+                raise  # "OSError: [Errno 28] No space left on device"
+            print("RuntimeError: unexpected pos 4096 vs 0", file=sys.stderr)  # torch's words
+            sys.exit(1)
     if args.mode == "huge-step" and step == 2:
         step = 2**31  # tokens, say: more than storage keeps
     if args.text:

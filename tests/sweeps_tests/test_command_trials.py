@@ -18,6 +18,7 @@ import sqlalchemy
 from optuna.trial import TrialState
 
 import schedules
+from mounts import tmpfs
 from storage.base import RETRY_OF
 from storage.optuna_internals import trial_id_of
 from sweeps_helpers import config, study_trials, sweeps, wait_until
@@ -158,6 +159,38 @@ def test_a_step_past_what_storage_keeps_fails_the_trial_saying_so(tmp_path: Path
     assert failed.user_attrs["sweeps:reason"].startswith(
         "CommandFailed: reported step 2147483648: storage keeps steps up to 2147483647"
     )
+
+
+@pytest.mark.parametrize("mode", ["fill-disk", "fill-disk-quietly"])
+def test_a_command_that_fills_its_checkpoint_folders_disk_is_handed_back(
+    tmp_path: Path, mode: str
+) -> None:
+    """Its weights outgrow the disk under ``{checkpoint_dir}`` and it dies, saying so or
+    not (the disk has no room left): no attempt spent, the worker stops on one line."""
+    cfg = command_config(
+        tmp_path,
+        f"--lr={{lr}} --steps={{epochs}} --out={{checkpoint_dir}} --mode={mode}",
+        budget={"trials": 1, "epochs": 3, "retries": 0, "max_failures": 1},
+    )
+    url = launched(tmp_path, cfg)
+    artifacts = tmp_path / "s.db.artifacts"
+    with tmpfs(artifacts / "t" / "checkpoints", size="2m") as checkpoints:
+        worker = run_worker(tmp_path, url)
+        folder = checkpoints / "trial-0.files"
+        assert (folder / "weights.bin").exists()  # what it wrote stays
+    assert worker.returncode == 1, worker.stdout + worker.stderr
+    (trial,) = study_trials(url)
+    assert trial.state == TrialState.WAITING
+    assert list(trial.intermediate_values) == [1]
+    (line,) = [line for line in worker.stdout.splitlines() if "stopping:" in line]
+    assert f"stopping: no room for the trial's files in {folder} (" in line
+    log = artifacts / "t" / "logs" / "trial-0.log"
+    said = (
+        "OSError: [Errno 28] No space left on device"
+        if mode == "fill-disk"
+        else "RuntimeError: unexpected pos"
+    )
+    assert f"CommandFailed: exit code 1: {said}" in line and f"(log: {log})" in line
 
 
 def test_the_same_error_in_every_trial_stops_the_study_with_one_reason(tmp_path: Path) -> None:
