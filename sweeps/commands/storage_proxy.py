@@ -72,9 +72,12 @@ def run(args: argparse.Namespace) -> int:
 
     from storage import mask_url
     from storage.remote import serve
-    from sweeps.commands.common import open_database
+    from sweeps.commands.common import open_database, storage_url
 
-    db = open_database(args, wait=True)
+    # On a cluster it may start before the launcher: in a server database without a study
+    # yet it makes the schema the launcher then finds. An SQLite file must be one already.
+    server_database = not storage_url(args).startswith("sqlite")
+    db = open_database(args, create=server_database, wait=True)
     try:
         server = serve(db, args.host, args.port, threads=args.threads, token=token)
     except RuntimeError:  # grpc cannot bind: the port is taken, or the host is not ours
