@@ -116,19 +116,19 @@ def resolve(name: str | Mapping[str, Any]) -> Objective | Command:
 def _import_failed(module_name: str, error: BaseException) -> str:
     """One line: what the module raised, where (``buggy.py:12``), and what caused it (a
     library that wraps the real error, as transformers' lazy imports do, hides it)."""
-    line = f"objective: importing {module_name!r} failed: {_one_line(error)}"
+    from storage import one_line
+
+    def shown(e: BaseException) -> str:  # the user's message in full, not only its first line
+        return one_line(e, whole=True, limit=300)
+
+    line = f"objective: importing {module_name!r} failed: {shown(error)}"
     where = _where(error)
     if where:
         line += f" ({where})"
     cause = _root_cause(error)
     if cause is not None:
-        line += f"; caused by {_one_line(cause)}"
+        line += f"; caused by {shown(cause)}"
     return line
-
-
-def _one_line(error: BaseException, limit: int = 300) -> str:
-    text = " ".join(f"{type(error).__name__}: {error}".split())
-    return text if len(text) <= limit else text[: limit - 3] + "..."
 
 
 def _where(error: BaseException) -> str | None:

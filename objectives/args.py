@@ -55,9 +55,16 @@ def arg_errors(objective: object, given: Any, searched: Mapping[str, Searched]) 
     """
     from objectives.task import Task
 
-    if not isinstance(objective, Task) or objective.args is None or not isinstance(given, dict):
-        return []  # (an objective_args that is no mapping is the config's own error)
+    if not isinstance(objective, Task) or objective.args is None:
+        return []
     declared, task = objective.args, objective.name
+    if not _is_declaration(declared):  # a task's own attribute that happens to be `args`
+        return [
+            f"objective: {task}.args must map argument names to schedules.Param "
+            f"declarations (got {_shown(declared)})"
+        ]
+    if not isinstance(given, dict):
+        return []  # (an objective_args that is no mapping is the config's own error)
     errors: list[str] = []
     for name, value in given.items():
         path = f"objective_args.{name}"
@@ -84,6 +91,12 @@ def arg_errors(objective: object, given: Any, searched: Mapping[str, Searched]) 
         if param.required and name not in given and name not in searched
     ]
     return errors
+
+
+def _is_declaration(declared: object) -> bool:
+    return isinstance(declared, Mapping) and all(
+        isinstance(name, str) and isinstance(param, Param) for name, param in declared.items()
+    )
 
 
 def _unknown(task: str, name: str, declared: Declared) -> str:

@@ -25,6 +25,7 @@ from storage._url import (
 from storage.base import (
     BaseDatabase,
     CredentialsRefused,
+    NoStudyDatabaseYet,
     StorageError,
     StorageRefused,
     TrialReport,
@@ -42,10 +43,11 @@ def open_database(
     call is retried (`storage.resilience`), and a proxy that refuses the token raises
     `CredentialsRefused`; without it, an unreachable database or Redis raises `StorageError`
     at once (a proxy's client connects on its first call, which retries). Without
-    ``create``, an SQL ``url`` must already be a study database. What no wait can fix
-    (`StorageRefused`: not a study database, authentication refused, ...) is raised at once
-    either way."""
-    from storage.resilience import retry_seconds, retrying
+    ``create``, an SQL ``url`` must already be a study database: a server database without
+    Optuna's tables (`NoStudyDatabaseYet`) is waited for, as the launcher that creates them
+    may start after the workers, else refused. What no wait can fix (`StorageRefused`: not
+    a study database, authentication refused, ...) is raised at once either way."""
+    from storage.resilience import is_transient, retry_seconds, retrying
 
     if url.startswith(PROXY_SCHEME):
         from storage.remote import RemoteDatabase  # grpc is imported only for a proxy
@@ -64,7 +66,11 @@ def open_database(
 
         backend = RedisDatabase
     if wait:
-        return retrying(lambda: backend(url), what="open the database")
+        return retrying(
+            lambda: backend(url),
+            what="open the database",
+            retry_if=lambda e: is_transient(e) or isinstance(e, NoStudyDatabaseYet),
+        )
     return backend(url)
 
 
@@ -76,6 +82,7 @@ __all__ = [
     "PROXY_TOKEN_ENV",
     "CheckpointStore",
     "CredentialsRefused",
+    "NoStudyDatabaseYet",
     "Database",
     "StorageError",
     "StorageRefused",

@@ -67,6 +67,12 @@ class StorageRefused(StorageError):
     file. The message is one line beginning ``storage: ``."""
 
 
+class NoStudyDatabaseYet(StorageRefused):
+    """A server database holding none of Optuna's tables yet, opened by what does not create
+    them: a command that only reads is refused; a worker, which may start before the
+    launcher on a cluster, waits for them (`storage.open_database`)."""
+
+
 class CredentialsRefused(StorageRefused):
     """A storage proxy refused this client's token (`storage.remote`); ``reason`` says why."""
 

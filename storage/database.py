@@ -238,6 +238,10 @@ def first_line(error: BaseException) -> str:
     return text.splitlines()[0] if text else type(error).__name__
 
 
-def one_line(error: BaseException) -> str:
-    """``Type: first line of the message``."""
-    return f"{type(error).__name__}: {first_line(error)}"
+def one_line(error: BaseException, *, whole: bool = False, limit: int | None = None) -> str:
+    """``Type: first line of the message``; with ``whole``, every line of it joined (a
+    user's own error, whose later lines may say what is wrong, where a database driver's
+    carry the statement); cut to ``limit`` characters."""
+    message = " ".join(str(error).split()) if whole else first_line(error)
+    line = f"{type(error).__name__}: {message}"
+    return line if limit is None or len(line) <= limit else line[: limit - 3] + "..."

@@ -19,7 +19,7 @@ import sqlalchemy
 
 from storage._engine import SQLITE_BUSY_TIMEOUT_S
 from storage._url import mask_url
-from storage.base import StorageError, StorageRefused
+from storage.base import NoStudyDatabaseYet, StorageError, StorageRefused
 from storage.optuna_internals import models
 from storage.resilience import permanent_reason
 
@@ -32,13 +32,15 @@ _LISTED = 4  # tables named in a refusal
 def check_study_database(engine: sqlalchemy.Engine, *, create: bool) -> None:
     """Refuse, before anything is written, what ``engine`` names unless it is a study
     database (Optuna's tables) or, with ``create``, an SQLite file with no tables yet or
-    not there yet (in a folder that is). A PostgreSQL database may hold other programs'
-    tables, or none yet: Optuna's go beside them, unless some of theirs are there already
-    without the rest (another program's "studies").
+    not there yet (in a folder that is), or a PostgreSQL database without Optuna's tables:
+    it may hold other programs' tables, and Optuna's go beside them, unless some of theirs
+    are there already without the rest (another program's "studies").
 
     Raises:
+        NoStudyDatabaseYet: without ``create``, a PostgreSQL database with none of Optuna's
+            tables (empty, or another program's).
         StorageRefused: not a study database (or, without ``create``, not yet one), a
-            folder instead of a file, a missing folder.
+            folder instead of a file, a missing folder, an unreadable file.
     """
     url = engine.url
     where = mask_url(url.render_as_string(hide_password=False))
@@ -53,17 +55,24 @@ def check_study_database(engine: sqlalchemy.Engine, *, create: bool) -> None:
         shared = True
     if OPTUNA_CORE <= tables:
         return
-    if shared and not tables & OPTUNA_TABLES:  # Optuna's tables go beside other programs'
-        return
-    if create and not tables:
-        return
-    if not tables:
-        raise StorageRefused(
-            f"storage: {where} is not a study database (it is empty); create one with "
-            "'sweeps launch'"
+    if not tables & OPTUNA_TABLES and (shared or not tables):
+        # Nothing of Optuna's: a study database may be made here (beside a server
+        # database's other tables), by a command that creates one and by nothing else.
+        if create:
+            return
+        refusal = NoStudyDatabaseYet if shared else StorageRefused
+        raise refusal(
+            f"storage: {where} is not a study database ({_holding(tables)}); create one "
+            "with 'sweeps launch'"
         )
+    raise StorageRefused(f"storage: {where} is not a study database ({_holding(tables)})")
+
+
+def _holding(tables: set[str]) -> str:
+    if not tables:
+        return "it is empty"
     names = ", ".join(sorted(tables)[:_LISTED]) + (", ..." if len(tables) > _LISTED else "")
-    raise StorageRefused(f"storage: {where} is not a study database (it has tables: {names})")
+    return f"it has tables: {names}"
 
 
 def _sqlite_tables(url: sqlalchemy.URL, where: str, *, create: bool) -> set[str] | None:
@@ -84,6 +93,8 @@ def _sqlite_tables(url: sqlalchemy.URL, where: str, *, create: bool) -> set[str]
                 f"storage: no database at {path}; create one with 'sweeps launch'"
             )
         return None
+    if not os.access(file, os.R_OK):  # SQLite's own refusal might be a passing one
+        raise StorageRefused(f"storage: {where}: {path} cannot be read (permission denied)")
     if create and not os.access(file, os.W_OK):
         raise StorageRefused(f"storage: {where}: {path} is read-only")
     readonly = f"file:{urllib.parse.quote(str(file.resolve()))}?mode=ro"

@@ -20,6 +20,7 @@ import logging
 import os
 import random
 import re
+import sqlite3
 import sys
 import time
 from collections.abc import Callable
@@ -73,6 +74,8 @@ def is_transient(error: BaseException) -> bool:
             return True
         if isinstance(seen, sqlalchemy.exc.OperationalError | sqlalchemy.exc.InterfaceError):
             return True
+        if isinstance(seen, sqlite3.OperationalError):  # bare, as `storage.preflight` reads
+            return True
         if isinstance(seen, sqlalchemy.exc.TimeoutError):  # no pooled connection in time
             return True
         seen = seen.__cause__ or seen.__context__
@@ -80,17 +83,33 @@ def is_transient(error: BaseException) -> bool:
 
 
 # SQLite result codes (``sqlite3.Error.sqlite_errorname``, extended codes included) that no
-# wait fixes: a read-only file, one that cannot be opened (a folder, a missing folder), not a
-# database, a corrupt one, refused access; and SQLITE_ERROR, a statement the schema cannot
-# run (a foreign "studies" table: "no such column").
-_SQLITE_PERMANENT = (
-    "SQLITE_READONLY",
-    "SQLITE_CANTOPEN",
-    "SQLITE_NOTADB",
-    "SQLITE_CORRUPT",
-    "SQLITE_PERM",
-    "SQLITE_AUTH",
-    "SQLITE_ERROR",
+# wait fixes, matched exactly: an extended code may say the opposite of its primary one
+# (SQLITE_READONLY_RECOVERY and _CANTINIT pass once another connection has set up a WAL
+# file's shared memory, SQLITE_ERROR_RETRY asks to retry, and a bare SQLITE_CANTOPEN may be
+# a process out of file descriptors). Permanent: a read-only file or folder, a path that
+# cannot be opened as given, not a database, a corrupt one, refused access; and
+# SQLITE_ERROR, a statement the schema cannot run (a foreign "studies": "no such column").
+_SQLITE_PERMANENT = frozenset(
+    {
+        "SQLITE_READONLY",
+        "SQLITE_READONLY_ROLLBACK",
+        "SQLITE_READONLY_DBMOVED",
+        "SQLITE_READONLY_DIRECTORY",
+        "SQLITE_CANTOPEN_ISDIR",
+        "SQLITE_CANTOPEN_FULLPATH",
+        "SQLITE_CANTOPEN_CONVPATH",
+        "SQLITE_CANTOPEN_SYMLINK",
+        "SQLITE_NOTADB",
+        "SQLITE_CORRUPT",
+        "SQLITE_CORRUPT_VTAB",
+        "SQLITE_CORRUPT_SEQUENCE",
+        "SQLITE_CORRUPT_INDEX",
+        "SQLITE_PERM",
+        "SQLITE_AUTH",
+        "SQLITE_AUTH_USER",
+        "SQLITE_ERROR",
+        "SQLITE_ERROR_MISSING_COLLSEQ",
+    }
 )
 # PostgreSQL refusing a connection for good. The server's reason reaches psycopg as the text
 # of a failed connection, without an SQLSTATE.
@@ -111,13 +130,11 @@ def permanent_reason(error: BaseException) -> str | None:
     that is not the one expected. PostgreSQL: authentication refused, a role or database
     that does not exist.
     """
-    import sqlite3
-
     driver_error = getattr(error, "orig", None) or error
     if isinstance(driver_error, sqlite3.Error):
-        name = getattr(driver_error, "sqlite_errorname", "")
+        name = getattr(driver_error, "sqlite_errorname", None)  # None: not SQLite's own
         message = str(driver_error)
-        if name.startswith(_SQLITE_PERMANENT) and "already exists" not in message:
+        if name in _SQLITE_PERMANENT and "already exists" not in message:
             return message  # "already exists": a schema another process was creating
         return None
     psycopg = sys.modules.get("psycopg")  # not imported: the error cannot be one of its own

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import ipaddress
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -296,3 +297,15 @@ def program_errors(command: str | list[str]) -> list[str]:
             "environment's bin), or is not executable"
         ]
     return []
+
+
+def is_loopback(host: str) -> bool:
+    """Whether only this machine reaches ``host``, a server's ``--host``: ``localhost`` or
+    an address in 127.0.0.0/8 or ``::1`` (``[::1]`` too, as URLs write it). A name may
+    resolve to any address: not loopback."""
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host.removeprefix("[").removesuffix("]")).is_loopback
+    except ValueError:
+        return False

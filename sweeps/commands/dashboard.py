@@ -5,12 +5,11 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import ipaddress
 import socket
 import sys
 from wsgiref.simple_server import WSGIRequestHandler, WSGIServer
 
-from sweeps.commands.common import add_storage_arguments
+from sweeps.commands.common import add_storage_arguments, is_loopback
 from sweeps.errors import UsageError
 
 HELP = "serve optuna-dashboard on the study storage, with each trial's curve artifacts"
@@ -76,12 +75,3 @@ def listen(host: str, port: int) -> WSGIServer:
 
 class _WSGIServer6(WSGIServer):
     address_family = socket.AF_INET6
-
-
-def is_loopback(host: str) -> bool:
-    if host == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(host).is_loopback
-    except ValueError:  # a host name: it may resolve to anything
-        return False

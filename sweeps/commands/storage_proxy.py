@@ -3,10 +3,9 @@
 from __future__ import annotations
 
 import argparse
-import ipaddress
 import sys
 
-from sweeps.commands.common import add_proxy_token_argument, add_storage_arguments
+from sweeps.commands.common import add_proxy_token_argument, add_storage_arguments, is_loopback
 
 GRACE_SECONDS = 10  # within Kubernetes' default 30 s between SIGTERM and SIGKILL
 MIN_TOKEN_LENGTH = 16
@@ -51,7 +50,7 @@ def run(args: argparse.Namespace) -> int:
     if args.threads < 1:
         raise UsageError(f"--threads: must be an integer >= 1, got {args.threads}")
     token = proxy_token(args, min_length=MIN_TOKEN_LENGTH)
-    if token is None and not _loopback(args.host):
+    if token is None and not is_loopback(args.host):
         if not args.trusted_network:
             raise UsageError(
                 f"--host: {args.host} is reached from other machines: give a token "
@@ -72,9 +71,12 @@ def run(args: argparse.Namespace) -> int:
 
     from storage import mask_url
     from storage.remote import serve
-    from sweeps.commands.common import open_database
+    from sweeps.commands.common import open_database, storage_url
 
-    db = open_database(args, wait=True)
+    # On a cluster it may start before the launcher: in a server database without a study
+    # yet it makes the schema the launcher then finds. An SQLite file must be one already.
+    server_database = not storage_url(args).startswith("sqlite")
+    db = open_database(args, create=server_database, wait=True)
     try:
         server = serve(db, args.host, args.port, threads=args.threads, token=token)
     except RuntimeError:  # grpc cannot bind: the port is taken, or the host is not ours
@@ -95,13 +97,3 @@ def run(args: argparse.Namespace) -> int:
     server.stop(grace=GRACE_SECONDS).wait()
     print("storage proxy stopped", flush=True)
     return 0
-
-
-def _loopback(host: str) -> bool:
-    """Whether only this machine reaches ``host`` (127.0.0.0/8, ::1, localhost)."""
-    if host == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(host.strip("[]")).is_loopback
-    except ValueError:  # a name: it may resolve to any address
-        return False

@@ -128,3 +128,48 @@ def test_a_torch_module_named_as_the_objective_is_refused(
         "objective: args_net_module:Net is a torch nn.Module, not an objective; name an "
         "objectives.Task whose model(args) builds it"
     )
+
+
+class PlainArgs(objectives.Task):
+    args = {"width": 8}  # type: ignore[dict-item]  # a task's own setting, not a declaration
+
+
+class MethodArgs(objectives.Task):
+    def args(self) -> dict[str, int]:  # type: ignore[override]
+        return {"width": 8}
+
+
+class NamespaceArgs(objectives.Task):
+    class args:  # noqa: N801
+        width = 8
+
+
+@pytest.mark.parametrize("task", [PlainArgs(), MethodArgs(), NamespaceArgs()], ids=type)
+def test_an_args_that_declares_nothing_is_one_line_naming_the_task(task: Any) -> None:
+    (error,) = arg_errors(task, {"width": 8}, searched({"width": [4, 8]}))
+    assert error.startswith(
+        f"objective: {task.name}.args must map argument names to schedules.Param "
+        "declarations (got "
+    )
+    assert "\n" not in error
+
+
+def test_sweeps_validate_names_a_task_whose_args_declares_nothing(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from sweeps.cli import main
+    from sweeps_helpers import config
+
+    (tmp_path / "args_plain_task.py").write_text(
+        "import objectives\n\nclass Task(objectives.Task):\n    args = {'width': 8}\n"
+    )
+    path = config(tmp_path, objective="args_plain_task:Task", objective_args={"width": 8})
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.syspath_prepend(str(tmp_path))
+    assert main(["validate", str(path)]) == 2
+    out, err = capsys.readouterr()
+    assert out == "" and "Traceback" not in err
+    assert err == (
+        "error: objective: Task.args must map argument names to schedules.Param declarations "
+        "(got {'width': 8})\n"
+    )

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import itertools
 import sqlite3
+import threading
 import types
 from pathlib import Path
 from typing import Any
@@ -17,7 +18,7 @@ from optuna.storages import BaseStorage
 from optuna.testing.pytest_storages import StorageTestCase
 
 from pg_cluster import PostgresCluster
-from storage import Database, open_database, resilience
+from storage import Database, StorageError, open_database, preflight, resilience
 from storage.resilience import (
     RetryingStorage,
     is_transient,
@@ -120,6 +121,74 @@ def test_a_locked_sqlite_database_is_still_waited_for(tmp_path: Path) -> None:
     holder.close()
     assert "database is locked" in str(error)
     assert permanent_reason(error) is None and is_transient(error)
+
+
+def _sqlite_error(name: str, message: str = "sqlite says no") -> sqlite3.Error:
+    """An error as SQLite raises it with result code ``name``: most cannot be brought
+    about here (a WAL file's recovery, a process out of file descriptors)."""
+    error = sqlite3.OperationalError(message)
+    error.sqlite_errorname = name
+    error.sqlite_errorcode = getattr(sqlite3, name)
+    return error
+
+
+@pytest.mark.parametrize(
+    ("name", "transient"),
+    [
+        ("SQLITE_BUSY", True),
+        ("SQLITE_BUSY_SNAPSHOT", True),
+        ("SQLITE_LOCKED", True),
+        ("SQLITE_ERROR_RETRY", True),  # asks to be retried
+        ("SQLITE_READONLY_RECOVERY", True),  # another connection recovers a WAL file
+        ("SQLITE_READONLY_CANTINIT", True),  # its shared memory is being set up
+        ("SQLITE_CANTOPEN", True),  # may be a process out of file descriptors
+        ("SQLITE_IOERR_SHORT_READ", True),
+        ("SQLITE_ERROR", False),
+        ("SQLITE_READONLY", False),
+        ("SQLITE_READONLY_DIRECTORY", False),
+        ("SQLITE_READONLY_DBMOVED", False),
+        ("SQLITE_CANTOPEN_ISDIR", False),
+        ("SQLITE_CANTOPEN_FULLPATH", False),
+        ("SQLITE_NOTADB", False),
+        ("SQLITE_CORRUPT", False),
+        ("SQLITE_CORRUPT_INDEX", False),
+        ("SQLITE_PERM", False),
+        ("SQLITE_AUTH", False),
+    ],
+)
+def test_sqlite_result_codes_are_matched_exactly(name: str, transient: bool) -> None:
+    error = _sqlite_error(name)
+    wrapped = sqlalchemy.exc.OperationalError("SELECT 1", {}, error)
+    as_preflight_raises = _raised(
+        lambda: _raise(StorageError("storage: x: sqlite says no"), error)
+    )
+    for seen in (error, wrapped, as_preflight_raises):
+        assert is_transient(seen) is transient
+    assert (permanent_reason(wrapped) is None) is transient
+
+
+def test_a_locked_sqlite_file_is_waited_for_before_anything_is_written(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The pre-flight look at the file (`storage.preflight`) meets the lock first: a worker
+    waits for it as for any other."""
+    monkeypatch.setattr(preflight, "SQLITE_BUSY_TIMEOUT_S", 0)
+    monkeypatch.setenv("SWEEPS_DB_RETRY_SECONDS", "60")  # ends a regression
+    path = tmp_path / "locked.db"
+    Database(f"sqlite:///{path}").close()
+    holder = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
+    holder.execute("PRAGMA journal_mode = DELETE")  # a reader must then wait for the writer
+    holder.execute("BEGIN EXCLUSIVE")
+    with pytest.raises(StorageError) as refused:
+        Database(f"sqlite:///{path}", create=False)
+    assert "database is locked" in str(refused.value) and is_transient(refused.value)
+    timer = threading.Timer(0.5, holder.close)  # the lock is let go while a worker waits
+    timer.start()
+    try:
+        opened = open_database(f"sqlite:///{path}", wait=True, create=False)
+    finally:
+        timer.join()
+    opened.close()
 
 
 def _raise(error: BaseException, cause: BaseException) -> None:

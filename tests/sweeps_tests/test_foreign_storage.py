@@ -186,3 +186,96 @@ def test_another_programs_studies_table_in_postgresql_is_refused_untouched(
     with engine.connect() as conn:
         assert sqlalchemy.inspect(conn).get_table_names() == ["studies"]
     engine.dispose()
+
+
+def table_names(url: str) -> list[str]:
+    import sqlalchemy
+
+    engine = sqlalchemy.create_engine(url)
+    with engine.connect() as conn:
+        names = sorted(sqlalchemy.inspect(conn).get_table_names())
+    engine.dispose()
+    return names
+
+
+@pytest.mark.parametrize("others", [False, True], ids=["empty", "other tables"])
+@pytest.mark.parametrize("command", [c for c in READING if c != "worker"])
+def test_a_command_that_reads_creates_nothing_in_a_postgresql_database_without_studies(
+    postgres: Any, tmp_path: Path, command: str, others: bool, capsys: Any, caplog: Any
+) -> None:
+    url = postgres.create_database(f"no_studies_{command}_{int(others)}")
+    if others:  # another program's, beside which launch would put a study database
+        import sqlalchemy
+
+        engine = sqlalchemy.create_engine(url)
+        with engine.begin() as conn:
+            conn.exec_driver_sql("CREATE TABLE invoices (id INTEGER PRIMARY KEY)")
+        engine.dispose()
+    before = table_names(url)
+
+    err = refused(argv_for(READING[command], tmp_path, url), capsys, caplog)
+
+    holding = "it has tables: invoices" if others else "it is empty"
+    assert err == (
+        f"error: --storage: {url} is not a study database ({holding}); "
+        "create one with 'sweeps launch'"
+    )
+    assert table_names(url) == before
+
+
+def test_a_worker_waits_for_a_postgresql_database_without_studies_creating_nothing(
+    postgres: Any, tmp_path: Path, capsys: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """On a cluster the workers may start before the launcher: they wait for the study
+    database it makes, and give up after the retry window (here 3 s) saying why."""
+    url = postgres.create_database("no_studies_worker")
+    logger = logging.getLogger("sweeps.storage")  # the worker sends retries to its log:
+    monkeypatch.setattr(logger, "handlers", list(logger.handlers))  # undone after the test
+    monkeypatch.setattr(logger, "propagate", logger.propagate)
+
+    code = main(argv_for(READING["worker"], tmp_path, url))
+
+    out, err = capsys.readouterr()
+    assert code == 2 and "Traceback" not in out + err
+    assert err.splitlines() == [
+        f"error: --storage: {url} is not a study database (it is empty); "
+        "create one with 'sweeps launch'"
+    ]
+    assert "storage: open the database: NoStudyDatabaseYet; retry 1" in out.splitlines()
+    assert table_names(url) == []
+
+
+def test_a_waiting_worker_opens_the_study_database_the_launcher_makes(
+    postgres: Any, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import threading
+
+    from sweeps_helpers import sweeps
+
+    monkeypatch.setenv("SWEEPS_DB_RETRY_SECONDS", "300")  # longer than a launch takes
+    url = postgres.create_database("launched_while_waiting")
+    waited = threading.Event()
+
+    class FirstRetry(logging.Handler):
+        def emit(self, record: logging.LogRecord) -> None:
+            waited.set()
+
+    opened: list[Any] = []
+    handler = FirstRetry(level=logging.WARNING)
+    logger = logging.getLogger("sweeps.storage")
+    logger.addHandler(handler)
+    worker = threading.Thread(
+        target=lambda: opened.append(storage.open_database(url, wait=True, create=False))
+    )
+    try:
+        worker.start()
+        assert waited.wait(timeout=60)  # the worker found no study database, and waits
+        assert table_names(url) == []
+        launched = sweeps("launch", str(config(tmp_path)), "--storage", url, cwd=tmp_path)
+        assert launched.returncode == 0, launched.stderr
+        worker.join()
+    finally:
+        logger.removeHandler(handler)
+    (db,) = opened
+    assert [s.study_name for s in db.optuna.get_all_studies()] == ["t"]
+    db.close()
