@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from mounts import tmpfs
+from disk_faults import DAMAGE, tmpfs
 from storage.checkpoints import CheckpointStore, DiskFull, unwritable
 
 
@@ -32,13 +32,6 @@ def test_save_on_a_full_disk_raises_disk_full_and_keeps_the_last_checkpoint(
         assert sorted(p.name for p in store.dir.iterdir()) == ["trial-1.pt", "trial-2.pt"]
         assert torch.equal(store.load(2)["w"], state(100_000, 2.0)["w"])  # its last one
         assert torch.equal(store.load(1)["w"], state(100_000)["w"])
-
-
-DAMAGE = {
-    "truncated": lambda good: good[: len(good) // 2],
-    "garbage": lambda good: b"not a checkpoint\n" * 50,
-    "empty": lambda good: b"",
-}
 
 
 @pytest.mark.parametrize("damage", DAMAGE)

@@ -18,7 +18,7 @@ import sqlalchemy
 from optuna.trial import TrialState
 
 import schedules
-from mounts import tmpfs
+from disk_faults import tmpfs
 from storage.base import RETRY_OF
 from storage.optuna_internals import trial_id_of
 from sweeps_helpers import config, study_trials, sweeps, wait_until

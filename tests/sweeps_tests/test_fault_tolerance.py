@@ -19,7 +19,7 @@ import pytest
 import torch
 from optuna.trial import FrozenTrial, TrialState
 
-from mounts import remount, tmpfs
+from disk_faults import DAMAGE, remount, tmpfs
 from objectives import BUILTIN, Diverged, Run
 from pg_cluster import PostgresCluster, find_bindir
 from redis_server import RedisServer
@@ -382,13 +382,6 @@ def test_a_full_disk_under_an_objectives_own_files_hands_the_trial_back(
     assert trial.state == TrialState.WAITING  # no attempt spent: the disk was at fault
     assert lines[-1].startswith(f"stopping: no room for the trial's files in {artifacts}")
     assert "OSError: [Errno 28] No space left on device" in lines[-1]
-
-
-DAMAGE = {
-    "truncated": lambda good: good[: len(good) // 2],
-    "garbage": lambda good: b"not a checkpoint\n" * 100,
-    "empty": lambda good: b"",
-}
 
 
 @pytest.mark.parametrize("damage", DAMAGE)

@@ -1,6 +1,6 @@
-"""Small real file systems for tests of a full or read-only disk: a tmpfs of a few MiB
-mounted on a test's own folder (root only; a test is skipped, saying why, where mounting
-is not permitted)."""
+"""Real disk faults for tests: a full or read-only disk (a tmpfs of a few MiB mounted on a
+test's own folder; root only, and a test is skipped, saying why, where mounting is not
+permitted), and the ways a checkpoint file is found damaged."""
 
 from __future__ import annotations
 
@@ -11,6 +11,13 @@ from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
+
+# A good checkpoint's bytes -> the same file found damaged.
+DAMAGE = {
+    "truncated": lambda good: good[: len(good) // 2],
+    "garbage": lambda good: b"not a checkpoint\n" * 100,
+    "empty": lambda good: b"",
+}
 
 
 @contextmanager
