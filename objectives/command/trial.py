@@ -146,7 +146,7 @@ class Command:
             if step > MAX_STEP:
                 raise CommandFailed(
                     f"reported step {step}: storage keeps steps up to {MAX_STEP} (2**31 - 1); "
-                    "count steps in a larger unit"
+                    f"count steps in a larger unit{LOG_NOTE}{out.name})"
                 )
             last = reading.value
             if step in have:

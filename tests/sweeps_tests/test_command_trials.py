@@ -127,38 +127,30 @@ def test_a_command_sweep_reads_exponents_and_prunes_a_nan(tmp_path: Path) -> Non
     assert "param:args.mode" in (tmp_path / "t.csv").read_text().splitlines()[0]
 
 
-def test_a_command_that_prints_no_value_fails_naming_what_it_waited_for(tmp_path: Path) -> None:
+@pytest.mark.parametrize(
+    ("mode", "reported", "reason"),
+    [
+        ("silent", [], "printed no value: waited for JSON lines with a 'value' (and 'step') "),
+        ("huge-step", [1], "reported step 2147483648: storage keeps steps up to 2147483647 "),
+    ],
+)
+def test_a_command_whose_values_cannot_be_stored_fails_saying_why(
+    tmp_path: Path, mode: str, reported: list[int], reason: str
+) -> None:
+    """No value at all, or a step past the 32-bit steps storage keeps."""
     cfg = command_config(
         tmp_path,
-        "--lr={lr} --steps={epochs} --out={checkpoint_dir} --mode=silent",
-        budget={"trials": 1, "epochs": 2, "retries": 0, "max_failures": 1},
-    )
-    url = launched(tmp_path, cfg)
-    worker = run_worker(tmp_path, url)
-    assert worker.returncode == 1
-    (failed,) = study_trials(url)
-    reason = failed.user_attrs["sweeps:reason"]
-    log = tmp_path / "s.db.artifacts" / "t" / "logs" / "trial-0.log"
-    assert reason == (
-        "CommandFailed: printed no value: waited for JSON lines with a 'value' (and 'step') "
-        f"(log: {log})"
-    )
-
-
-def test_a_step_past_what_storage_keeps_fails_the_trial_saying_so(tmp_path: Path) -> None:
-    cfg = command_config(
-        tmp_path,
-        "--lr={lr} --steps={epochs} --out={checkpoint_dir} --mode=huge-step",
+        f"--lr={{lr}} --steps={{epochs}} --out={{checkpoint_dir}} --mode={mode}",
         budget={"trials": 1, "epochs": 3, "retries": 0, "max_failures": 1},
     )
     url = launched(tmp_path, cfg)
     worker = run_worker(tmp_path, url)
     assert worker.returncode == 1
     (failed,) = study_trials(url)
-    assert list(failed.intermediate_values) == [1]
-    assert failed.user_attrs["sweeps:reason"].startswith(
-        "CommandFailed: reported step 2147483648: storage keeps steps up to 2147483647"
-    )
+    assert list(failed.intermediate_values) == reported
+    assert failed.user_attrs["sweeps:reason"].startswith(f"CommandFailed: {reason}")
+    log = tmp_path / "s.db.artifacts" / "t" / "logs" / "trial-0.log"
+    assert failed.user_attrs["sweeps:reason"].endswith(f"(log: {log})")
 
 
 @pytest.mark.parametrize("mode", ["fill-disk", "fill-disk-quietly"])
