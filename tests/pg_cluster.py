@@ -14,6 +14,7 @@ import subprocess
 import tempfile
 import time
 from pathlib import Path
+from typing import Any
 
 from sweeps_helpers import free_port
 
@@ -73,19 +74,34 @@ class PostgresCluster:
     def url(self, database: str = "postgres") -> str:
         return f"postgresql+psycopg://postgres@127.0.0.1:{self.port}/{database}"
 
-    def create_database(self, name: str) -> str:
-        """Create database ``name`` and return its SQLAlchemy URL."""
+    def _admin(self) -> Any:
+        """An autocommit connection as the superuser, to the ``postgres`` database."""
         import psycopg
 
-        with psycopg.connect(
-            host="127.0.0.1",
-            port=self.port,
-            user="postgres",
-            dbname="postgres",
-            autocommit=True,
-        ) as conn:
+        return psycopg.connect(
+            host="127.0.0.1", port=self.port, user="postgres", dbname="postgres", autocommit=True
+        )
+
+    def create_database(self, name: str) -> str:
+        """Create database ``name`` and return its SQLAlchemy URL."""
+        with self._admin() as conn:
             conn.execute(f'CREATE DATABASE "{name}"')
         return self.url(name)
+
+    def database_for(self, url: str, name: str) -> str:
+        """A fresh database ``name`` on this cluster owned by ``url``'s user (created if
+        missing); ``url`` pointed at it, its user and password kept (the cluster trusts local
+        connections, so any password works, and the processes still carry it)."""
+        import sqlalchemy
+
+        parsed = sqlalchemy.make_url(url)
+        role = parsed.username
+        with self._admin() as conn:
+            if not conn.execute("SELECT 1 FROM pg_roles WHERE rolname = %s", (role,)).fetchone():
+                conn.execute(f'CREATE ROLE "{role}" LOGIN')
+            conn.execute(f'CREATE DATABASE "{name}" OWNER "{role}"')
+        local = parsed.set(host="127.0.0.1", port=self.port, database=name)
+        return local.render_as_string(hide_password=False)
 
     def password_role(self, role: str, password: str) -> None:
         """Create login ``role`` whose connections over TCP must give ``password`` (every
@@ -93,9 +109,7 @@ class PostgresCluster:
         import psycopg
         from psycopg import sql
 
-        with psycopg.connect(
-            host="127.0.0.1", port=self.port, user="postgres", dbname="postgres", autocommit=True
-        ) as conn:
+        with self._admin() as conn:
             conn.execute(
                 sql.SQL("CREATE ROLE {} LOGIN PASSWORD {}").format(
                     sql.Identifier(role), sql.Literal(password)

@@ -13,7 +13,6 @@ from pathlib import Path
 from typing import Any
 
 import optuna
-import psycopg
 import pytest
 import sqlalchemy
 from deploy_files import (
@@ -36,23 +35,6 @@ TIMEOUT_S = 600
 BUDGET = {"trials": 6, "epochs": 2}
 WORKERS = 3
 COMPOSE_PASSWORD = "compose-password-5b1e9"
-
-
-def local_database(cluster: PostgresCluster, url: str, name: str) -> str:
-    """A fresh database on the test cluster for ``url``'s user; ``url`` pointed at it, with
-    its user and password kept (the cluster trusts local connections, so any password
-    works, and the processes still carry it)."""
-    parsed = sqlalchemy.make_url(url)
-    with psycopg.connect(
-        host="127.0.0.1", port=cluster.port, user="postgres", dbname="postgres", autocommit=True
-    ) as conn:
-        role = parsed.username
-        exists = conn.execute("SELECT 1 FROM pg_roles WHERE rolname = %s", (role,)).fetchone()
-        if not exists:
-            conn.execute(f'CREATE ROLE "{role}" LOGIN')
-        conn.execute(f'CREATE DATABASE "{name}" OWNER "{role}"')
-    local = parsed.set(host="127.0.0.1", port=cluster.port, database=name)
-    return local.render_as_string(hide_password=False)
 
 
 def to_host(value: str, mounts: Mapping[str, Path]) -> str:
@@ -168,7 +150,7 @@ def test_compose_launcher_and_scaled_workers_finish_exactly_the_budget(
     volumes = {"artifacts": tmp_path / "volumes" / "artifacts"}
     launcher = compose_service("launcher", variables)
     worker = compose_service("worker", variables)
-    url = local_database(postgres, worker["environment"][storage.ENV_VAR], "deploy_compose")
+    url = postgres.database_for(worker["environment"][storage.ENV_VAR], "deploy_compose")
     cwd = workdir(tmp_path)
 
     def command(service: Mapping[str, Any]) -> tuple[list[str], dict[str, str]]:
@@ -251,7 +233,7 @@ def test_kubernetes_jobs_finish_exactly_the_budget(
     study = container_argvs(worker)[0][3]
     password = sqlalchemy.make_url(kubernetes_env(worker, 0)[storage.ENV_VAR]).password
     assert password
-    url = local_database(postgres, kubernetes_env(worker, 0)[storage.ENV_VAR], "deploy_k8s")
+    url = postgres.database_for(kubernetes_env(worker, 0)[storage.ENV_VAR], "deploy_k8s")
     cwd = workdir(tmp_path)
 
     # The ConfigMap holds the user's config; here a tiny one under the workers' study name.
@@ -286,8 +268,8 @@ def test_slurm_array_tasks_finish_exactly_the_budget(
     postgres: PostgresCluster, tmp_path: Path
 ) -> None:
     password = "slurm-password-0c4d2"
-    url = local_database(
-        postgres, f"postgresql+psycopg://sweeps:{password}@dbhost:5432/sweeps", "deploy_slurm"
+    url = postgres.database_for(
+        f"postgresql+psycopg://sweeps:{password}@dbhost:5432/sweeps", "deploy_slurm"
     )
     home = tmp_path / "home"  # the shared filesystem: the script's default artifacts go here
     home.mkdir()

@@ -24,7 +24,6 @@ import optuna
 import pytest
 from deploy_files import ROOT, compose_service
 from optuna.trial import TrialState
-from test_deploy_commands import local_database
 
 import storage
 from pg_cluster import PostgresCluster
@@ -186,7 +185,7 @@ def test_the_image_runs_the_compose_services_and_a_stopped_worker_hands_its_tria
     launcher, worker, dashboard = (
         compose_service(name, variables) for name in ("launcher", "worker", "dashboard")
     )
-    url = local_database(postgres, worker["environment"][storage.ENV_VAR], "docker_compose")
+    url = postgres.database_for(worker["environment"][storage.ENV_VAR], "docker_compose")
     containers = Containers(image, {storage.ENV_VAR: url}, {"artifacts": volume})
     try:
         launched = containers.run(launcher, "launcher", launcher["command"])
