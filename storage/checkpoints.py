@@ -13,7 +13,6 @@ from __future__ import annotations
 import errno
 import itertools
 import os
-import pickle
 import re
 import shutil
 import sys
@@ -35,8 +34,6 @@ NO_SPACE = (errno.ENOSPC, errno.EDQUOT)
 # How a message says so, where no errno comes with it (a command's error line).
 NO_SPACE_WORDS = (*map(os.strerror, NO_SPACE), "ENOSPC", "EDQUOT")
 DAMAGED = ".damaged"
-# What torch's zip reader says of a damaged archive (a missing or misfit record).
-DAMAGED_ZIP = ("PytorchStreamReader", "inline_container", 'hasRecord("', "record size")
 
 
 class DiskFull(Exception):
@@ -242,30 +239,27 @@ def disk_full(
 
 
 def damaged(error: Exception, path: Path) -> bool:
-    """Whether ``torch.load(path)``'s ``error`` says the file is damaged: cut short within
-    the zip's last record (EINVAL, from a seek past the end), no zip archive at all (empty,
-    garbage, cut short: `save` writes nothing else, and torch's unpickler may say anything
-    of it), or an archive torch cannot read (`DAMAGED_ZIP`, or bytes that unpickle to
-    nonsense). Not damage: any other I/O error, no memory, or a whole archive holding an
-    object the weights-only unpickler refuses (it names its ``GLOBAL``)."""
+    """Whether ``torch.load(path)``'s ``error`` comes from a damaged file, judged by the file
+    itself: `save` writes only zip archives whose every record carries a CRC-32, so a file
+    that is no such archive, or whose records fail their checksums (empty, garbage, cut
+    short, bytes flipped or zeroed by a crash), is damaged, whatever torch's reader said of
+    it. An intact archive's error (an object the weights-only unpickler refuses), any other
+    I/O error than a truncated file's EINVAL, or no memory is not damage."""
     if isinstance(error, MemoryError):
         return False
-    if isinstance(error, OSError):
-        return error.errno == errno.EINVAL
-    if not _zip_archive(path):
-        return True
-    if isinstance(error, pickle.UnpicklingError):
-        return "GLOBAL " not in str(error)
-    if isinstance(error, EOFError | UnicodeDecodeError):
-        return True
-    return isinstance(error, RuntimeError) and any(s in str(error) for s in DAMAGED_ZIP)
-
-
-def _zip_archive(path: Path) -> bool:
-    try:
-        return zipfile.is_zipfile(path)
-    except zipfile.BadZipFile:  # its end records contradict themselves
+    if isinstance(error, OSError) and error.errno != errno.EINVAL:
         return False
+    return not _intact_archive(path)
+
+
+def _intact_archive(path: Path) -> bool:
+    try:
+        with zipfile.ZipFile(path) as archive:
+            return archive.testzip() is None  # reads every record, checking its CRC-32
+    except (zipfile.BadZipFile, EOFError, ValueError, OverflowError):  # torn end records
+        return False
+    except OSError:  # the disk, not the file: nothing to judge it by, so it is not set aside
+        return True
 
 
 def free_space(folder: Path) -> int:

@@ -17,6 +17,7 @@ DAMAGE = {
     "truncated": lambda good: good[: len(good) // 2],
     "garbage": lambda good: b"not a checkpoint\n" * 100,
     "empty": lambda good: b"",
+    "zeroed": lambda good: bytes(4096) + good[4096:],  # its first page lost in a crash
 }
 
 
