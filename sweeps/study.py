@@ -3,8 +3,13 @@
 from __future__ import annotations
 
 import contextlib
+import os
 import random
+import socket
+import time
+import uuid
 from dataclasses import dataclass
+from typing import Any
 
 import optuna
 from optuna.trial import TrialState
@@ -19,9 +24,14 @@ from sweeps.samplers import build_pruner, build_sampler
 from sweeps.space import Space, parse_space
 
 CONFIG_ATTR = "sweeps:config"
-# A study system attr set as soon as `launch` creates the study. With no config stored yet,
-# the launch never finished (killed, or its clean-up failed too): the next launch replaces it.
+# A study system attr set as soon as `launch` creates the study, naming that launch (host,
+# pid, a token, the time). With no config stored yet, the launch is running or never
+# finished (killed, or its clean-up failed too); once it is gone (`_launch_gone`), the next
+# launch replaces the study.
 LAUNCHING_ATTR = "sweeps:launching"
+# A launch on another machine, whose process cannot be looked up, is taken for gone after
+# this long: far beyond the longest launch (MAX_GRID_POINTS queued at a few hundred a second).
+LAUNCH_GONE_SECONDS = 600.0
 # Trials a worker has started: a half-launched study holding one is not replaced.
 STARTED = (TrialState.RUNNING, TrialState.COMPLETE, TrialState.PRUNED, TrialState.FAIL)
 
@@ -54,7 +64,7 @@ def launch(db: BaseDatabase, config: SweepConfig, *, resume: bool = False) -> St
     space = parse_space(config.space)
     note = None
     exists = config.study in optuna.get_all_study_names(storage=db.optuna)
-    if exists and _delete_half_launched(db, config.study):
+    if exists and _delete_abandoned(db, config.study):
         exists = False
         note = (
             f"study {config.study!r} in {mask_url(db.url)} was left half-created by an "
@@ -72,12 +82,13 @@ def launch(db: BaseDatabase, config: SweepConfig, *, resume: bool = False) -> St
     except optuna.exceptions.DuplicatedStudyError:  # another launch created it just now
         raise taken from None
     study_id = study_id_of(study)
+    mark = _launch_mark()
     try:
         if exists:
             _check_resumable(db, study, study_id, config)
             forget_failures(study)
         else:
-            db.optuna.set_study_system_attr(study_id, LAUNCHING_ATTR, True)
+            db.optuna.set_study_system_attr(study_id, LAUNCHING_ATTR, mark)
         db.set_budget(study_id, config.budget.trials)
         if isinstance(config.sampler, Grid) and not exists:
             points = space.grid()
@@ -85,32 +96,88 @@ def launch(db: BaseDatabase, config: SweepConfig, *, resume: bool = False) -> St
             for point in points[: config.budget.trials]:
                 study.enqueue_trial(space.searched(point))
         study.set_user_attr(CONFIG_ATTR, config.model_dump(mode="json"))
-    except BaseException:
+    except BaseException as e:
         if not exists:
             # The error that stopped the launch is the one to report, not this one's; a
-            # study left behind is replaced by the next launch (LAUNCHING_ATTR). By id: a
-            # study of this name another launch has made since is not this one.
+            # study left behind is replaced by the next launch (LAUNCHING_ATTR). Only while
+            # it holds this launch's mark: SQLite reuses a deleted study's id, so the study
+            # with this id may be another launch's by now.
             with contextlib.suppress(Exception):
-                db.optuna.delete_study(study_id)
+                if db.optuna.get_study_system_attrs(study_id).get(LAUNCHING_ATTR) == mark:
+                    db.optuna.delete_study(study_id)
+        if isinstance(e, KeyError) and not _ours(db, config.study, study_id, mark):
+            raise UsageError(
+                f"study: {config.study!r} was replaced while this launch ran (another launch "
+                "took it for abandoned); launch it again"
+            ) from None
         raise
     return StudyHandle(study, study_id, config, space, note)
 
 
-def _half_launched(db: BaseDatabase, study_id: int) -> bool:
-    """Created by a `launch` that stored no config, and no trial started."""
-    return (
-        bool(db.optuna.get_study_system_attrs(study_id).get(LAUNCHING_ATTR))
-        and CONFIG_ATTR not in db.optuna.get_study_user_attrs(study_id)
-        and not db.optuna.get_all_trials(study_id, deepcopy=False, states=STARTED)
-    )
+def _launch_mark() -> dict[str, Any]:
+    return {
+        "host": socket.gethostname(),
+        "pid": os.getpid(),
+        "token": uuid.uuid4().hex,
+        "at": time.time(),
+    }
 
 
-def _delete_half_launched(db: BaseDatabase, name: str) -> bool:
-    """Delete the study ``name`` if it is half-launched (`_half_launched`); whether it was."""
-    study_id = db.optuna.get_study_id_from_name(name)
-    if not _half_launched(db, study_id):
+def _ours(db: BaseDatabase, name: str, study_id: int, mark: dict[str, Any]) -> bool:
+    """Whether the study ``name`` is still the one this launch created."""
+    try:
+        same = db.optuna.get_study_id_from_name(name) == study_id
+        return same and db.optuna.get_study_system_attrs(study_id).get(LAUNCHING_ATTR) == mark
+    except KeyError:
         return False
-    db.optuna.delete_study(study_id)
+
+
+def _half_launched(db: BaseDatabase, study_id: int) -> dict[str, Any] | None:
+    """The launch mark of a study created by a `launch` that has stored no config (yet),
+    and in which no trial started; else None."""
+    mark = db.optuna.get_study_system_attrs(study_id).get(LAUNCHING_ATTR)
+    if not isinstance(mark, dict) or CONFIG_ATTR in db.optuna.get_study_user_attrs(study_id):
+        return None
+    if db.optuna.get_all_trials(study_id, deepcopy=False, states=STARTED):
+        return None
+    return mark
+
+
+def _launch_gone(mark: dict[str, Any]) -> bool:
+    """Whether the launch that set ``mark`` no longer runs: its process is gone, on this
+    machine; elsewhere, it is older than any launch lasts."""
+    if mark.get("host") == socket.gethostname() and isinstance(mark.get("pid"), int):
+        try:
+            os.kill(mark["pid"], 0)
+        except ProcessLookupError:
+            return True
+        except PermissionError:  # alive, another user's
+            return False
+        return False
+    started = mark.get("at")
+    return not isinstance(started, int | float) or time.time() - started > LAUNCH_GONE_SECONDS
+
+
+def _delete_abandoned(db: BaseDatabase, name: str) -> bool:
+    """Delete the study ``name`` if a launch left it half-created and is gone
+    (`_half_launched`, `_launch_gone`); whether it is gone now.
+
+    Raises:
+        UsageError: a launch that is still running is creating it.
+    """
+    try:
+        study_id = db.optuna.get_study_id_from_name(name)
+        mark = _half_launched(db, study_id)
+        if mark is None:
+            return False
+        if not _launch_gone(mark):
+            raise UsageError(
+                f"study: {name!r} is being launched right now (on {mark.get('host')}, pid "
+                f"{mark.get('pid')}); wait for that launch to end, or choose another name"
+            )
+        db.optuna.delete_study(study_id)
+    except KeyError:  # another launch deleted it first
+        pass
     return True
 
 
@@ -146,7 +213,10 @@ def load(db: BaseDatabase, name: str, *, worker: int | None = None) -> StudyHand
         raise UsageError(f"--study: no study named {name!r} in {mask_url(db.url)}")
     study = optuna.load_study(study_name=name, storage=db.optuna)
     stored = study.user_attrs.get(CONFIG_ATTR)
-    if stored is None and _half_launched(db, study_id_of(study)):
+    mark = _half_launched(db, study_id_of(study)) if stored is None else None
+    if mark is not None and not _launch_gone(mark):
+        raise UsageError(f"--study: {name!r} is being launched; try again once it is")
+    if mark is not None:
         raise UsageError(
             f"--study: {name!r} was left half-created by an interrupted launch; run "
             "'sweeps launch' again to create it"

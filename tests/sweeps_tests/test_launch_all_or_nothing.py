@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import socket
 import sqlite3
 import subprocess
 import sys
@@ -232,6 +233,39 @@ def test_a_grid_too_large_to_queue_quickly_is_refused_naming_the_limit(
     assert f"has 5100 points, more than the {MAX_GRID_POINTS} allowed" in line
 
 
+def gone_launch() -> dict[str, object]:
+    """The launch mark of a launch whose process has ended, on this machine."""
+    ended = subprocess.run(
+        [sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, check=True
+    )
+    return {"host": socket.gethostname(), "pid": int(ended.stdout), "token": "t", "at": 0.0}
+
+
+def test_a_launch_still_running_is_never_replaced(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Its half-created study is refused, saying a launch runs, and stays; once that
+    launch's process is gone, the next launch replaces it."""
+    url = f"sqlite:///{tmp_path / 's.db'}"
+    optuna.create_study(storage=url, study_name="t")
+    db = storage.open_database(url)
+    try:
+        study_id = db.optuna.get_study_id_from_name("t")
+        running = {"host": socket.gethostname(), "pid": os.getpid(), "token": "t", "at": 0.0}
+        db.optuna.set_study_system_attr(study_id, LAUNCHING_ATTR, running)
+        cfg = str(config(tmp_path))
+        for resume in ([], ["--resume"]):
+            assert main(["launch", cfg, "--storage", url, *resume]) == 2
+            assert "is being launched right now" in one_error(capsys, "study")
+        assert main(["status", "--study", "t", "--storage", url]) == 2
+        assert "is being launched" in one_error(capsys, "--study")
+        db.optuna.set_study_system_attr(study_id, LAUNCHING_ATTR, gone_launch())
+    finally:
+        db.close()
+    assert main(["launch", cfg, "--storage", url]) == 0
+    assert "interrupted launch; created it again" in capsys.readouterr().err
+
+
 def test_a_study_launch_did_not_create_is_never_replaced(
     storage_url: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
@@ -247,7 +281,7 @@ def test_a_study_launch_did_not_create_is_never_replaced(
     db = storage.open_database(storage_url)
     try:
         study_id = db.optuna.get_study_id_from_name("t")
-        db.optuna.set_study_system_attr(study_id, LAUNCHING_ATTR, True)
+        db.optuna.set_study_system_attr(study_id, LAUNCHING_ATTR, gone_launch())
         assert main(["status", "--study", "t", "--storage", storage_url]) == 2
         assert "interrupted launch; run 'sweeps launch' again" in one_error(capsys, "--study")
         optuna.load_study(study_name="t", storage=storage_url).ask()  # a started trial
