@@ -185,7 +185,6 @@ def storage_url(args: argparse.Namespace) -> str:
     if args.storage_file:
         if given:
             raise UsageError("--storage-file: give --storage or --storage-file, not both")
-        option = "--storage-file"
         given = read_file(option, args.storage_file)
     try:
         return storage.resolve_url(given, proxy=getattr(args, "storage_proxy", False))
