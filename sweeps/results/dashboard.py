@@ -77,11 +77,9 @@ class Publisher:
         """Draw the trial's curves into its artifacts; call before the trial is told."""
         try:
             ids = self._artifacts.pop(trial_id_of(trial), {})
-            for name, content in _files(trial.number, curves, title).items():
-                if name in ids:
-                    self.store.write(ids[name], io.BytesIO(content))
-                else:  # it could not be given them when it started
-                    self._upload(trial, name, content)
+            unattached = self._rewrite(ids, _files(trial.number, curves, title))
+            for name, content in unattached.items():  # it could not be given them at start
+                self._upload(trial, name, content)
         except Exception as e:
             self.log(f"trial {trial.number}: could not store its curves: {one_line(e)}")
 
@@ -96,11 +94,20 @@ class Publisher:
             trial = storage.get_trial(trial_id)
             ids = _artifact_ids(trial, storage)
             title = f"trial {number} FAIL (its worker was lost) · {describe(params_of(trial))}"
-            for name, content in _files(number, Curves.of_trial(self.db, trial_id), title).items():
-                if name in ids:
-                    self.store.write(ids[name], io.BytesIO(content))
+            self._rewrite(ids, _files(number, Curves.of_trial(self.db, trial_id), title))
         except Exception as e:
             self.log(f"trial {number}: could not store its curves: {one_line(e)}")
+
+    def _rewrite(self, ids: dict[str, str], files: dict[str, bytes]) -> dict[str, bytes]:
+        """Write each of ``files`` into its artifact (``ids``: name -> artifact id); those
+        without one, returned."""
+        unattached = {}
+        for name, content in files.items():
+            if name in ids:
+                self.store.write(ids[name], io.BytesIO(content))
+            else:
+                unattached[name] = content
+        return unattached
 
     def _upload(self, trial: optuna.Trial, name: str, content: bytes) -> str:
         """Attach a new artifact to the (running) trial; its id."""
