@@ -4,6 +4,7 @@ backends every storage-facing test runs on."""
 from __future__ import annotations
 
 import itertools
+import json
 import os
 from collections.abc import Iterator
 from pathlib import Path
@@ -19,6 +20,8 @@ from redis_server import RedisServer, find_redis_server
 os.environ.setdefault("KERAS_BACKEND", "torch")
 
 _database_ids = itertools.count()
+# The markers that keep a test out of the inner loop (`make check`); see pyproject.toml.
+SPEED_MARKERS = ("slow", "e2e")
 
 
 @pytest.fixture(scope="session")
@@ -113,3 +116,29 @@ def _missing(reason: str, required_by: str) -> NoReturn:
     if os.environ.get(required_by):
         pytest.fail(f"{reason}, and {required_by} is set")
     pytest.skip(reason)
+
+
+# --- the suite's own time (`bench/suite_time.py`) -------------------------------------------
+
+# node id -> [seconds of setup, call and teardown, speed markers]
+_TEST_SECONDS: dict[str, tuple[float, list[str]]] = {}
+
+
+def pytest_addoption(parser: pytest.Parser) -> None:
+    parser.addoption(
+        "--times-json",
+        metavar="FILE",
+        help="write each test's seconds (setup, call and teardown) and its markers to FILE",
+    )
+
+
+def pytest_runtest_logreport(report: pytest.TestReport) -> None:
+    seconds, _ = _TEST_SECONDS.get(report.nodeid, (0.0, []))
+    markers = [name for name in SPEED_MARKERS if name in report.keywords]
+    _TEST_SECONDS[report.nodeid] = (seconds + report.duration, markers)
+
+
+def pytest_sessionfinish(session: pytest.Session) -> None:
+    path = session.config.getoption("--times-json")
+    if path and not hasattr(session.config, "workerinput"):  # the controller holds them all
+        Path(path).write_text(json.dumps(_TEST_SECONDS, indent=0))

@@ -21,14 +21,21 @@ from sweeps.worker import trial_seed
 from sweeps_helpers import config, study_trials, sweeps, wait_until
 
 EXAMPLE = Path(__file__).parents[2] / "examples" / "shapes_task.py"
-# The README's example task on fewer, smaller images: quick enough for a test.
+# The README's example task on fewer, smaller images: quick enough for a test. With
+# SMALL_PAUSE set, each evaluation waits that many seconds, so a test that kills a
+# trial mid-way sees it running (the values stay the same).
 SMALL = """
+import os, time
 import objectives
 from shapes_task import ShapesTask, shapes
 
 class SmallShapes(ShapesTask):
     def data(self, device):
         return objectives.Split(*shapes(256, seed=1), *shapes(128, seed=2))
+
+    def metric(self, output, target):
+        time.sleep(float(os.environ.get("SMALL_PAUSE", 0)))
+        return super().metric(output, target)
 """
 ARGS = {"width": 4, "dropout": 0.1}
 SPACE = {
@@ -125,11 +132,14 @@ def kill_mid_trial_then_rescue(
 ) -> tuple[FrozenTrial, subprocess.CompletedProcess[str]]:
     """In the launched study at ``url``: a worker is SIGKILLed once a trial has reported 3
     epochs; ``pause`` seconds later another worker finishes the study. The killed trial
-    as it was, and the rescuer's result."""
+    as it was, and the rescuer's result. The victim evaluates slowly, so its first trial is
+    still running when the poll sees its third epoch, however loaded the machine."""
     env = {**os.environ, "SWEEPS_STORAGE": url}
     worker = [sys.executable, "-m", "sweeps", "worker", "--study", "t", "--threads", "1"]
     with (tmp_path / "victim.log").open("w") as log:
-        victim = subprocess.Popen(worker, cwd=tmp_path, env=env, stdout=log, stderr=log)
+        victim = subprocess.Popen(
+            worker, cwd=tmp_path, env={**env, "SMALL_PAUSE": "0.5"}, stdout=log, stderr=log
+        )
     wait_until(
         lambda: any(
             t.state == TrialState.RUNNING and len(t.intermediate_values) >= 3
