@@ -53,10 +53,11 @@ class Database(BaseDatabase):
                 engine_kwargs = {"connect_args": {"timeout": SQLITE_BUSY_TIMEOUT_S}}
                 with self.engine.connect():
                     pass
-            self.rdb = optuna.storages.RDBStorage(url, engine_kwargs=engine_kwargs)
-            if self.engine.dialect.name == "sqlite":
-                tune_sqlite(self.rdb.engine)
-            schema.upgrade(self.engine)
+            with schema.creation_lock(self.engine):
+                self.rdb = optuna.storages.RDBStorage(url, engine_kwargs=engine_kwargs)
+                if self.engine.dialect.name == "sqlite":
+                    tune_sqlite(self.rdb.engine)
+                schema.upgrade(self.engine)
             # What workers and commands use: Optuna's storage, surviving outages. Inside,
             # the cache Optuna itself puts in front of an RDBStorage (finished trials are
             # read once), which a wrapper would otherwise lose.

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import contextlib
+import zlib
+from collections.abc import Iterator
 from pathlib import Path
 
 import sqlalchemy
@@ -12,6 +15,8 @@ from alembic.script import ScriptDirectory
 
 VERSION_TABLE = "sweeps_alembic_version"
 _MIGRATIONS = Path(__file__).with_name("migrations")
+# PostgreSQL advisory lock (scoped to one database) held while a process creates the schema.
+_CREATION_LOCK = zlib.crc32(b"lr-sweeps schema")
 
 
 def _config(connection: sqlalchemy.Connection | None = None) -> Config:
@@ -46,3 +51,27 @@ def upgrade(engine: sqlalchemy.Engine) -> None:
     except sqlalchemy.exc.DBAPIError:
         if current(engine) != head():
             raise
+
+
+@contextlib.contextmanager
+def creation_lock(engine: sqlalchemy.Engine) -> Iterator[None]:
+    """Hold, on PostgreSQL, a lock that makes the processes creating a study database's
+    schema take turns, until ours is at head (where there is nothing left to create, no lock
+    is taken). Optuna's `RDBStorage` creates its alembic table in a transaction of its own
+    after its other tables: a worker that sees those tables while the launcher is still at
+    it would create the same table at once, and one of the two would fail with a duplicate
+    key in ``pg_type``.
+    """
+    if engine.dialect.name != "postgresql" or current(engine) == head():
+        yield
+        return
+    with engine.connect() as conn:
+        conn.execute(sqlalchemy.text("SELECT pg_advisory_lock(:key)"), {"key": _CREATION_LOCK})
+        conn.commit()
+        try:
+            yield
+        finally:
+            conn.execute(
+                sqlalchemy.text("SELECT pg_advisory_unlock(:key)"), {"key": _CREATION_LOCK}
+            )
+            conn.commit()
