@@ -138,6 +138,18 @@ def pytest_runtest_logreport(report: pytest.TestReport) -> None:
     _TEST_SECONDS[report.nodeid] = (seconds + report.duration, markers)
 
 
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Slow tests first, then e2e ones, then the rest (each group in file order): the two
+    pytest-xdist processes then end together, not one waiting on a long test handed out
+    last."""
+
+    def group(item: pytest.Item) -> int:
+        marked = [name for name in SPEED_MARKERS if item.get_closest_marker(name)]
+        return SPEED_MARKERS.index(marked[0]) if marked else len(SPEED_MARKERS)
+
+    items.sort(key=group)
+
+
 def pytest_sessionfinish(session: pytest.Session) -> None:
     path = session.config.getoption("--times-json")
     if path and not hasattr(session.config, "workerinput"):  # the controller holds them all
