@@ -1,6 +1,7 @@
-"""Cooldown branches through the CLI (`branches: {per_trunk: M}`, `sweeps.branches`): trials
-that differ only in their cooldown share a trunk's stable phase, train only the rest, and
-end with the curve the same schedule trains from scratch."""
+"""Cooldown branches (`branches: {per_trunk: M}`, `sweeps.branches`): trials that differ only
+in their cooldown share a trunk's stable phase, train only the rest, and end with the curve
+the same schedule trains from scratch; in process through the commands' functions, and with
+worker processes (the README's example through the CLI; a trunk whose worker is killed)."""
 
 from __future__ import annotations
 
@@ -16,10 +17,12 @@ from test_user_task import SPACE as USER_SPACE
 from test_user_task import kill_mid_trial_then_rescue, study_trials, uninterrupted, user_config
 
 import objectives
+from storage import Database
 from storage.base import RETRY_OF
 from sweeps.branches import BRANCHED_AT, STABLE_EPOCHS, TRUNK
+from sweeps.cli import main
 from sweeps.trial_attrs import params_of
-from sweeps.worker import trial_seed
+from sweeps.worker import Worker, trial_seed
 from sweeps_helpers import config, sweeps
 
 EPOCHS = 6
@@ -38,7 +41,11 @@ SPACE = {
 COOLDOWN = {"wsd.decay_fraction", "wsd.decay_shape", "wsd.min_lr"}
 
 
-def branched_study(tmp_path: Path, trials: int) -> list[FrozenTrial]:
+def branched_study(
+    tmp_path: Path, trials: int, capsys: pytest.CaptureFixture[str]
+) -> list[FrozenTrial]:
+    """A branched study launched, run by a worker, and shown by `sweeps status` and
+    `sweeps report`: in process, through the functions the commands call."""
     cfg = config(
         tmp_path,
         budget={"trials": trials, "epochs": EPOCHS},
@@ -46,14 +53,21 @@ def branched_study(tmp_path: Path, trials: int) -> list[FrozenTrial]:
         branches={"per_trunk": 3},
     )
     url = f"sqlite:///{tmp_path / 's.db'}"
-    assert sweeps("launch", str(cfg), "--storage", url, cwd=tmp_path).returncode == 0
-    worker = sweeps("worker", "--study", "t", "--threads", "1", "--storage", url, cwd=tmp_path)
-    assert worker.returncode == 0, worker.stdout + worker.stderr
-    status = sweeps("status", "--study", "t", "--storage", url, cwd=tmp_path)
-    assert "branches: " in status.stdout and " reused " in status.stdout, status.stdout
-    report = sweeps("report", "--study", "t", "--storage", url, "--out", "r", cwd=tmp_path)
-    assert report.returncode == 0, report.stderr
-    page = (tmp_path / "r" / "report.html").read_text()
+    assert main(["launch", str(cfg), "--storage", url]) == 0
+    torch.set_num_threads(1)  # as `from_scratch`: the same sums in the same order
+    db = Database(url)
+    try:
+        worker = Worker(db, "t", artifacts=tmp_path / "s.db.artifacts", log=lambda _: None)
+        assert worker.run() == 0
+    finally:
+        db.close()
+    capsys.readouterr()
+    assert main(["status", "--study", "t", "--storage", url]) == 0
+    status = capsys.readouterr().out
+    assert "branches: " in status and " reused " in status, status
+    out = tmp_path / "r"
+    assert main(["report", "--study", "t", "--storage", url, "--out", str(out)]) == 0
+    page = (out / "report.html").read_text()
     assert "<h2>Trunks and branches</h2>" in page and "<li>trunk 0: branches " in page
     # The trunks' kept checkpoints go once the study is over.
     assert not list(tmp_path.glob("s.db.artifacts/t/checkpoints/trunk-*"))
@@ -91,10 +105,10 @@ def from_scratch(trial: FrozenTrial, seed_of: int) -> dict[int, float]:
 
 
 def test_branches_share_their_trunks_stable_phase_and_train_the_same_curve(
-    tmp_path: Path,
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    trials = branched_study(tmp_path, trials=12)
-    assert sum(t.state == TrialState.COMPLETE for t in trials) == 12  # no pruner: all finish
+    trials = branched_study(tmp_path, 6, capsys)
+    assert sum(t.state == TrialState.COMPLETE for t in trials) == 6  # no pruner: all finish
     by_number = {t.number: t for t in trials}
     branches = [t for t in trials if TRUNK in t.user_attrs]
     assert len(branches) >= 4
@@ -132,24 +146,32 @@ def test_branches_share_their_trunks_stable_phase_and_train_the_same_curve(
     ],
 )
 def test_a_bad_branches_setting_is_one_line_naming_it(
-    tmp_path: Path, branches: dict[str, Any], schedule: dict[str, Any], message: str
+    tmp_path: Path,
+    branches: dict[str, Any],
+    schedule: dict[str, Any],
+    message: str,
+    capsys: pytest.CaptureFixture[str],
 ) -> None:
     cfg = config(tmp_path, branches=branches, space={**SPACE, "schedule": schedule})
-    result = sweeps("validate", str(cfg), cwd=tmp_path)
-    assert result.returncode == 2
-    assert result.stderr.startswith(message), result.stderr
-    assert len(result.stderr.splitlines()) == 1 and "Traceback" not in result.stderr
+    assert main(["validate", str(cfg)]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith(message), err
+    assert len(err.splitlines()) == 1 and "Traceback" not in err
 
 
-def test_branches_are_refused_with_a_grid(tmp_path: Path) -> None:
+def test_branches_are_refused_with_a_grid(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     grid = {**SPACE, "lr": [0.1, 0.2], "schedule": {"wsd": {"decay_fraction": [0.2, 0.4]}}}
     cfg = config(tmp_path, branches={"per_trunk": 2}, space=grid, sampler={"name": "grid"})
-    result = sweeps("validate", str(cfg), cwd=tmp_path)
-    assert result.returncode == 2
-    assert result.stderr.startswith("error: branches: not with sampler grid "), result.stderr
-    assert len(result.stderr.splitlines()) == 1 and "Traceback" not in result.stderr
+    assert main(["validate", str(cfg)]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error: branches: not with sampler grid "), err
+    assert len(err.splitlines()) == 1 and "Traceback" not in err
 
 
+@pytest.mark.e2e
+@pytest.mark.slow
 def test_the_branches_example_runs_as_the_readme_shows(tmp_path: Path) -> None:
     repo = Path(__file__).resolve().parents[2]
     url = f"sqlite:///{tmp_path / 's.db'}"
@@ -162,10 +184,11 @@ def test_the_branches_example_runs_as_the_readme_shows(tmp_path: Path) -> None:
     assert study.best_value > 0.95  # validation accuracy on the digits
 
 
+@pytest.mark.e2e
 def test_a_killed_trunk_resumes_like_any_trial_and_then_takes_its_branches(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    epochs = 16  # cooldowns of 20-30 %: a trunk keeps epochs 10 to 11 (or 12)
+    epochs = 8  # cooldowns of 20-30 %: a trunk keeps epochs 4 to 5 (or 6)
     cfg = user_config(
         tmp_path,
         budget={"trials": 3, "epochs": epochs, "retries": 2},
@@ -173,22 +196,22 @@ def test_a_killed_trunk_resumes_like_any_trial_and_then_takes_its_branches(
         space={**USER_SPACE, "schedule": {"wsd": {"decay_fraction": {"low": 0.2, "high": 0.3}}}},
         branches={"per_trunk": 3},
     )
+    monkeypatch.chdir(tmp_path)  # the task's files are here
     url = f"sqlite:///{tmp_path / 's.db'}"
-    assert sweeps("launch", str(cfg), "--storage", url, cwd=tmp_path).returncode == 0
+    assert main(["launch", str(cfg), "--storage", url]) == 0
     # Killed in the trunk's stable phase; rescued past the grace period, so the rescuer
     # re-queues the trunk before it asks for a trial.
-    _, rescuer = kill_mid_trial_then_rescue(tmp_path, url, pause=4)
-    assert rescuer.returncode == 0, rescuer.stdout + rescuer.stderr
+    _, code, lines = kill_mid_trial_then_rescue(tmp_path, url, pause=4)
+    assert code == 0, lines
     trials = study_trials(url)
     (retry,) = [t for t in trials if t.user_attrs.get(RETRY_OF) == 0]
     assert retry.state == TrialState.COMPLETE
     kept = retry.user_attrs[STABLE_EPOCHS]
-    assert kept in ([10, 11], [10, 11, 12])
+    assert kept in ([4, 5], [4, 5, 6])
     branches = [t for t in trials if TRUNK in t.user_attrs]
     assert len(branches) == 2
     for branch in branches:  # of the trunk's retry, which took the slot of the killed one
         assert branch.user_attrs[TRUNK] == {"trial": 0, "epochs": kept}
         assert branch.user_attrs[BRANCHED_AT] in kept
         assert params_of(branch)["lr"] == params_of(retry)["lr"]
-    monkeypatch.chdir(tmp_path)  # `uninterrupted` imports the task from here
     assert retry.intermediate_values == uninterrupted(retry, epochs)

@@ -9,7 +9,6 @@ import random
 import signal
 import subprocess
 import sys
-import threading
 import time
 from pathlib import Path
 from typing import Any
@@ -21,10 +20,11 @@ from optuna.trial import FrozenTrial, TrialState
 
 from disk_faults import DAMAGE, remount, tmpfs
 from objectives import BUILTIN, Diverged, Run
-from pg_cluster import PostgresCluster, find_bindir
+from pg_cluster import PostgresCluster
 from redis_server import RedisServer
-from storage import Database
+from storage import Database, open_database
 from storage.base import ATTEMPT, REASON, RETRY_OF, WORKER, first_attempt
+from storage.checkpoints import default_root
 from sweeps.cli import main
 from sweeps.config import load_yaml, parse_config
 from sweeps.study import launch as launch_study
@@ -32,47 +32,110 @@ from sweeps.trial_attrs import params_of
 from sweeps.worker import Worker, trial_seed
 from sweeps_helpers import BASE, config, study_trials, sweeps, wait_until
 
-# Long enough trials (about 0.1 s an epoch on one thread) to be caught mid-run.
-SPACE = {**BASE["space"], "batch_size": 16}
+# Trials long enough (about 0.1 s an epoch on one thread) for a kill at random to catch
+# them mid-run; a kill that waits for its event (HELD) needs no long trials.
+LONG_SPACE = {**BASE["space"], "batch_size": 16}
 ARGS = {"hidden": 128}
 HEARTBEAT = {"interval": 0.5, "grace_period": 3.0}
 FINISHED = (TrialState.COMPLETE, TrialState.PRUNED)
+EPOCHS = 6  # a trial held at its 4th evaluation (HELD) has more to train
+
+# The built-in digits MLP with evaluations that can be held: where $HOLD names a file, a
+# process's evaluations after its third wait while that file exists. A test kills or stops
+# a worker held there: its first trial is running, 3 epochs reported and checkpointed,
+# however loaded the machine. The values are the built-in's.
+HELD = "held:digits_mlp"
+HELD_SOURCE = """
+import dataclasses, os, time
+from objectives import BUILTIN
+
+DIGITS = BUILTIN["digits_mlp"]
+EVALUATIONS = [0]
+
+@dataclasses.dataclass(frozen=True, eq=False)
+class Held(type(DIGITS)):
+    def metric(self, output, target):
+        EVALUATIONS[0] += 1
+        while EVALUATIONS[0] > 3 and os.path.exists(os.environ.get("HOLD", "")):
+            time.sleep(0.05)
+        return super().metric(output, target)
+
+digits_mlp = Held(**{f.name: getattr(DIGITS, f.name) for f in dataclasses.fields(DIGITS)})
+"""
+
+
+@pytest.fixture
+def held(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """The HELD objective in the test's folder, made the current one (a worker here imports
+    it from there, as one started there does), and its hold file (present)."""
+    (tmp_path / "held.py").write_text(HELD_SOURCE)
+    monkeypatch.chdir(tmp_path)
+    path = tmp_path / "hold"
+    path.touch()
+    return path
 
 
 def launch(tmp_path: Path, url: str, *, trials: int, epochs: int, **changes: Any) -> None:
+    """`sweeps launch` of a study of digits trials (in process)."""
     changes = {"heartbeat": HEARTBEAT, **changes}
     cfg = config(
         tmp_path,
         objective_args=ARGS,
         budget={"trials": trials, "epochs": epochs, "retries": 3},
-        space=SPACE,
         **changes,
     )
-    result = sweeps("launch", str(cfg), "--storage", url, cwd=tmp_path)
-    assert result.returncode == 0, result.stderr
+    assert main(["launch", str(cfg), "--storage", url]) == 0
 
 
-def start_worker(tmp_path: Path, url: str, name: str, stack: int = 1) -> subprocess.Popen[str]:
+def work_here(tmp_path: Path, url: str) -> tuple[int, list[str]]:
+    """Another worker, in this process (the one `sweeps worker` runs, on the artifacts of
+    workers started in ``tmp_path``): its exit code and its log's lines."""
+    torch.set_num_threads(1)  # as the workers: the same sums in the same order
+    lines: list[str] = []
+    db = open_database(url)
+    try:
+        worker = Worker(db, "t", artifacts=tmp_path / default_root(url), log=lines.append)
+        code = worker.run()
+    finally:
+        db.close()
+    return code, lines
+
+
+def start_worker(
+    tmp_path: Path, url: str, name: str, stack: int = 1, hold: Path | None = None
+) -> subprocess.Popen[str]:
+    """A worker logging to NAME.log; with ``hold``, its HELD trial waits there."""
     log = (tmp_path / f"{name}.log").open("w")
+    env = {**os.environ, "SWEEPS_STORAGE": url}
+    if hold is not None:
+        env["HOLD"] = str(hold)
     return subprocess.Popen(
         [sys.executable, "-m", "sweeps", "worker", "--study", "t", "--threads", "1"]
         + ["--stack", str(stack)],
         cwd=tmp_path,
-        env={**os.environ, "SWEEPS_STORAGE": url},
+        env=env,
         stdout=log,
         stderr=subprocess.STDOUT,
         text=True,
     )
 
 
-def running_with_epochs(url: str, epochs: int) -> bool:
+def storage_retries(logs: list[Path]) -> int:
+    """The storage calls retried so far (through an outage) that ``logs`` tell of."""
+    lines = [line for p in logs if p.exists() for line in p.read_text().splitlines()]
+    return sum(line.startswith("storage: ") for line in lines)
+
+
+def running_with_epochs(url: str, epochs: int, count: int = 1) -> bool:
+    """Whether ``count`` trials are running with ``epochs`` epochs reported."""
     try:
         trials = study_trials(url)
     except KeyError:  # not launched yet
         return False
-    return any(
-        t.state == TrialState.RUNNING and len(t.intermediate_values) >= epochs for t in trials
-    )
+    running = [
+        t for t in trials if t.state == TrialState.RUNNING and len(t.intermediate_values) >= epochs
+    ]
+    return len(running) >= count
 
 
 def uninterrupted(trial: FrozenTrial, epochs: int) -> dict[int, float]:
@@ -93,117 +156,133 @@ def uninterrupted(trial: FrozenTrial, epochs: int) -> dict[int, float]:
     return {e["epoch"]: e["value"] for e in run.reported}
 
 
+@pytest.mark.e2e
+@pytest.mark.parametrize("storage_url", ["postgresql"], indirect=True)
 def test_a_killed_workers_trial_is_failed_requeued_and_resumed(
-    tmp_path: Path, storage_url: str
+    tmp_path: Path, storage_url: str, held: Path
 ) -> None:
-    launch(tmp_path, storage_url, trials=3, epochs=20)
-    victim = start_worker(tmp_path, storage_url, "victim")
-    wait_until(lambda: running_with_epochs(storage_url, 3))
-    victim.kill()  # SIGKILL: no chance to clean up
-    victim.wait()
+    """On PostgreSQL (killed workers on SQLite: `test_run_supervision`, `test_user_task`);
+    the rescuing worker runs here."""
+    launch(tmp_path, storage_url, trials=2, epochs=EPOCHS, objective=HELD)
+    victim = start_worker(tmp_path, storage_url, "victim", hold=held)
+    try:
+        wait_until(lambda: running_with_epochs(storage_url, 3))  # held in its 4th epoch
+    finally:
+        victim.kill()  # SIGKILL: no chance to clean up
+        victim.wait()
     (killed,) = [t for t in study_trials(storage_url) if t.state == TrialState.RUNNING]
 
-    rescuer = start_worker(tmp_path, storage_url, "rescuer")
-    assert rescuer.wait(timeout=300) == 0, (tmp_path / "rescuer.log").read_text()
+    code, lines = work_here(tmp_path, storage_url)
+    assert code == 0, lines
 
     trials = study_trials(storage_url)
-    assert sum(t.state in FINISHED for t in trials) == 3
+    assert sum(t.state in FINISHED for t in trials) == 2
     assert {t.state for t in trials} <= {*FINISHED, TrialState.FAIL}
     failed = next(t for t in trials if t.number == killed.number)
     assert failed.state == TrialState.FAIL
     assert failed.user_attrs[REASON].startswith("stale: no heartbeat")
     (retry,) = [t for t in trials if t.user_attrs.get(RETRY_OF) == killed.number]
     assert retry.user_attrs[ATTEMPT] == 2 and retry.params == killed.params
-    log = (tmp_path / "rescuer.log").read_text()
-    assert f"trial {retry.number} resumes from the checkpoint of trial {killed.number}" in log
-    assert retry.intermediate_values == uninterrupted(retry, 20)
-    assert len(retry.intermediate_values) == 20
+    assert f"trial {retry.number} resumes from the checkpoint of trial {killed.number}" in lines
+    assert retry.intermediate_values == uninterrupted(retry, EPOCHS)
+    assert len(retry.intermediate_values) == EPOCHS
 
 
-def test_sigterm_hands_the_trial_back_and_exits_0(tmp_path: Path, storage_url: str) -> None:
-    launch(tmp_path, storage_url, trials=2, epochs=20)
-    worker = start_worker(tmp_path, storage_url, "preempted")
-    wait_until(lambda: running_with_epochs(storage_url, 3))
-    worker.send_signal(signal.SIGTERM)
-    assert worker.wait(timeout=30) == 0
-    log = (tmp_path / "preempted.log").read_text()
-    assert "SIGTERM: handing trials back" in log and "back in the queue as WAITING" in log
+@pytest.mark.e2e
+@pytest.mark.parametrize("storage_url", ["postgresql"], indirect=True)
+def test_sigterm_hands_the_trial_back_and_exits_0(
+    tmp_path: Path, storage_url: str, held: Path
+) -> None:
+    """On PostgreSQL (handing back on SQLite: the Ctrl-C test below); the worker taking the
+    trial over runs here."""
+    launch(tmp_path, storage_url, trials=2, epochs=EPOCHS, objective=HELD)
+    worker = start_worker(tmp_path, storage_url, "preempted", hold=held)
+    log = tmp_path / "preempted.log"
+    try:
+        wait_until(lambda: running_with_epochs(storage_url, 3))  # held in its 4th epoch
+        worker.send_signal(signal.SIGTERM)
+        wait_until(lambda: "SIGTERM: handing trials back" in log.read_text())
+    finally:
+        held.unlink()  # the epoch in progress ends
+    assert worker.wait(timeout=60) == 0
+    assert "back in the queue as WAITING" in log.read_text()
     (handed,) = [t for t in study_trials(storage_url) if t.state == TrialState.WAITING]
-    assert len(handed.intermediate_values) >= 3
+    assert len(handed.intermediate_values) == 4  # the epoch in progress was saved
 
-    result = subprocess.run(  # another worker takes it over and finishes the budget
-        [sys.executable, "-m", "sweeps", "worker", "--study", "t", "--threads", "1"],
-        cwd=tmp_path,
-        env={**os.environ, "SWEEPS_STORAGE": storage_url},
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
-    assert result.returncode == 0, result.stdout + result.stderr
+    code, lines = work_here(tmp_path, storage_url)  # takes it over, finishes the budget
+    assert code == 0, lines
     trials = study_trials(storage_url)
     assert [t.state for t in trials] == [TrialState.COMPLETE] * 2  # no FAIL, nothing lost
     resumed = next(t for t in trials if t.number == handed.number)
-    assert f"trial {handed.number} resumes from the checkpoint" in result.stdout
-    assert resumed.intermediate_values == uninterrupted(resumed, 20)
+    assert f"trial {handed.number} resumes from the checkpoint of trial {handed.number}" in lines
+    assert resumed.intermediate_values == uninterrupted(resumed, EPOCHS)
 
 
-def test_ctrl_c_on_sweeps_run_hands_trials_back_and_resume_finishes(tmp_path: Path) -> None:
+@pytest.mark.e2e
+def test_ctrl_c_on_sweeps_run_hands_trials_back_and_resume_finishes(
+    tmp_path: Path, held: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     url = f"sqlite:///{tmp_path / 'sweeps.db'}"
     cfg = config(
         tmp_path,
+        objective=HELD,
         objective_args=ARGS,
-        budget={"trials": 3, "epochs": 60},  # long enough to be running when Ctrl-C lands
-        space=SPACE,
+        budget={"trials": 3, "epochs": EPOCHS},
         heartbeat=HEARTBEAT,
     )
-    run = subprocess.Popen(
-        [sys.executable, "-m", "sweeps", "run", str(cfg), "--workers", "2", "--storage", url],
-        cwd=tmp_path,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
-    wait_until(lambda: running_with_epochs(url, 3))
-    run.send_signal(signal.SIGINT)  # Ctrl-C
-    _, err = run.communicate(timeout=60)
-    assert run.returncode == 130, err
-    assert f"continue with sweeps run {cfg} --resume" in err
+    logs = tmp_path / "sweeps.db.artifacts" / "t" / "logs"
+    with (tmp_path / "run.err").open("w") as err:
+        run = subprocess.Popen(
+            [sys.executable, "-m", "sweeps", "run", str(cfg), "--workers", "2"]
+            + ["--storage", url],
+            cwd=tmp_path,
+            env={**os.environ, "HOLD": str(held)},
+            stdout=subprocess.DEVNULL,
+            stderr=err,
+            text=True,
+        )
+    try:
+        wait_until(lambda: running_with_epochs(url, 3, count=2))  # both workers held
+        run.send_signal(signal.SIGINT)  # Ctrl-C: `sweeps run` sends its workers SIGTERM
+        wait_until(
+            lambda: (
+                ["SIGTERM: handing trials back" in p.read_text() for p in logs.glob("worker-*")]
+                == [True, True]
+            )
+        )
+    finally:
+        held.unlink()  # the epochs in progress end
+    said = (tmp_path / "run.err").read_text
+    assert run.wait(timeout=120) == 130, said()
+    assert f"continue with sweeps run {cfg} --resume" in said()
     states = [t.state for t in study_trials(url)]
-    assert TrialState.WAITING in states and TrialState.RUNNING not in states
+    assert states.count(TrialState.WAITING) == 2 and TrialState.RUNNING not in states
 
-    resumed = sweeps("run", str(cfg), "--workers", "2", "--storage", url, "--resume", cwd=tmp_path)
-    assert resumed.returncode == 0, resumed.stderr
+    capsys.readouterr()
+    resumed = main(["run", str(cfg), "--workers", "1", "--storage", url, "--resume"])
+    assert resumed == 0, capsys.readouterr()
     assert [t.state for t in study_trials(url)] == [TrialState.COMPLETE] * 3  # none FAILed
 
 
+@pytest.mark.e2e
 @pytest.mark.slow
-def test_chaos_killed_workers_and_a_database_outage(tmp_path: Path) -> None:
-    """Three workers on PostgreSQL, some training stacks of trials; every few seconds one
-    is SIGKILLed and replaced; the database is stopped for several seconds mid-sweep.
-    Exactly the budget finishes, nothing is left RUNNING or WAITING, and every resumed trial
-    equals an uninterrupted run."""
-    bindir = find_bindir()
-    if bindir is None:
-        if os.environ.get("SWEEPS_REQUIRE_POSTGRES"):
-            pytest.fail("PostgreSQL binaries not found, and SWEEPS_REQUIRE_POSTGRES is set")
-        pytest.skip("PostgreSQL binaries (initdb, pg_ctl) not found")
-    cluster = PostgresCluster(bindir)  # our own: this test stops it
-    cluster.start()
-    try:
-        url = cluster.create_database("chaos")
-        _chaos(tmp_path, url, cluster)
-    finally:
-        cluster.destroy()
-
-
-def _chaos(tmp_path: Path, url: str, cluster: PostgresCluster) -> None:
-    budget, epochs = 24, 12
+def test_chaos_killed_workers_and_a_database_outage(
+    tmp_path: Path, postgres: PostgresCluster
+) -> None:
+    """Workers on PostgreSQL, every other one training stacks of three trials; two are
+    SIGKILLed mid-trial, the first replaced, and the database is stopped mid-sweep until a
+    worker finds it gone. Exactly the budget finishes, nothing is left RUNNING or WAITING,
+    and every resumed trial equals an uninterrupted run."""
+    url = postgres.create_database(f"chaos_{os.getpid()}")
+    budget, epochs = 6, 8
     launch(
         tmp_path,
         url,
         trials=budget,
         epochs=epochs,
-        heartbeat={"interval": 0.5, "grace_period": 8.0},  # longer than the outage
+        space=LONG_SPACE,
+        # Longer than the outage, which lasts until a worker finds the database gone.
+        heartbeat={"interval": 0.5, "grace_period": 6.0},
     )
     rng = random.Random(0)
     started = 0
@@ -213,34 +292,51 @@ def _chaos(tmp_path: Path, url: str, cluster: PostgresCluster) -> None:
         started += 1
         return start_worker(tmp_path, url, f"w{started}", stack=1 + 2 * (started % 2))
 
-    workers = [spawn() for _ in range(3)]
-    kills = 0
-    outage_done = False
-    begin = time.monotonic()
-    while any(w.poll() is None for w in workers):
-        assert time.monotonic() - begin < 900, "the sweep did not finish"
-        time.sleep(2)
-        if not outage_done and time.monotonic() - begin > 12:
-            cluster.stop()  # the database goes away for several seconds
-            time.sleep(5)
-            cluster.start()
-            outage_done = True
-            continue
-        # Victims in the middle of a trial: past its second epoch (`sweeps:worker` names
-        # the process that took it).
+    def mid_trial() -> list[subprocess.Popen[str]]:
+        """Live workers in the middle of a trial: past its second epoch and three from its
+        end (`sweeps:worker` names the process that took it)."""
         busy = {
             int(t.user_attrs[WORKER].rsplit(":", 1)[1])
             for t in study_trials(url)
-            if t.state == TrialState.RUNNING and len(t.intermediate_values) >= 2
+            if t.state == TrialState.RUNNING and 2 <= len(t.intermediate_values) <= epochs - 3
         }
-        ripe = [w for w in workers if w.poll() is None and w.pid in busy]
-        if ripe and kills < 8:
-            victim = rng.choice(ripe)
-            victim.kill()
-            victim.wait()
-            kills += 1
-            workers.remove(victim)
-            workers.append(spawn())
+        return [w for w in workers if w.poll() is None and w.pid in busy]
+
+    def outage() -> None:
+        """The database goes away until a worker finds it gone."""
+        logs = sorted(tmp_path.glob("w*.log"))
+        before = storage_retries(logs)
+        postgres.stop()
+        try:
+            wait_until(lambda: storage_retries(logs) > before)
+        finally:
+            postgres.start()
+
+    workers = [spawn(), spawn()]
+    kills = 0
+    outage_done = False
+    begin = time.monotonic()
+    try:
+        while any(w.poll() is None for w in workers):
+            assert time.monotonic() - begin < 600, "the sweep did not finish"
+            ripe = mid_trial() if kills < 2 else []
+            if ripe:
+                victim = rng.choice(ripe)
+                victim.kill()
+                victim.wait()
+                kills += 1
+                workers.remove(victim)
+                if kills == 1:  # replaced; after the second, the survivor finishes alone
+                    workers.append(spawn())
+                if not outage_done:  # with a killed worker's trials waiting to go stale
+                    outage()
+                    outage_done = True
+            time.sleep(0.2)
+    finally:
+        for w in workers:
+            if w.poll() is None:
+                w.kill()
+                w.wait()
     logs = "\n".join(p.read_text() for p in sorted(tmp_path.glob("w*.log")))
     assert all(w.returncode == 0 for w in workers), logs[-4000:]
     assert outage_done and kills > 0
@@ -257,9 +353,9 @@ def _chaos(tmp_path: Path, url: str, cluster: PostgresCluster) -> None:
         assert retry.intermediate_values == uninterrupted(retry, epochs), retry.number
 
 
-@pytest.mark.slow
+@pytest.mark.e2e
 def test_redis_killed_workers_and_a_redis_restart(
-    tmp_path: Path, redis_server: RedisServer
+    tmp_path: Path, redis_server: RedisServer, held: Path
 ) -> None:
     """The same guarantees with the study in Redis (`storage.redis_journal`): a worker is
     SIGKILLed mid-trial and Redis restarts mid-sweep; exactly the budget finishes, nothing
@@ -268,30 +364,38 @@ def test_redis_killed_workers_and_a_redis_restart(
 
     url = redis_server.url(2)
     redis.Redis.from_url(url).flushdb()
-    budget, epochs = 10, 12
-    heartbeat = {"interval": 0.5, "grace_period": 6.0}  # longer than the outage
-    launch(tmp_path, url, trials=budget, epochs=epochs, heartbeat=heartbeat)
-    victim = start_worker(tmp_path, url, "w1")
-    workers = [start_worker(tmp_path, url, "w2", stack=3)]
+    budget = 6
+    heartbeat = {"interval": 0.5, "grace_period": 4.0}  # longer than the outage
+    launch(tmp_path, url, trials=budget, epochs=EPOCHS, heartbeat=heartbeat, objective=HELD)
+    victim = start_worker(tmp_path, url, "w1", hold=held)
+    worker = start_worker(tmp_path, url, "w2", stack=3)
 
     def victim_mid_trial() -> bool:
         return any(
             t.state == TrialState.RUNNING
-            and len(t.intermediate_values) >= 2
+            and len(t.intermediate_values) >= 3
             and t.user_attrs.get(WORKER, "").endswith(f":{victim.pid}")
             for t in study_trials(url)
         )
 
-    wait_until(victim_mid_trial)
-    victim.kill()  # SIGKILL mid-trial
-    victim.wait()
-    redis_server.stop()  # then Redis goes away for a while
-    time.sleep(3)
-    redis_server.start()
-    workers.append(start_worker(tmp_path, url, "w3", stack=2))
-    codes = [w.wait(timeout=600) for w in workers]
+    try:
+        wait_until(victim_mid_trial)  # held in its 4th epoch
+        victim.kill()  # SIGKILL mid-trial
+        victim.wait()
+        before = storage_retries([tmp_path / "w2.log"])
+        redis_server.stop()  # then Redis goes away until the other worker finds it gone
+        try:
+            wait_until(lambda: storage_retries([tmp_path / "w2.log"]) > before)
+        finally:
+            redis_server.start()
+        code = worker.wait(timeout=600)
+    finally:
+        for w in (victim, worker):
+            if w.poll() is None:
+                w.kill()
+                w.wait()
     logs = "\n".join(p.read_text() for p in sorted(tmp_path.glob("w*.log")))
-    assert codes == [0, 0], logs[-4000:]
+    assert code == 0, logs[-4000:]
 
     trials = study_trials(url)
     by_state = {s: sum(t.state == s for t in trials) for s in TrialState}
@@ -301,34 +405,35 @@ def test_redis_killed_workers_and_a_redis_restart(
     retries = [t for t in trials if RETRY_OF in t.user_attrs and t.state in FINISHED]
     assert retries and "resumes from the checkpoint" in logs
     for retry in retries:
-        assert retry.intermediate_values == uninterrupted(retry, epochs), retry.number
+        assert retry.intermediate_values == uninterrupted(retry, EPOCHS), retry.number
 
 
 @pytest.mark.parametrize("value", ["abc", "-1", "nan"])
-def test_a_bad_retry_window_is_one_error_line_and_runs_nothing(tmp_path: Path, value: str) -> None:
+def test_a_bad_retry_window_is_one_error_line_and_runs_nothing(
+    tmp_path: Path, value: str, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
     url = f"sqlite:///{tmp_path / 'sweeps.db'}"
-    launch(tmp_path, url, trials=1, epochs=1)
-    result = sweeps(
-        "worker", "--study", "t", "--storage", url,
-        cwd=tmp_path, env={"SWEEPS_DB_RETRY_SECONDS": value},
-    )  # fmt: skip
-    assert result.returncode == 2
-    assert result.stderr.strip().splitlines() == [
+    assert main(["launch", str(config(tmp_path)), "--storage", url]) == 0
+    capsys.readouterr()
+    monkeypatch.setenv("SWEEPS_DB_RETRY_SECONDS", value)
+    assert main(["worker", "--study", "t", "--storage", url]) == 2
+    assert capsys.readouterr().err.splitlines() == [
         f"error: $SWEEPS_DB_RETRY_SECONDS: must be a number of seconds >= 0, got {value!r}"
     ]
     assert study_trials(url) == []
 
 
+@pytest.mark.e2e
 def test_sweeps_run_on_a_full_artifacts_disk_stops_hands_back_and_resumes(tmp_path: Path) -> None:
     """Checkpoints of about 1.2 MiB on a 2 MiB disk: whatever the order of the two
     workers' saves, none has room for a second one beside the first, so each worker stops
     with one line naming the folder and its free space, its trial handed back on the
-    checkpoint it had; once there is room, --resume finishes every trial."""
+    checkpoint it had; once there is room, a worker (here) finishes every trial."""
     url = f"sqlite:///{tmp_path / 'sweeps.db'}"
     cfg = config(
         tmp_path,
         objective_args={"hidden": 2048},  # 154k weights, as many momenta
-        budget={"trials": 3, "epochs": 4},
+        budget={"trials": 3, "epochs": 3},  # a second checkpoint before a trial's end
         heartbeat=HEARTBEAT,
     )
     with tmpfs(tmp_path / "artifacts", size="2m") as artifacts:
@@ -350,8 +455,12 @@ def test_sweeps_run_on_a_full_artifacts_disk_stops_hands_back_and_resumes(tmp_pa
             assert torch.load(path, weights_only=True)["epochs"]
 
         remount(artifacts, "size=64m")
-        resumed = sweeps(*run, "--resume", cwd=tmp_path)
-        assert resumed.returncode == 0, resumed.stdout + resumed.stderr
+        lines: list[str] = []
+        db = Database(url)
+        try:
+            assert Worker(db, "t", artifacts=artifacts, log=lines.append).run() == 0, lines
+        finally:
+            db.close()
         assert [t.state for t in study_trials(url)] == [TrialState.COMPLETE] * 3
 
 
@@ -386,27 +495,26 @@ def test_a_full_disk_under_an_objectives_own_files_hands_the_trial_back(
 
 @pytest.mark.parametrize("damage", DAMAGE)
 def test_a_damaged_checkpoint_is_set_aside_and_its_trial_starts_again_the_same(
-    tmp_path: Path, damage: str
+    tmp_path: Path, damage: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """A handed-back trial whose checkpoint was damaged meanwhile: set aside, named in one
     line, and the trial trains again from step 0 to the same curve, failing no attempt."""
     torch.set_num_threads(1)  # as `uninterrupted`: the same sums in the same order
-    epochs = 30
+    epochs = 4
     db = Database(f"sqlite:///{tmp_path / 'sweeps.db'}")
     cfg = config(tmp_path, objective_args=ARGS, budget={"trials": 1, "epochs": epochs})
     launch_study(db, parse_config(load_yaml(cfg)))
     artifacts = tmp_path / "artifacts"
     first = Worker(db, "t", artifacts=artifacts, log=lambda _: None)
     checkpoint = first.checkpoints.path(0)
+    save = first.checkpoints.save
 
-    def stop_once_saved() -> None:
-        wait_until(checkpoint.exists)
+    def save_then_stop(*args: Any, **kwargs: Any) -> None:  # the first worker stops once
+        save(*args, **kwargs)  # it saved the first epoch: its trial goes back to the queue
         first.stop()
 
-    stopper = threading.Thread(target=stop_once_saved)
-    stopper.start()
+    monkeypatch.setattr(first.checkpoints, "save", save_then_stop)
     assert first.run() == 0
-    stopper.join()
     (handed,) = study_trials(db.url)
     assert handed.state == TrialState.WAITING
     checkpoint.write_bytes(DAMAGE[damage](checkpoint.read_bytes()))

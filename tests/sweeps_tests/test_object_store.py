@@ -19,9 +19,8 @@ from optuna.artifacts import get_all_artifact_meta
 from test_results import start_dashboard, svg_polylines
 
 from storage.optuna_internals import storage_of, study_id_of, trial_id_of
-from sweeps_helpers import config, free_port, sweeps
-
-pytestmark = pytest.mark.slow
+from sweeps.cli import main
+from sweeps_helpers import config, free_port
 
 
 @pytest.fixture
@@ -59,23 +58,19 @@ def s3(monkeypatch: pytest.MonkeyPatch) -> Iterator[str]:
         proc.wait(timeout=30)
 
 
-def test_workers_and_dashboard_share_an_s3_artifact_store(tmp_path: Path, s3: str) -> None:
+@pytest.mark.e2e
+def test_workers_and_dashboard_share_an_s3_artifact_store(
+    tmp_path: Path, s3: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A worker process writes a trial's files to the bucket; the dashboard's process
+    serves them from there (`sweeps run` itself runs here)."""
     url = f"sqlite:///{tmp_path / 'sweeps.db'}"
-    cfg = config(tmp_path, budget={"trials": 4, "epochs": 2})
-    result = sweeps(
-        "run",
-        str(cfg),
-        "--workers",
-        "2",
-        "--storage",
-        url,
-        "--artifact-store",
-        f"s3://{s3}",
-        cwd=tmp_path,
-    )
-    assert result.returncode == 0, result.stderr + result.stdout
+    cfg = config(tmp_path, budget={"trials": 2, "epochs": 1})
+    store = f"s3://{s3}"
+    code = main(["run", str(cfg), "--storage", url, "--artifact-store", store])
+    assert code == 0, capsys.readouterr()
     objects = boto3.client("s3").list_objects_v2(Bucket=s3)["Contents"]
-    assert len(objects) == 4 * 3  # an image and two CSVs per trial
+    assert len(objects) == 2 * 3  # an image and two CSVs per trial
     assert not (tmp_path / "sweeps.db.artifacts" / "dashboard").exists()
 
     study = optuna.load_study(study_name="t", storage=url)
@@ -103,12 +98,14 @@ def test_workers_and_dashboard_share_an_s3_artifact_store(tmp_path: Path, s3: st
 
 
 @pytest.mark.parametrize("store", ["ftp://bucket", "s3://", "s3://bucket/prefix", "/some/dir"])
-def test_other_store_urls_are_refused_before_anything_runs(tmp_path: Path, store: str) -> None:
+def test_other_store_urls_are_refused_before_anything_runs(
+    tmp_path: Path, store: str, capsys: pytest.CaptureFixture[str]
+) -> None:
     cfg = config(tmp_path)
     url = f"sqlite:///{tmp_path / 'sweeps.db'}"
-    result = sweeps("run", str(cfg), "--storage", url, "--artifact-store", store, cwd=tmp_path)
-    assert result.returncode == 2
-    assert result.stderr.startswith(
+    assert main(["run", str(cfg), "--storage", url, "--artifact-store", store]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith(
         f"error: --artifact-store: must be s3://BUCKET or gs://BUCKET, got {store!r}"
-    ), result.stderr
+    ), err
     assert not (tmp_path / "sweeps.db").exists()

@@ -14,9 +14,10 @@ from typing import Any
 
 import pytest
 
+from sweeps.cli import main
 from sweeps.results import progress
 from sweeps.results.progress import Progress
-from sweeps_helpers import config, sweeps
+from sweeps_helpers import config
 
 
 class Terminal(io.StringIO):
@@ -121,25 +122,29 @@ def run_in_terminal(args: list[str], cwd: Path) -> tuple[int, str]:
     return proc.wait(timeout=60), b"".join(chunks).decode()
 
 
-@pytest.mark.slow
-def test_run_and_worker_show_a_live_bar_on_a_terminal(tmp_path: Path) -> None:
+@pytest.mark.e2e
+def test_run_and_worker_show_a_live_bar_on_a_terminal(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     url = f"sqlite:///{tmp_path / 'sweeps.db'}"
-    cfg = config(tmp_path, budget={"trials": 6, "epochs": 2})
-    code, out = run_in_terminal(["run", str(cfg), "--workers", "2", "--storage", url], tmp_path)
+    cfg = config(tmp_path, budget={"trials": 2, "epochs": 1})
+    code, out = run_in_terminal(["run", str(cfg), "--storage", url], tmp_path)
     assert code == 0, out
     assert "\r\033[K[" in out
-    assert "6/6 finished, 0 running, best" in out
+    assert "2/2 finished, 0 running, best" in out
 
     # A worker on a terminal: its trial lines, with the bar beneath them.
-    cfg = config(tmp_path, "more.yaml", study="more", budget={"trials": 3, "epochs": 2})
-    assert sweeps("launch", str(cfg), "--storage", url, cwd=tmp_path).returncode == 0
+    cfg = config(tmp_path, "more.yaml", study="more", budget={"trials": 2, "epochs": 1})
+    assert main(["launch", str(cfg), "--storage", url]) == 0
     code, out = run_in_terminal(["worker", "--study", "more", "--storage", url], tmp_path)
     assert code == 0, out
-    assert out.count(" COMPLETE ") == 3
-    assert "[########################] 3/3 finished" in out
+    assert out.count(" COMPLETE ") == 2
+    assert "[########################] 2/2 finished" in out
 
     # Not a terminal: plain lines, no bar.
-    cfg = config(tmp_path, "plain.yaml", study="plain", budget={"trials": 2, "epochs": 2})
-    result = sweeps("run", str(cfg), "--storage", url, cwd=tmp_path)
-    assert result.returncode == 0 and "\r" not in result.stdout and "#" not in result.stdout
-    assert "2/2 finished" in result.stdout
+    cfg = config(tmp_path, "plain.yaml", study="plain", budget={"trials": 2, "epochs": 1})
+    capsys.readouterr()
+    assert main(["run", str(cfg), "--storage", url]) == 0
+    plain = capsys.readouterr().out
+    assert "\r" not in plain and "#" not in plain
+    assert "2/2 finished" in plain

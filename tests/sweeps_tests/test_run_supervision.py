@@ -18,9 +18,8 @@ from optuna.artifacts import get_all_artifact_meta
 from optuna.trial import TrialState
 
 from storage.optuna_internals import storage_of
+from sweeps.cli import main
 from sweeps_helpers import config, sweeps, wait_until
-
-pytestmark = pytest.mark.slow
 
 # An objective whose environment lacks a package: every trial fails alike.
 NEEDS_A_PACKAGE = """
@@ -31,13 +30,13 @@ def objective(run):
     return helper.score(run.params["lr"])
 """
 
-# An objective slow enough to be watched (and killed) mid-trial.
+# An objective to be watched (and killed) mid-trial: while the file "hold" exists, each
+# trial waits after its first epoch.
 SLOW = """
 import os, time
 
 def objective(run):
     for epoch in range(1, run.epochs + 1):
-        time.sleep(0.3)
         run.report(epoch / 10, epoch)
         while os.path.exists("hold"):  # a test holds the trial here while it looks
             time.sleep(0.05)
@@ -61,9 +60,12 @@ def states(url: str) -> dict[str, int]:
     }
 
 
+@pytest.mark.e2e
 def test_one_error_repeating_stops_early_and_resume_continues_after_the_fix(
-    tmp_path: Path,
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:
+    """`sweeps run` in a process, then its resumes in this one (their workers in
+    processes)."""
     (tmp_path / "needs.py").write_text(NEEDS_A_PACKAGE)
     url = f"sqlite:///{tmp_path / 's.db'}"
     cfg = config(
@@ -84,24 +86,25 @@ def test_one_error_repeating_stops_early_and_resume_continues_after_the_fix(
     assert f"continue with: sweeps run {cfg} --resume" in result.stderr
     assert "Traceback" not in result.stdout + result.stderr
 
-    again = sweeps("run", str(cfg), "--workers", "2", "--storage", url, "--resume", cwd=tmp_path)
-    assert again.returncode == 1  # the cause is still there: it stops again, as early
-    assert "failed with the same error" in again.stdout
+    monkeypatch.chdir(tmp_path)  # the objective's module is here
+    resume = ["run", str(cfg), "--workers", "1", "--storage", url, "--resume"]
+    assert main(resume) == 1  # the cause is still there: it stops again, as early
+    assert "failed with the same error" in capsys.readouterr().out
     assert states(url)["FAIL"] - failed <= 6
 
     (tmp_path / "helper_package_not_installed.py").write_text("def score(lr):\n    return lr\n")
-    fixed = sweeps("run", str(cfg), "--workers", "2", "--storage", url, "--resume", cwd=tmp_path)
-    assert fixed.returncode == 0, fixed.stdout + fixed.stderr
+    assert main(resume) == 0, capsys.readouterr()
     assert states(url).get("COMPLETE") == 12
 
 
 def start_run(tmp_path: Path, url: str, *extra: str) -> subprocess.Popen[str]:
+    """`sweeps run` of 4 trials on two workers, their trials held while "hold" exists."""
     (tmp_path / "slow.py").write_text(SLOW)
     cfg = config(
         tmp_path,
         objective="slow:objective",
-        budget={"trials": 6, "epochs": 3},
-        heartbeat={"interval": 0.2, "grace_period": 1.0},
+        budget={"trials": 4, "epochs": 3},
+        heartbeat={"interval": 0.25, "grace_period": 2.0},
         space=SPACE,
     )
     run = subprocess.Popen(
@@ -130,28 +133,45 @@ def running_trials(url: str) -> list[optuna.trial.FrozenTrial]:
 
 
 def kill_a_worker(url: str) -> int:
-    """SIGKILL the worker of a trial in training; its process id."""
-    seen: list[optuna.trial.FrozenTrial] = []
-
-    def one_running() -> bool:
-        seen[:] = running_trials(url)  # kept: a second read may find the trial ended
-        return bool(seen)
-
-    wait_until(one_running)
-    pid = int(seen[0].user_attrs["sweeps:worker"].rpartition(":")[2])
+    """SIGKILL the worker of a trial held in training; its process id."""
+    wait_until(lambda: running_trials(url))
+    trial = running_trials(url)[0]  # held: still running
+    pid = int(trial.user_attrs["sweeps:worker"].rpartition(":")[2])
     os.kill(pid, signal.SIGKILL)
     return pid
 
 
-def test_a_killed_worker_is_named_as_it_dies(tmp_path: Path) -> None:
+@pytest.mark.e2e
+def test_status_shows_running_trials_and_a_killed_worker_is_named_as_it_dies(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """While the trials are held: `sweeps status` shows them running, with their epoch,
+    worker and last value. Then a worker is SIGKILLed: `sweeps run` names it as it dies,
+    and the survivor finishes the budget."""
     url = f"sqlite:///{tmp_path / 's.db'}"
+    (tmp_path / "hold").touch()  # trials wait after their first epoch while it exists
     run = start_run(tmp_path, url)
-    pid = kill_a_worker(url)
+    try:
+        wait_until(lambda: running_trials(url))
+        capsys.readouterr()
+        assert main(["status", "--study", "t", "--storage", url, "--format", "json"]) == 0
+        running = json.loads(capsys.readouterr().out)["running"]
+        assert main(["status", "--study", "t", "--storage", url]) == 0
+        table = capsys.readouterr().out
+        pid = kill_a_worker(url)
+    finally:
+        (tmp_path / "hold").unlink()  # the others go on
     out, err = run.communicate(timeout=300)
+    assert running
+    for r in running:
+        assert r["worker"].rpartition(":")[2].isdigit()
+        assert r["epoch"] == 0 or r["value"] == r["epoch"] / 10
+    assert "running trial epoch     last  worker  settings" in table
+
     assert f"(pid {pid}) was killed by SIGKILL, a signal not from lr-sweeps; " in out, out
     assert run.returncode == 0, err  # the survivor finished the study's budget
     assert "ended with an error" not in err
-    assert states(url).get("COMPLETE") == 6  # its trial was reaped and retried
+    assert states(url).get("COMPLETE") == 4  # its trial was reaped and retried
     # The reaped trial's page shows the curves its lost worker stored, as a FAIL's does.
     study = optuna.load_study(study_name="t", storage=url)
     (lost,) = study.get_trials(states=(TrialState.FAIL,))
@@ -167,33 +187,20 @@ def test_a_killed_worker_is_named_as_it_dies(tmp_path: Path) -> None:
     assert epochs[1:] == [f"{e},{v}," for e, v in sorted(lost.intermediate_values.items())]
 
 
+@pytest.mark.e2e
 def test_restart_workers_starts_a_killed_worker_again(tmp_path: Path) -> None:
     url = f"sqlite:///{tmp_path / 's.db'}"
+    (tmp_path / "hold").touch()
     run = start_run(tmp_path, url, "--restart-workers", "1")
-    pid = kill_a_worker(url)
+    try:
+        pid = kill_a_worker(url)
+    finally:
+        (tmp_path / "hold").unlink()
     out, err = run.communicate(timeout=300)
     assert run.returncode == 0, out + err
     assert f"(pid {pid}) was killed by SIGKILL" in out
     assert "started again as pid" in out and "(0 restart(s) left)" in out
-    assert states(url).get("COMPLETE") == 6
-
-
-def test_status_shows_running_trials_with_epoch_worker_and_last_value(tmp_path: Path) -> None:
-    url = f"sqlite:///{tmp_path / 's.db'}"
-    (tmp_path / "hold").touch()  # trials wait after their first epoch while it exists
-    run = start_run(tmp_path, url)
-    wait_until(lambda: running_trials(url))
-    shown = sweeps("status", "--study", "t", "--storage", url, "--format", "json", cwd=tmp_path)
-    table = sweeps("status", "--study", "t", "--storage", url, cwd=tmp_path)
-    (tmp_path / "hold").unlink()
-    run.communicate(timeout=300)
-    assert shown.returncode == 0 and table.returncode == 0, shown.stderr + table.stderr
-    running = json.loads(shown.stdout)["running"]
-    assert running, shown.stdout
-    for r in running:
-        assert r["worker"].rpartition(":")[2].isdigit()
-        assert r["epoch"] == 0 or r["value"] == r["epoch"] / 10
-    assert "running trial epoch     last  worker  settings" in table.stdout
+    assert states(url).get("COMPLETE") == 4
 
 
 def test_a_kill_is_not_blamed_on_the_trial_the_worker_finished_last() -> None:
