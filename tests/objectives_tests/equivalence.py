@@ -7,11 +7,14 @@ Run the comparison under the ``float64`` fixture (`conftest.py` says why): its t
 
 from __future__ import annotations
 
+import dataclasses
 from typing import Any
 
 import optuna
 
 from objectives import Diverged, Outcome, Run, Task, train_stack
+from objectives.builtin import ClassifierTask
+from objectives.data import Split
 
 # Relative tolerance for float64 training: kernels' rounding differences stay far below it
 # after the tests' few epochs, while a row using another row's lr, momentum, gradient or
@@ -88,6 +91,20 @@ def stacked_and_alone(
         rec.run.flush()
     singles = [alone(task, p, i, epochs, args) for i, p in enumerate(settings)]
     return list(zip(stacked, singles, outcomes, strict=True))
+
+
+def on_fewer_examples(task: ClassifierTask, train: int, val: int) -> ClassifierTask:
+    """``task`` with only the first ``train`` training and ``val`` validation examples of its
+    data: what an equivalence test compares is step by step, and a stack that mixes its
+    trials up shows within a few steps, so a few batches per epoch are enough."""
+
+    def data(device: Any) -> Split:
+        full = task.make_data(device)
+        return Split(
+            full.x_train[:train], full.y_train[:train], full.x_val[:val], full.y_val[:val]
+        )
+
+    return dataclasses.replace(task, make_data=data)
 
 
 def _rel(a: float, b: float) -> float:

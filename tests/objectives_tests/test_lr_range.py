@@ -1,6 +1,6 @@
 """The lr range test: its reading of a loss curve (steepest descent, lowest point) is not
 fooled by a single spike or dip, and `sweeps lr-range` prints a range, plots it and writes
-a config with it."""
+a config with it; its errors are one line and exit 2."""
 
 from __future__ import annotations
 
@@ -8,11 +8,13 @@ import math
 import re
 import shutil
 from pathlib import Path
+from typing import Any
 
 import pytest
 import yaml
 
 from objectives.lr_range import analyse
+from sweeps.cli import main
 from sweeps_helpers import config, sweeps
 
 REPO = Path(__file__).resolve().parents[2]
@@ -48,7 +50,10 @@ def test_a_single_spike_or_dip_does_not_move_the_suggestion(jump: float) -> None
         assert test.lowest == pytest.approx(clean.lowest, rel=0.15), at
 
 
+@pytest.mark.e2e
 def test_lr_range_prints_plots_and_writes_a_config(tmp_path: Path) -> None:
+    """The one run of `sweeps lr-range` in a process of its own, on the README's example;
+    the tests below call the command in this process."""
     shutil.copy(REPO / "examples" / "digits.yaml", tmp_path / "digits.yaml")
     result = sweeps("lr-range", "digits.yaml", "--steps", "150", "--write", cwd=tmp_path)
     assert result.returncode == 0, result.stdout + result.stderr
@@ -65,7 +70,25 @@ def test_lr_range_prints_plots_and_writes_a_config(tmp_path: Path) -> None:
         "high": high,
         "log": True,
     }
-    assert sweeps("validate", str(copy), cwd=tmp_path).returncode == 0
+    assert main(["validate", str(copy)]) == 0
+
+
+def lr_range(
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+    *args: str,
+    **cfg: Any,
+) -> tuple[int, str]:
+    """``sweeps lr-range`` on a config of ``cfg`` in this process, from ``tmp_path``: its
+    exit code and what it wrote to stderr (nothing to stdout)."""
+    path = config(tmp_path, **cfg)
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.syspath_prepend(str(tmp_path))  # undoes what importing the objective adds
+    code = main(["lr-range", str(path), *args])
+    out, err = capsys.readouterr()
+    assert out == ""
+    return code, err
 
 
 @pytest.mark.parametrize(
@@ -77,28 +100,37 @@ def test_lr_range_prints_plots_and_writes_a_config(tmp_path: Path) -> None:
     ],
 )
 def test_bad_arguments_are_one_line_and_exit_2(
-    tmp_path: Path, args: list[str], message: str
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+    args: list[str],
+    message: str,
 ) -> None:
-    cfg = config(tmp_path)
-    result = sweeps("lr-range", str(cfg), *args, cwd=tmp_path)
-    assert result.returncode == 2
-    assert result.stderr.startswith(message) and result.stderr.count("\n") == 1
+    code, err = lr_range(tmp_path, monkeypatch, capsys, *args)
+    assert code == 2
+    assert err.startswith(message) and err.count("\n") == 1
     assert not list(tmp_path.glob("*.png"))
 
 
-def test_a_function_with_its_own_loop_is_refused(tmp_path: Path) -> None:
-    (tmp_path / "own.py").write_text("def objective(run):\n    return 0.0\n")
-    cfg = config(tmp_path, objective="own:objective")
-    result = sweeps("lr-range", str(cfg), cwd=tmp_path)
-    assert result.returncode == 2
-    assert result.stderr.startswith("error: objective: lr-range trains a task")
+def test_a_function_with_its_own_loop_is_refused(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    (tmp_path / "lr_range_own_loop.py").write_text("def objective(run):\n    return 0.0\n")
+    code, err = lr_range(tmp_path, monkeypatch, capsys, objective="lr_range_own_loop:objective")
+    assert code == 2
+    assert err.startswith("error: objective: lr-range trains a task")
 
 
-def test_a_loss_that_diverges_at_once_is_a_one_line_error(tmp_path: Path) -> None:
+def test_a_loss_that_diverges_at_once_is_a_one_line_error(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
     space = {"lr": 0.1, "optimizer": "adamw", "batch_size": 32, "schedule": {"constant": {}}}
-    cfg = config(tmp_path, space=space)
-    result = sweeps(
-        "lr-range", str(cfg), "--min-lr", "5", "--max-lr", "100", "--steps", "60", cwd=tmp_path
+    code, err = lr_range(
+        tmp_path,
+        monkeypatch,
+        capsys,
+        *["--min-lr", "5", "--max-lr", "100", "--steps", "60"],
+        space=space,
     )
-    assert result.returncode == 2, result.stdout + result.stderr
-    assert result.stderr == "error: --min-lr: adamw: the loss diverged at once; lower --min-lr\n"
+    assert code == 2
+    assert err == "error: --min-lr: adamw: the loss diverged at once; lower --min-lr\n"

@@ -23,6 +23,7 @@ from equivalence import (
     Recorder,
     alone,
     assert_same_curves,
+    on_fewer_examples,
     preempt_after,
     stacked_and_alone,
 )
@@ -31,18 +32,30 @@ from objectives.batched_model import BatchedModel
 from objectives.builtin import ClassifierTask, digits_cnn, digits_mlp, tiny_lm
 from objectives.losses import cross_entropy
 
+# The equivalence runs: 96 training images in batches of 32 (3 steps an epoch) for 3 epochs,
+# on narrow models. Every schedule below changes its lr within those 9 steps (the test
+# checks it; the plateau's threshold makes every epoch after the first a stall), and no two
+# trials share their hyperparameters, so a row that takes another's lr, momentum, betas,
+# gradient, data or state leaves its curve at once (`test_the_check_fails_...`).
+EPOCHS = 3
+BATCH = 32
+MLP = on_fewer_examples(digits_mlp, train=3 * BATCH, val=64)
+CNN = on_fewer_examples(digits_cnn, train=3 * BATCH, val=64)
+MLP_ARGS = {"hidden": 8}
+CNN_ARGS = {"channels": 2}
+
 FAMILY_PARAMS: dict[str, dict[str, Any]] = {
     "constant": {},
     "polynomial": {"polynomial.power": 2.0},
     "inverse_power": {"inverse_power.power": 0.5},
-    "grad_norm": {"grad_norm.window": 5, "grad_norm.min_ratio": 0.1},
-    "step": {"step.decay_rate": 0.5, "step.decay_steps": 20},
-    "exponential": {"exponential.decay_rate": 0.5, "exponential.decay_steps": 30},
-    "cosine": {"cosine.warmup_steps": 10},
+    "grad_norm": {"grad_norm.window": 2, "grad_norm.min_ratio": 0.1, "grad_norm.max_ratio": 4.0},
+    "step": {"step.decay_rate": 0.5, "step.decay_steps": 2},
+    "exponential": {"exponential.decay_rate": 0.5, "exponential.decay_steps": 3},
+    "cosine": {"cosine.warmup_steps": 2},
     "linear": {},
-    "wsd": {"wsd.warmup_steps": 10, "wsd.decay_fraction": 0.3},
-    "onecycle": {"onecycle.pct_start": 0.2},
-    "plateau": {"plateau.patience": 0, "plateau.factor": 0.5},
+    "wsd": {"wsd.warmup_steps": 2, "wsd.decay_fraction": 0.5},
+    "onecycle": {"onecycle.pct_start": 0.3},
+    "plateau": {"plateau.patience": 0, "plateau.factor": 0.5, "plateau.threshold": 10.0},
 }
 OPTIMIZERS = {
     "sgd": {
@@ -66,44 +79,68 @@ def test_every_family_is_covered() -> None:
     assert set(FAMILY_PARAMS) == set(schedules.SCHEDULES)
 
 
-def trials(batch_size: int = 64) -> list[dict[str, Any]]:
-    return [
-        {**OPTIMIZERS[opt], "batch_size": batch_size, "schedule": family, **extra}
-        for opt in OPTIMIZERS
-        for family, extra in FAMILY_PARAMS.items()
-    ]
+def trials(batch_size: int = BATCH) -> list[dict[str, Any]]:
+    """Every family with both optimizers, each trial with hyperparameters of its own."""
+    out = []
+    for i, (family, extra) in enumerate(FAMILY_PARAMS.items()):
+        own = 1 + i / 10  # lr, weight decay; and momentum or beta1 alternate
+        sgd = {**OPTIMIZERS["sgd"], "momentum": (0.9, 0.6)[i % 2]}
+        adamw = {**OPTIMIZERS["adamw"], "beta1": (0.9, 0.8)[i % 2]}
+        for opt in (sgd, adamw):
+            out.append(
+                {
+                    **opt,
+                    "lr": opt["lr"] * own,
+                    "weight_decay": opt["weight_decay"] * own,
+                    "batch_size": batch_size,
+                    "schedule": family,
+                    **extra,
+                }
+            )
+    return out
 
 
 # The CNN's own layers (convolutions, pooling) under both optimizers, an adaptive schedule
 # among them; the MLP covers every family with both.
-CNN_TRIALS = [trials()[i] for i in (3, 4, 11 + 6, 11 + 10)]
+CNN_TRIALS = [
+    t
+    for t in trials()
+    if (t["optimizer"], t["schedule"])
+    in {("sgd", "grad_norm"), ("sgd", "step"), ("adamw", "cosine"), ("adamw", "plateau")}
+]
 
 
 @pytest.mark.usefixtures("float64")
 @pytest.mark.parametrize(
-    ("task", "settings", "epochs"),
-    [(digits_mlp, trials(), 3), (digits_cnn, CNN_TRIALS, 2)],
+    ("task", "settings", "args"),
+    [(MLP, trials(), MLP_ARGS), (CNN, CNN_TRIALS, CNN_ARGS)],
     ids=["digits_mlp", "digits_cnn"],
 )
 def test_each_trial_in_a_stack_equals_the_trial_trained_alone(
-    task: ClassifierTask, settings: list[dict[str, Any]], epochs: int
+    task: ClassifierTask, settings: list[dict[str, Any]], args: dict[str, Any]
 ) -> None:
-    for stacked, single, outcome in stacked_and_alone(task, settings, epochs):
+    for stacked, single, outcome in stacked_and_alone(task, settings, EPOCHS, args):
         assert_same_curves(stacked, single)
         assert outcome == pytest.approx(single.epochs[-1]["value"], rel=REL)
+        # Each schedule changes its lr within these few steps, so a row that follows
+        # another's schedule shows.
+        lrs = {point["lr"] for point in single.steps}
+        assert (len(lrs) > 1) == (single.run.params["schedule"] != "constant"), lrs
 
 
 @pytest.mark.usefixtures("float64")
 def test_a_diverging_trial_leaves_the_stack_and_the_others_are_unaffected() -> None:
-    good = {**OPTIMIZERS["sgd"], "batch_size": 64, "schedule": "cosine"}
-    bad = {**good, "lr": 1e12, "weight_decay": 1.0}  # overflows float64 too
-    stacked = [Recorder(p, seed=i, epochs=2) for i, p in enumerate([good, bad, good])]
-    outcomes = train_stack(digits_mlp, [r.run for r in stacked])
+    good = {**OPTIMIZERS["sgd"], "batch_size": BATCH, "schedule": "cosine"}
+    bad = {**good, "lr": 1e100, "weight_decay": 1.0}  # overflows float64 within 3 steps
+    stacked = [
+        Recorder(p, seed=i, epochs=2, args=MLP_ARGS) for i, p in enumerate([good, bad, good])
+    ]
+    outcomes = train_stack(MLP, [r.run for r in stacked])
     assert isinstance(outcomes[1], Diverged)
     assert "train loss is" in str(outcomes[1])
     for i in (0, 2):
         stacked[i].run.flush()
-        assert_same_curves(stacked[i], alone(digits_mlp, good, seed=i, epochs=2))
+        assert_same_curves(stacked[i], alone(MLP, good, seed=i, epochs=2, args=MLP_ARGS))
 
 
 class PruneTrialOne(optuna.pruners.BasePruner):
@@ -115,37 +152,40 @@ class PruneTrialOne(optuna.pruners.BasePruner):
 
 @pytest.mark.usefixtures("float64")
 def test_a_pruned_trial_leaves_the_stack_and_the_others_are_unaffected() -> None:
-    params = {**OPTIMIZERS["adamw"], "batch_size": 64, "schedule": "linear"}
-    stacked = [Recorder(params, seed=i, epochs=3) for i in range(3)]
-    pruned = Recorder(params, seed=3, epochs=3, pruner=PruneTrialOne())
-    outcomes = train_stack(
-        digits_mlp, [stacked[0].run, pruned.run, stacked[1].run, stacked[2].run]
-    )
+    params = {**OPTIMIZERS["adamw"], "batch_size": BATCH, "schedule": "linear"}
+    stacked = [Recorder(params, seed=i, epochs=2, args=MLP_ARGS) for i in range(3)]
+    pruned = Recorder(params, seed=3, epochs=2, args=MLP_ARGS, pruner=PruneTrialOne())
+    outcomes = train_stack(MLP, [stacked[0].run, pruned.run, stacked[1].run, stacked[2].run])
     assert isinstance(outcomes[1], optuna.TrialPruned)
     assert [e["epoch"] for e in pruned.epochs] == [1]
     for i, rec in enumerate(stacked):
         rec.run.flush()
-        assert_same_curves(rec, alone(digits_mlp, params, seed=i, epochs=3))
+        assert_same_curves(rec, alone(MLP, params, seed=i, epochs=2, args=MLP_ARGS))
 
 
 @pytest.mark.usefixtures("float64")
 def test_a_stacked_checkpoint_resumes_alone_exactly() -> None:
     settings = [
-        {**OPTIMIZERS[o], "batch_size": 64, "schedule": "grad_norm", **FAMILY_PARAMS["grad_norm"]}
+        {
+            **OPTIMIZERS[o],
+            "batch_size": BATCH,
+            "schedule": "grad_norm",
+            **FAMILY_PARAMS["grad_norm"],
+        }
         for o in OPTIMIZERS
     ]
-    full = [alone(digits_mlp, p, seed=i, epochs=3) for i, p in enumerate(settings)]
+    full = [alone(MLP, p, seed=i, epochs=3, args=MLP_ARGS) for i, p in enumerate(settings)]
     # Train both in a stack, stopping after epoch 2 (after its checkpoint is written).
-    stacked = [Recorder(p, seed=i, epochs=3) for i, p in enumerate(settings)]
+    stacked = [Recorder(p, seed=i, epochs=3, args=MLP_ARGS) for i, p in enumerate(settings)]
     preempt_after(stacked, epoch=2)
     with pytest.raises(Preempted):
-        train_stack(digits_mlp, [r.run for r in stacked])
+        train_stack(MLP, [r.run for r in stacked])
 
     for i, params in enumerate(settings):
-        resumed = Recorder(params, seed=i, epochs=3)
+        resumed = Recorder(params, seed=i, epochs=3, args=MLP_ARGS)
         resumed.saved = stacked[i].saved
         assert resumed.saved is not None
-        value = digits_mlp(resumed.run)  # alone, from the stacked trial's checkpoint
+        value = MLP(resumed.run)  # alone, from the stacked trial's checkpoint
         expected = full[i].epochs[-1]["value"]
         assert value == pytest.approx(expected, rel=REL)
         assert [e["epoch"] for e in resumed.epochs] == [1, 2, 3]
@@ -159,30 +199,29 @@ def test_trials_joining_a_running_pool_train_as_they_would_alone() -> None:
     rows are reordered by kind), one resuming from another run's checkpoint at another
     epoch, one with another batch size (a second stack). Every curve equals its trial's
     alone, and each trial ends when its own epochs are done."""
-    sgd = {**OPTIMIZERS["sgd"], "batch_size": 64, "schedule": "wsd", **FAMILY_PARAMS["wsd"]}
+    sgd = {**OPTIMIZERS["sgd"], "batch_size": BATCH, "schedule": "wsd", **FAMILY_PARAMS["wsd"]}
     adamw = {
         **OPTIMIZERS["adamw"],
-        "batch_size": 64,
+        "batch_size": BATCH,
         "schedule": "grad_norm",
         **FAMILY_PARAMS["grad_norm"],
     }
-    small_batches = {**sgd, "batch_size": 32}
+    small_batches = {**sgd, "batch_size": BATCH // 2}
 
-    earlier = Recorder(adamw, seed=4, epochs=3)  # stopped after its first epoch elsewhere
+    def recorder(params: dict[str, Any], seed: int, epochs: int = 3) -> Recorder:
+        return Recorder(params, seed=seed, epochs=epochs, args=MLP_ARGS)
+
+    earlier = recorder(adamw, seed=4)  # stopped after its first epoch elsewhere
     preempt_after([earlier], epoch=1)
     with pytest.raises(Preempted):
-        train_stack(digits_mlp, [earlier.run])
+        train_stack(MLP, [earlier.run])
 
-    first = [Recorder(adamw, seed=0, epochs=3), Recorder(sgd, seed=1, epochs=3)]
-    resumed = Recorder(adamw, seed=4, epochs=3)
+    first = [recorder(adamw, seed=0), recorder(sgd, seed=1)]
+    resumed = recorder(adamw, seed=4)
     resumed.saved = earlier.saved
-    later = [
-        Recorder(sgd, seed=2, epochs=3),
-        Recorder(adamw, seed=3, epochs=3),
-        resumed,
-        Recorder(small_batches, seed=5, epochs=2),
-    ]
-    pool = Pool(digits_mlp)
+    later = [recorder(sgd, seed=2), recorder(adamw, seed=3), resumed]
+    later.append(recorder(small_batches, seed=5, epochs=2))
+    pool = Pool(MLP)
     assert pool.join([r.run for r in first]) == []
     assert pool.train_epoch() == []
     assert pool.join([r.run for r in later]) == []
@@ -202,24 +241,25 @@ def test_trials_joining_a_running_pool_train_as_they_would_alone() -> None:
     settings = [(adamw, 0, 3), (sgd, 1, 3), (sgd, 2, 3), (adamw, 3, 3), (adamw, 4, 3)]
     settings.append((small_batches, 5, 2))
     for rec, (params, seed, epochs) in zip(first + later, settings, strict=True):
-        assert_same_curves(rec, alone(digits_mlp, params, seed=seed, epochs=epochs))
+        assert_same_curves(rec, alone(MLP, params, seed=seed, epochs=epochs, args=MLP_ARGS))
 
 
-# A stack that mixes its trials up fails the check: each breakage below acts only where
-# trials share a stack (rolling the rows of a stack of one changes nothing), or only on a
-# resume. Without them the same checks pass (`test_the_check_passes_an_unbroken_stack`).
+# A stack that mixes its trials up fails the check, at the sizes of the equivalence tests
+# above: each breakage below acts only where trials share a stack (rolling the rows of a
+# stack of one changes nothing), or only on a resume. Without them the same checks pass
+# (`test_the_check_passes_an_unbroken_stack`).
 MIXED = [
-    {**OPTIMIZERS["sgd"], "batch_size": 64, "schedule": "cosine"},
+    {**OPTIMIZERS["sgd"], "batch_size": BATCH, "schedule": "cosine"},
     {
         **OPTIMIZERS["sgd"],
         "lr": 0.05,
         "momentum": 0.5,
-        "batch_size": 64,
+        "batch_size": BATCH,
         "schedule": "grad_norm",
         **FAMILY_PARAMS["grad_norm"],
     },
-    {**OPTIMIZERS["adamw"], "batch_size": 64, "schedule": "step", **FAMILY_PARAMS["step"]},
-    {**OPTIMIZERS["adamw"], "lr": 0.002, "beta1": 0.8, "batch_size": 64, "schedule": "linear"},
+    {**OPTIMIZERS["adamw"], "batch_size": BATCH, "schedule": "step", **FAMILY_PARAMS["step"]},
+    {**OPTIMIZERS["adamw"], "lr": 0.002, "beta1": 0.8, "batch_size": BATCH, "schedule": "linear"},
 ]
 
 
@@ -227,24 +267,24 @@ def check_stacked() -> float:
     """Returns the largest relative difference between a stacked curve and its alone one."""
     return max(
         assert_same_curves(stacked, single)
-        for stacked, single, _ in stacked_and_alone(digits_mlp, MIXED, epochs=2)
+        for stacked, single, _ in stacked_and_alone(MLP, MIXED, EPOCHS, MLP_ARGS)
     )
 
 
 def check_resumed() -> None:
     """Stacked, preempted after epoch 1, resumed in a stack: as if never interrupted."""
-    first = [Recorder(p, seed=i, epochs=2) for i, p in enumerate(MIXED)]
+    first = [Recorder(p, seed=i, epochs=EPOCHS, args=MLP_ARGS) for i, p in enumerate(MIXED)]
     preempt_after(first, epoch=1)
     with pytest.raises(Preempted):
-        train_stack(digits_mlp, [r.run for r in first])
-    resumed = [Recorder(p, seed=i, epochs=2) for i, p in enumerate(MIXED)]
+        train_stack(MLP, [r.run for r in first])
+    resumed = [Recorder(p, seed=i, epochs=EPOCHS, args=MLP_ARGS) for i, p in enumerate(MIXED)]
     for rec, earlier in zip(resumed, first, strict=True):
         assert earlier.saved is not None
         rec.saved = earlier.saved
-    train_stack(digits_mlp, [r.run for r in resumed])
+    train_stack(MLP, [r.run for r in resumed])
     for i, rec in enumerate(resumed):
         rec.run.flush()
-        assert_same_curves(rec, alone(digits_mlp, MIXED[i], seed=i, epochs=2))
+        assert_same_curves(rec, alone(MLP, MIXED[i], seed=i, epochs=EPOCHS, args=MLP_ARGS))
 
 
 def _wrap(monkeypatch: pytest.MonkeyPatch, owner: Any, name: str, wrapper: Any) -> None:
@@ -358,7 +398,7 @@ def test_one_float32_step_of_a_stack_is_each_models_own_to_float32_rounding(
 ) -> None:
     """What float32 promises on any CPU: a stack's loss and gradient for each row equal
     that model's own, computed by its ``nn.Module`` forward and autograd, to rounding."""
-    args = {"dim": 32, "heads": 2, "layers": 1} if task is tiny_lm else {}
+    args = {"dim": 8, "heads": 2, "layers": 1} if task is tiny_lm else {}
     data = task.data(torch.device("cpu"))
     models = []
     for seed in range(4):

@@ -12,8 +12,8 @@ from test_task import DROPOUT, SGD, TASK
 from equivalence import Recorder, alone, assert_same_curves
 from objectives.trunks import Branch, Trunk
 
-EPOCHS = 4  # of 6 steps (192 images, batch 32): 24 steps, 21 after the warmup
-WSD = {**SGD, "batch_size": 32, "schedule": "wsd", "wsd.warmup_steps": 3, "wsd.min_lr": 0.0}
+EPOCHS = 4  # of 6 steps (96 images, batch 16): 24 steps, 21 after the warmup
+WSD = {**SGD, "batch_size": 16, "schedule": "wsd", "wsd.warmup_steps": 3, "wsd.min_lr": 0.0}
 # The trunk decays over the last half of its 21 steps: its lr holds for 3 + 10.5 steps, so
 # its checkpoints after epochs 1 and 2 (6 and 12 steps) are stable.
 TRUNK = {**WSD, "wsd.decay_fraction": 0.5, "wsd.decay_shape": "linear"}

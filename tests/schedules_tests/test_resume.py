@@ -10,7 +10,11 @@ import torch
 
 import schedules
 
-TOTAL = 400
+# A short run: each family changes its lr within it (the test checks that), and a resume
+# that loses or shifts any of the scheduler's state shows in the lrs after the split.
+TOTAL = 60
+WARMUP = 10
+METRIC_EVERY = 5  # steps between the metrics fed to the plateau
 
 
 def make_model() -> tuple[torch.nn.Module, torch.optim.Optimizer]:
@@ -22,7 +26,7 @@ def make_model() -> tuple[torch.nn.Module, torch.optim.Optimizer]:
 def train(
     model: torch.nn.Module, opt: torch.optim.Optimizer, sched: Any, steps: range
 ) -> list[float]:
-    """SGD on a fixed regression problem; feeds a metric every 10 steps."""
+    """SGD on a fixed regression problem; feeds a metric every `METRIC_EVERY` steps."""
     gen = torch.Generator().manual_seed(1)
     x = torch.randn(64, 4, generator=gen)
     y = torch.randn(64, 1, generator=gen)
@@ -34,7 +38,7 @@ def train(
         loss.backward()
         opt.step()
         sched.step()
-        if t % 10 == 9 and sched.schedule.name == "plateau":
+        if t % METRIC_EVERY == METRIC_EVERY - 1 and sched.schedule.name == "plateau":
             sched.step(1.0)  # a stalled metric: the plateau reduces after `patience`
     return lrs
 
@@ -43,14 +47,14 @@ FAMILIES: dict[str, dict[str, Any]] = {
     "constant": {},
     "polynomial": {"total_steps": TOTAL, "power": 2.0},
     "inverse_power": {"power": 0.5, "total_steps": TOTAL},
-    "grad_norm": {"window": 20, "min_ratio": 0.1},
-    "step": {"decay_rate": 0.5, "decay_steps": 50},
-    "exponential": {"decay_rate": 0.5, "decay_steps": 50},
+    "grad_norm": {"window": 4, "min_ratio": 0.1},
+    "step": {"decay_rate": 0.5, "decay_steps": 8},
+    "exponential": {"decay_rate": 0.5, "decay_steps": 8},
     "cosine": {"total_steps": TOTAL},
     "linear": {"total_steps": TOTAL},
     "wsd": {"total_steps": TOTAL, "decay_fraction": 0.5},
     "onecycle": {"total_steps": TOTAL},
-    "plateau": {"patience": 2, "factor": 0.5},
+    "plateau": {"patience": 1, "factor": 0.5},
 }
 
 
@@ -58,10 +62,10 @@ def test_every_family_is_covered() -> None:
     assert set(FAMILIES) == set(schedules.SCHEDULES)
 
 
-@pytest.mark.parametrize("split", [30, 250], ids=["mid-warmup", "mid-decay"])
+@pytest.mark.parametrize("split", [WARMUP // 2, 40], ids=["mid-warmup", "mid-decay"])
 @pytest.mark.parametrize("name", FAMILIES)
 def test_resumed_scheduler_continues_the_uninterrupted_lr_sequence(name: str, split: int) -> None:
-    sched = schedules.build(name, lr=0.05, warmup_steps=60, **FAMILIES[name])
+    sched = schedules.build(name, lr=0.05, warmup_steps=WARMUP, **FAMILIES[name])
     model, opt = make_model()
     full = train(model, opt, sched.attach(opt), range(TOTAL))
 
@@ -83,7 +87,8 @@ def test_resumed_scheduler_continues_the_uninterrupted_lr_sequence(name: str, sp
     tail = train(model, opt, resumed, range(split, TOTAL))
 
     assert head + tail == full
-    assert len(set(full)) > 3, "the run must exercise the schedule"
+    after_warmup = set(full[WARMUP:])  # the run must exercise the schedule
+    assert len(after_warmup) == 1 if name == "constant" else len(after_warmup) > 1
 
 
 def test_loading_another_schedules_state_is_refused() -> None:
