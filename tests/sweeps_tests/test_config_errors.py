@@ -1,8 +1,10 @@
-"""Malformed sweep configs through the real CLI: `sweeps validate` and `sweeps launch` must
-exit 2 with one ``error: field: why`` line per problem, never a traceback, and write nothing.
+"""Malformed sweep configs through the CLI: `sweeps validate` and `sweeps launch` must exit 2
+with one ``error: field: why`` line per problem, never a traceback, and write nothing.
 
-Every CLI run imports torch (~2 s of CPU), so the runs this module needs are started up front
-on a pool as wide as the machine (`cli`); each test then waits for its own run's outcome.
+The corpus runs through `sweeps.cli.main` in this process (`cli_in_process`: an exception it
+lets through fails the test, as a traceback would); the real program runs the base config, a
+config with many mistakes, and the configs whose process matters (a fresh process's stack and
+memory against a 5000-deep nesting and an alias bomb).
 Cases marked xfail are bugs in the source, kept here until they are fixed.
 """
 
@@ -10,11 +12,9 @@ from __future__ import annotations
 
 import copy
 import os
-import re
 import subprocess
 import sys
-from collections.abc import Callable, Iterator
-from concurrent.futures import Future, ThreadPoolExecutor
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -22,6 +22,7 @@ from typing import Any
 import optuna
 import pytest
 import yaml
+from cli_in_process import InProcess
 
 from sweeps.config import MAX_CONFIG_BYTES
 from sweeps_helpers import sweeps
@@ -477,70 +478,32 @@ CASES = [
 # --- running them ---------------------------------------------------------------------------
 
 
-class CliPool:
-    """CLI runs on a thread pool, one directory per case (its config, its SQLite file)."""
-
-    def __init__(self, tmp_path_factory: pytest.TempPathFactory) -> None:
-        self._tmp = tmp_path_factory
-        self._pool = ThreadPoolExecutor(max_workers=os.cpu_count() or 2)
-        self._configs: dict[Case, tuple[Path, str]] = {}
-        self._runs: dict[tuple[str, Case], Future[Run]] = {}
-
-    def submit(self, command: str, case: Case) -> Future[Run]:
-        if case not in self._configs:
-            directory = self._tmp.mktemp(re.sub(r"[^\w.=-]+", "_", case.id)[:40])
-            self._configs[case] = (directory, case.make(directory))
-        directory, config = self._configs[case]
-        if (command, case) not in self._runs:
-            argv = [command, config]
-            if command == "launch":
-                argv += ["--storage", storage_url(directory)]
-            self._runs[command, case] = self._pool.submit(run_cli, argv, directory)
-        return self._runs[command, case]
-
-    def result(self, command: str, case: Case) -> Run:
-        return self.submit(command, case).result()
-
-    def close(self) -> None:
-        self._pool.shutdown(cancel_futures=True)
-
-
-# The fixture a test asks for -> the command run for its case.
-COMMAND_OF_FIXTURE = {"validated": "validate", "launched": "launch"}
-
-
-@pytest.fixture(scope="module")
-def cli(
-    request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
-) -> Iterator[CliPool]:
-    """Start, in test order, every run the selected tests of this module will ask for.
-
-    Under pytest-xdist a worker runs only some of the session's items, so nothing is
-    started up front there: each test starts its own runs.
-    """
-    pool = CliPool(tmp_path_factory)
-    items = [] if hasattr(request.config, "workerinput") else request.session.items
-    for item in items:
-        callspec = getattr(item, "callspec", None)
-        if getattr(item, "module", None) is not request.module or callspec is None:
-            continue
-        case = callspec.params.get("case")
-        if isinstance(case, Case):
-            for name in getattr(item, "fixturenames", ()):
-                if name in COMMAND_OF_FIXTURE:
-                    pool.submit(COMMAND_OF_FIXTURE[name], case)
-    yield pool
-    pool.close()
-
-
 @pytest.fixture
-def validated(case: Case, cli: CliPool) -> Run:
-    return cli.result("validate", case)
+def cli(monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> InProcess:
+    return InProcess(monkeypatch, capsys)
 
 
-@pytest.fixture
-def launched(case: Case, cli: CliPool) -> Run:
-    return cli.result("launch", case)
+def written(case: Case, directory: Path) -> str:
+    """The case's files in ``directory``; its CONFIG argument."""
+    return case.make(directory)
+
+
+def validate_in_process(cli: InProcess, case: Case, directory: Path) -> Run:
+    config = written(case, directory)
+    done = cli("validate", config, cwd=directory)
+    return Run(["validate", config], directory, done.returncode, done.stdout, done.stderr)
+
+
+def launch_in_process(cli: InProcess, case: Case, directory: Path) -> Run:
+    argv = ["launch", written(case, directory), "--storage", storage_url(directory)]
+    done = cli(*argv, cwd=directory)
+    return Run(argv, directory, done.returncode, done.stdout, done.stderr)
+
+
+def launch_in_a_process(case: Case, directory: Path) -> Run:
+    return run_cli(
+        ["launch", written(case, directory), "--storage", storage_url(directory)], directory
+    )
 
 
 def assert_rejected(run: Run, fields: tuple[str, ...]) -> None:
@@ -561,6 +524,11 @@ def study_names(directory: Path) -> list[str]:
     return optuna.get_all_study_names(storage=storage_url(directory))
 
 
+def case_named(id: str) -> Any:
+    (found,) = [p for p in CASES if p.id == id]
+    return found
+
+
 # --- the tests ------------------------------------------------------------------------------
 
 BASE_CASE = Case("the base config", write_text(base_text()), ())
@@ -569,22 +537,49 @@ SEVERAL = Case(
 )
 
 
-@pytest.mark.parametrize("case", [param(BASE_CASE)])
-def test_launch_base_config_creates_the_study(launched: Run) -> None:
+@pytest.mark.e2e
+def test_launch_base_config_creates_the_study(tmp_path: Path) -> None:
     """The cases' base is valid, so each case fails for its own mistake only."""
+    launched = launch_in_a_process(BASE_CASE, tmp_path)
     assert launched.code == 0, str(launched)
-    assert study_names(launched.cwd) == ["config-errors"]
+    assert study_names(tmp_path) == ["config-errors"]
 
 
 @pytest.mark.parametrize("case", CASES)
-def test_validate_malformed_config_exits_2_naming_the_field(case: Case, validated: Run) -> None:
-    assert_rejected(validated, case.fields)
+def test_validate_malformed_config_exits_2_naming_the_field(
+    case: Case, cli: InProcess, tmp_path: Path
+) -> None:
+    assert_rejected(validate_in_process(cli, case, tmp_path), case.fields)
 
 
 @pytest.mark.parametrize("case", [p for p in CASES if p.values[0].launch])
-def test_launch_malformed_config_exits_2_and_writes_no_study(case: Case, launched: Run) -> None:
-    assert_rejected(launched, case.fields)
-    assert study_names(launched.cwd) == []
+def test_launch_malformed_config_exits_2_and_writes_no_study(
+    case: Case, cli: InProcess, tmp_path: Path
+) -> None:
+    assert_rejected(launch_in_process(cli, case, tmp_path), case.fields)
+    assert study_names(tmp_path) == []
+
+
+@pytest.mark.e2e
+def test_validate_in_a_process_reports_every_mistake(tmp_path: Path) -> None:
+    """The real program: one ``error:`` line per field, nothing else, exit 2."""
+    validated = run_cli(["validate", written(SEVERAL, tmp_path)], tmp_path)
+    assert_rejected(validated, SEVERAL.fields)
+
+
+@pytest.mark.e2e
+@pytest.mark.parametrize(
+    "case",
+    [
+        case_named("budget.trials=ten"),
+        # A fresh process's own stack and memory: no crash, no blow-up.
+        case_named("a YAML alias bomb"),
+        case_named("lists nested 5000 deep"),
+    ],
+)
+def test_launch_in_a_process_exits_2_and_writes_no_study(case: Case, tmp_path: Path) -> None:
+    assert_rejected(launch_in_a_process(case, tmp_path), case.fields)
+    assert study_names(tmp_path) == []
 
 
 @pytest.mark.parametrize(
@@ -600,8 +595,10 @@ def test_launch_malformed_config_exits_2_and_writes_no_study(case: Case, launche
         ),
     ],
 )
-def test_validate_several_mistakes_reports_every_field(case: Case, validated: Run) -> None:
-    assert_rejected(validated, case.fields)
+def test_validate_several_mistakes_reports_every_field(
+    case: Case, cli: InProcess, tmp_path: Path
+) -> None:
+    assert_rejected(validate_in_process(cli, case, tmp_path), case.fields)
 
 
 def test_corpus_has_at_least_35_distinct_cases() -> None:
@@ -609,25 +606,44 @@ def test_corpus_has_at_least_35_distinct_cases() -> None:
     assert len(ids) == len(set(ids)) >= 35
 
 
-@pytest.mark.parametrize(
-    ("args", "message"),
-    [
-        (
-            ["--storage", "sqlite:///x.db", "--storage-file", "url"],
-            "error: --storage-file: give --storage or --storage-file, not both",
-        ),
-        (
-            ["--storage-file", "missing"],
-            "error: --storage-file: cannot read missing: No such file",
-        ),
-        (["--storage-file", "empty"], "error: --storage-file: empty is empty"),
-        (["--storage-file", "bad"], "error: --storage-file: unsupported database 'mysql'"),
-    ],
-)
-def test_storage_file_errors(tmp_path: Path, args: list[str], message: str) -> None:
-    (tmp_path / "empty").write_text("\n")
-    (tmp_path / "bad").write_text("mysql://u:pw@host/db\n")
+STORAGE_FILE_ERRORS = [
+    (
+        ["--storage", "sqlite:///x.db", "--storage-file", "url"],
+        "error: --storage-file: give --storage or --storage-file, not both",
+    ),
+    (
+        ["--storage-file", "missing"],
+        "error: --storage-file: cannot read missing: No such file",
+    ),
+    (["--storage-file", "empty"], "error: --storage-file: empty is empty"),
+    (["--storage-file", "bad"], "error: --storage-file: unsupported database 'mysql'"),
+]
+
+
+def storage_files(directory: Path) -> None:
+    (directory / "empty").write_text("\n")
+    (directory / "bad").write_text("mysql://u:pw@host/db\n")
+
+
+def assert_one_storage_file_error(stderr: str, message: str) -> None:
+    assert stderr.startswith(message), stderr
+    assert len(stderr.strip().splitlines()) == 1 and "pw" not in stderr
+
+
+@pytest.mark.parametrize(("args", "message"), STORAGE_FILE_ERRORS)
+def test_storage_file_errors(
+    cli: InProcess, tmp_path: Path, args: list[str], message: str
+) -> None:
+    storage_files(tmp_path)
+    result = cli("status", "--study", "t", *args, cwd=tmp_path)
+    assert result.returncode == 2
+    assert_one_storage_file_error(result.stderr, message)
+
+
+@pytest.mark.e2e
+def test_a_storage_file_error_in_a_process(tmp_path: Path) -> None:
+    storage_files(tmp_path)
+    args, message = STORAGE_FILE_ERRORS[-1]
     result = sweeps("status", "--study", "t", *args, cwd=tmp_path, timeout=60)
     assert result.returncode == 2
-    assert result.stderr.startswith(message), result.stderr
-    assert len(result.stderr.strip().splitlines()) == 1 and "pw" not in result.stderr
+    assert_one_storage_file_error(result.stderr, message)

@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import optuna
 import pytest
+from cli_in_process import InProcess
 from optuna.trial import TrialState
 
 from storage import Database
@@ -14,7 +16,7 @@ from sweeps.config import SweepConfig, parse_config
 from sweeps.samplers import PRUNERS, SAMPLERS, build_pruner, build_sampler
 from sweeps.study import launch
 from sweeps.worker import Worker
-from sweeps_helpers import config, sweeps
+from sweeps_helpers import config
 
 SPACE: dict[str, Any] = {
     "lr": {"low": 0.01, "high": 0.3, "log": True},
@@ -26,6 +28,18 @@ GRID_SPACE: dict[str, Any] = {
     "batch_size": 256,
     "schedule": {"constant": {}, "linear": {}},
 }
+
+
+@pytest.fixture(autouse=True)
+def one_torch_thread() -> Iterator[None]:
+    """Torch on one thread while a test trains in this process, as `sweeps run` gives each
+    of two workers on two cores: beside the other test process, a second thread only waits."""
+    import torch
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
 
 
 def tiny(sampler: dict[str, Any], pruner: dict[str, Any], trials: int = 4) -> SweepConfig:
@@ -142,32 +156,35 @@ FAMILIES: dict[str, Any] = {
 
 
 def test_every_family_gets_its_minimum_and_the_summary_names_those_short(
-    tmp_path: Path,
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:
     """TPE would spend a study on the family that wins at once; min_trials_per_family gives
     each family its trials first (round-robin), and an enqueued trial keeps its family. A
-    budget too small for the minimum is named in the summary."""
-    (tmp_path / "favours.py").write_text(FAVOURS_CONSTANT)
+    budget too small for the minimum is named in the summary. (`sweeps launch`, `enqueue`
+    and `status` in this process, and the worker they leave the study to.)"""
+    (tmp_path / "samplers_favours.py").write_text(FAVOURS_CONSTANT)
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.syspath_prepend(str(tmp_path))
+    cli = InProcess(monkeypatch, capsys)
     url = f"sqlite:///{tmp_path / 's.db'}"
 
     def study(name: str, trials: int) -> list[optuna.trial.FrozenTrial]:
         cfg = config(
             tmp_path,
             study=name,
-            objective="favours:objective",
+            objective="samplers_favours:objective",
             budget={"trials": trials, "epochs": 1},
             sampler={"name": "tpe", "seed": 0, "n_startup_trials": 1},
             min_trials_per_family=2,
             space={**SPACE, "schedule": FAMILIES},
         )
-        assert sweeps("launch", str(cfg), "--storage", url, cwd=tmp_path).returncode == 0
+        assert cli("launch", str(cfg), "--storage", url, cwd=tmp_path).returncode == 0
         step = '{"schedule": "step"}'
-        queued = sweeps(
-            "enqueue", "--study", name, "--params", step, "--storage", url, cwd=tmp_path
-        )
+        queued = cli("enqueue", "--study", name, "--params", step, "--storage", url, cwd=tmp_path)
         assert queued.returncode == 0, queued.stderr
-        result = sweeps("worker", "--study", name, "--storage", url, cwd=tmp_path)
-        assert result.returncode == 0, result.stdout + result.stderr
+        db = Database(url)
+        assert Worker(db, name, artifacts=tmp_path / "artifacts", log=lambda _: None).run() == 0
+        db.close()
         return optuna.load_study(study_name=name, storage=url).get_trials()
 
     done = study("t", trials=14)
@@ -178,7 +195,7 @@ def test_every_family_gets_its_minimum_and_the_summary_names_those_short(
 
     done = study("u", trials=4)
     assert {t.params["schedule"] for t in done} == {"step", "constant", "cosine", "linear"}
-    status = sweeps("status", "--study", "u", "--storage", url, cwd=tmp_path)
+    status = cli("status", "--study", "u", "--storage", url, cwd=tmp_path)
     (note,) = [line for line in status.stdout.splitlines() if line.startswith("note:")]
     assert note.startswith("note: fewer than min_trials_per_family=2 finished trials in ")
     for short in ("constant (1)", "cosine (1)", "linear (1)", "step (1)", "exponential (0)"):

@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import math
 from pathlib import Path
+from typing import Any
 
 import pytest
+from cli_in_process import InProcess
 from test_results import png_size
 
 import schedules
@@ -46,7 +48,13 @@ def test_nominal_lr_is_the_closed_form_or_warmup_then_peak(family: str) -> None:
         assert sched.nominal_lr_at(t) == pytest.approx(expected)
 
 
-def test_plot_a_config_and_families(tmp_path: Path) -> None:
+@pytest.fixture
+def cli(monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> InProcess:
+    return InProcess(monkeypatch, capsys)
+
+
+@pytest.mark.e2e
+def test_sweeps_schedules_plot_draws_a_configs_samples(tmp_path: Path) -> None:
     result = sweeps(
         "schedules",
         "plot",
@@ -59,32 +67,45 @@ def test_plot_a_config_and_families(tmp_path: Path) -> None:
     )
     assert result.returncode == 0, result.stderr
     assert png_size((tmp_path / "p" / "cfg.png").read_bytes()) == (1500, 340)
-    result = sweeps("schedules", "plot", "all", "--out", "all.png", cwd=tmp_path)
+
+
+def test_plot_families_and_a_user_objectives_config(tmp_path: Path, cli: InProcess) -> None:
+    result = cli("schedules", "plot", "all", "--out", "all.png", cwd=tmp_path)
     assert result.returncode == 0, result.stderr
     assert png_size((tmp_path / "all.png").read_bytes()) == (1500, 4 * 340)
-    result = sweeps("schedules", "plot", "cosine,wsd", "--out", "two.png", cwd=tmp_path)
+    result = cli("schedules", "plot", "cosine,wsd", "--out", "two.png", cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
     assert png_size((tmp_path / "two.png").read_bytes()) == (1000, 340)
     # A user objective's steps per epoch are unknown: the run length must be given.
-    sine = str(REPO / "examples" / "sine.yaml")
-    result = sweeps("schedules", "plot", sine, "--out", "s.png", "--total-steps", "400", cwd=REPO)
+    sine, out = str(REPO / "examples" / "sine.yaml"), str(tmp_path / "s.png")
+    result = cli("schedules", "plot", sine, "--out", out, "--total-steps", "400", cwd=REPO)
     assert result.returncode == 0, result.stderr
-    (REPO / "s.png").unlink()
+    assert min(png_size((tmp_path / "s.png").read_bytes())) > 0
 
 
-@pytest.mark.parametrize(
-    ("args", "message"),
-    [
-        (["nope", "--out", "x.png"], "error: CONFIG_OR_FAMILY: 'nope' is neither a config"),
-        (["cosine", "--out", "x.jpg"], "error: --out: must name a .png file, got 'x.jpg'"),
-        (["cosine", "--out", "x.png", "--samples", "0"], "error: --samples: must be an"),
-        (["cosine", "--out", "x.png", "--lr", "-1"], "error: cosine --lr:"),
-        (["cosine", "--out", "x.png", "--total-steps", "1"], "error: --total-steps: must be"),
-        (["examples/sine.yaml", "--out", "x.png"], "error: --total-steps: required for objective"),
-        (["cosine", "--out", "README.md/x.png"], "error: --out: cannot write README.md/x.png"),
-    ],
-)
-def test_plot_refuses_bad_input(args: list[str], message: str) -> None:
-    result = sweeps("schedules", "plot", *args, cwd=REPO)
+BAD_INPUT = [
+    (["nope", "--out", "x.png"], "error: CONFIG_OR_FAMILY: 'nope' is neither a config"),
+    (["cosine", "--out", "x.jpg"], "error: --out: must name a .png file, got 'x.jpg'"),
+    (["cosine", "--out", "x.png", "--samples", "0"], "error: --samples: must be an"),
+    (["cosine", "--out", "x.png", "--lr", "-1"], "error: cosine --lr:"),
+    (["cosine", "--out", "x.png", "--total-steps", "1"], "error: --total-steps: must be"),
+    (["examples/sine.yaml", "--out", "x.png"], "error: --total-steps: required for objective"),
+    (["cosine", "--out", "README.md/x.png"], "error: --out: cannot write README.md/x.png"),
+]
+
+
+def assert_refused(result: Any, message: str) -> None:
     assert result.returncode == 2, result.stderr
     assert result.stderr.startswith(message), result.stderr
     assert "Traceback" not in result.stderr and not (REPO / "x.png").exists()
+
+
+@pytest.mark.parametrize(("args", "message"), BAD_INPUT)
+def test_plot_refuses_bad_input(cli: InProcess, args: list[str], message: str) -> None:
+    assert_refused(cli("schedules", "plot", *args, cwd=REPO), message)
+
+
+@pytest.mark.e2e
+def test_sweeps_schedules_plot_refuses_bad_input() -> None:
+    args, message = BAD_INPUT[0]
+    assert_refused(sweeps("schedules", "plot", *args, cwd=REPO), message)
