@@ -12,8 +12,11 @@ in a real process) fails the test.
 
 from __future__ import annotations
 
+import contextlib
+import io
 import logging
 import os
+import subprocess
 import sys
 import warnings
 from dataclasses import dataclass
@@ -74,6 +77,31 @@ class InProcess:
             for w in shown
         )
         return Result(list(args), code, out, err)
+
+
+def sweeps_here(*args: str, cwd: Path) -> subprocess.CompletedProcess[str]:
+    """``sweeps ARGS`` run in this process with ``cwd`` as the current directory, without
+    pytest's fixtures (for a fixture's or a helper's set-up: ``launch``, ``enqueue``,
+    ``status``): its exit code and what it printed, as `sweeps_helpers.sweeps` gives them.
+    ``sys.path`` and the modules imported from ``cwd`` are restored afterwards."""
+    from sweeps.cli import main
+
+    out, err = io.StringIO(), io.StringIO()
+    path, modules = list(sys.path), set(sys.modules)
+    try:
+        with (
+            contextlib.chdir(cwd),
+            contextlib.redirect_stdout(out),
+            contextlib.redirect_stderr(err),
+        ):
+            try:
+                code = main(list(args))
+            except SystemExit as e:  # argparse refusing the arguments
+                code = e.code if isinstance(e.code, int) else 2
+    finally:
+        sys.path[:] = path
+        _forget_modules_from(cwd, modules)
+    return subprocess.CompletedProcess(["sweeps", *args], code, out.getvalue(), err.getvalue())
 
 
 def _python_default_warning_filters() -> None:

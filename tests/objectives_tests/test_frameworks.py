@@ -1,9 +1,16 @@
-"""A Lightning module and an HF Trainer model swept through the CLI with one call of glue
-(`objectives.lightning.fit`, `objectives.transformers.train`): two workers finish exactly
-the budget with pruning, the lr each framework applied (read back from its optimizer) is
-the schedule's at every step, a SIGKILLed worker's trial resumes from the framework's own
-checkpoint (Lightning's loaded weights-only: a pickle put in it runs no code), and SIGTERM
-hands the trial back."""
+"""A Lightning module and an HF Trainer model swept with one call of glue
+(`objectives.lightning.fit`, `objectives.transformers.train`).
+
+Through the CLI, in real processes: the README's HF example runs as written, two workers
+finishing exactly the budget, each step's lr stored as the schedule's and each trial's
+curves on the dashboard; a Lightning worker stopped by SIGTERM hands its trial back, and a
+SIGKILLed one's trial resumes from Lightning's own checkpoint.
+
+In this process: the README's Lightning example trains a trial as a worker sets it up; and,
+on a tiny model whose training step reads the lr back from the framework's optimizer, for
+each framework, pruning stops training after the pruned epoch, every step ran at the
+schedule's lr, and a trial stopped after an epoch (handed back, killed) resumes from the
+framework's checkpoint (Lightning's loaded weights-only: a pickle put in it runs no code)."""
 
 from __future__ import annotations
 
@@ -12,30 +19,33 @@ import pickle
 import signal
 import subprocess
 import sys
+from collections.abc import Callable
 from pathlib import Path
 
 import optuna
 import pytest
 import sqlalchemy
 import torch
+from cli_in_process import sweeps_here
 from optuna.artifacts import get_all_artifact_meta
 from optuna.trial import FrozenTrial, TrialState
 
 import objectives
+from objectives.data import digits
+from objectives.run import HandBack
 from storage.optuna_internals import storage_of, trial_id_of
 from sweeps.trial_attrs import params_of
 from sweeps_helpers import config, sweeps, wait_until
 
-pytestmark = pytest.mark.slow
 pytest.importorskip("lightning")
 pytest.importorskip("transformers")
 
 POINTS, BATCH = 96, 32  # 3 optimizer steps an epoch
 
 # Each objective writes the (step, lr) its framework applied, read from its optimizer in
-# the training step, to applied-<trial>.json; `pause` slows each epoch down to be killed.
+# the training step, to applied-<trial>.json.
 DATA = f"""
-import json, time
+import json, os, time
 import torch
 from torch import nn
 
@@ -60,12 +70,18 @@ from torch.utils.data import DataLoader, TensorDataset
 from objectives.lightning import fit
 
 class Regressor(pl.LightningModule):
-    def __init__(self, width=8, pause=0.0):
+    def __init__(self, width=8):
         super().__init__()
         self.save_hyperparameters()
         self.net = nn.Sequential(nn.Linear(2, width), nn.Tanh(), nn.Linear(width, 1))
 
     def training_step(self, batch, _):
+        # A test's gate: while hold-<N> exists, epoch N+1 waits to start (held-<N> says so),
+        # the N epochs before it reported and saved.
+        if os.path.exists(f"hold-{self.current_epoch}"):
+            open(f"held-{self.current_epoch}", "w").close()
+            while os.path.exists(f"hold-{self.current_epoch}"):
+                time.sleep(0.05)
         APPLIED.append((self.global_step, self.optimizers().param_groups[0]["lr"]))
         x, y = batch
         return nn.functional.mse_loss(self.net(x), y)
@@ -73,7 +89,6 @@ class Regressor(pl.LightningModule):
     def validation_step(self, batch, _):
         x, y = batch
         self.log("val_score", -nn.functional.mse_loss(self.net(x), y))
-        time.sleep(self.hparams.pause)
 
 def objective(run):
     data = TensorDataset(*points())
@@ -111,23 +126,18 @@ class Points(torch.utils.data.Dataset):
         return {"x": self.x[i], "labels": self.y[i]}
 
 class Applied(transformers.TrainerCallback):
-    def __init__(self, pause):
-        self.pause = pause
     def on_step_begin(self, args, state, control, optimizer=None, **kwargs):
         APPLIED.append((state.global_step, optimizer.param_groups[0]["lr"]))
-    def on_evaluate(self, args, state, control, **kwargs):
-        time.sleep(self.pause)
 
 def score(prediction):
     logits, labels = prediction
     return {"score": -float(((logits - labels) ** 2).mean())}
 
 def objective(run):
-    pause = run.args.pop("pause", 0.0)
     try:
         return train(run, lambda: Regressor(**run.args), monitor="score",
                      train_dataset=Points(), eval_dataset=Points(), compute_metrics=score,
-                     callbacks=[Applied(pause)])
+                     callbacks=[Applied()])
     finally:
         save_applied(run)
 """
@@ -141,59 +151,66 @@ SPACE = {
     "schedule": {"cosine": {"warmup_steps": 2}, "step": {"decay_steps": 4}, "linear": {}},
 }
 EPOCHS = 4
+STEPS_PER_EPOCH = POINTS // BATCH
 
 
-def study_config(tmp_path: Path, framework: str, **changes: object) -> Path:
-    (tmp_path / "model.py").write_text(FRAMEWORKS[framework])
-    defaults = {"objective_args": {"width": 8}, "budget": {"trials": 6, "epochs": EPOCHS}}
-    return config(tmp_path, objective="model:objective", space=SPACE, **(defaults | changes))
+def objective_of(framework: str) -> Callable[[objectives.Run], float]:
+    """The tiny model's objective, defined in this process."""
+    namespace: dict[str, object] = {}
+    exec(FRAMEWORKS[framework], namespace)
+    return namespace["objective"]  # type: ignore[return-value]
 
 
-def applied_matches_the_schedule(tmp_path: Path, trial: FrozenTrial) -> None:
+def applied_matches_the_schedule(
+    tmp_path: Path, trial: FrozenTrial | optuna.Trial, params: dict[str, object], epochs: int
+) -> list[list[float]]:
+    """The (step, lr) the framework applied in ``trial`` (its applied-<trial>.json), each
+    lr the schedule's at that step over ``epochs`` epochs of the tiny model."""
     applied = json.loads((tmp_path / f"applied-{trial.number}.json").read_text())
     assert applied, f"trial {trial.number} trained no step"
-    run = objectives.Run(None, params_of(trial), seed=0, epochs=EPOCHS)  # type: ignore[arg-type]
-    schedule = run.schedule(total_steps=EPOCHS * POINTS // BATCH)
+    run = objectives.Run(None, params, seed=0, epochs=epochs)  # type: ignore[arg-type]
+    schedule = run.schedule(total_steps=epochs * STEPS_PER_EPOCH)
     for step, lr in applied:
         assert lr == pytest.approx(schedule.lr_at(step), rel=1e-12, abs=1e-15), step
+    return applied  # type: ignore[no-any-return]
 
 
-@pytest.mark.parametrize("framework", FRAMEWORKS)
-def test_two_workers_sweep_exactly_the_budget_with_pruning(tmp_path: Path, framework: str) -> None:
+# --- Through the CLI --------------------------------------------------------------------
+
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+@pytest.mark.e2e
+def test_the_hf_example_runs_as_the_readme_shows(tmp_path: Path) -> None:
+    """``sweeps run examples/hf.yaml --workers 2`` from the repository root: two workers
+    finish exactly the budget (pruning on); each trial's stored curve holds, for every step
+    it ran, the lr the Trainer applied (read from its optimizer by the adapter), which is
+    the schedule's; the dashboard has each trial's curves. (The Lightning example, the same
+    but for its framework: `test_the_lightning_example_trains_as_the_readme_shows`.)"""
+    example = "hf"
     url = f"sqlite:///{tmp_path / 's.db'}"
-    cfg = study_config(
-        tmp_path,
-        framework,
-        pruner={"name": "percentile", "percentile": 50.0, "n_startup_trials": 1},
+    result = sweeps(
+        "run", f"examples/{example}.yaml", "--workers", "2", "--storage", url, cwd=REPO
     )
-    assert sweeps("launch", str(cfg), "--storage", url, cwd=tmp_path).returncode == 0
-    # Two good trials first; the rest barely learn and fall below the percentile at once.
-    good, bad = {"lr": 0.2, "schedule": "cosine"}, {"lr": 1e-3, "schedule": "linear"}
-    for params in (good, good, bad, bad, bad, bad):
-        queued = sweeps(
-            "enqueue",
-            "--study",
-            "t",
-            "--params",
-            json.dumps(params),
-            "--storage",
-            url,
-            cwd=tmp_path,
-        )
-        assert queued.returncode == 0, queued.stderr
-    result = sweeps("run", str(cfg), "--workers", "2", "--resume", "--storage", url, cwd=tmp_path)
     assert result.returncode == 0, result.stdout + result.stderr
-    done = optuna.load_study(study_name="t", storage=url).get_trials()
-    states = [t.state for t in done]
-    assert len(done) == 6
-    assert states.count(TrialState.COMPLETE) + states.count(TrialState.PRUNED) == 6
-    assert TrialState.PRUNED in states, [t.intermediate_values for t in done]
+    study = optuna.load_study(study_name=f"{example}-schedules", storage=url)
+    trials = study.get_trials()
+    done = [t for t in trials if t.state in (TrialState.COMPLETE, TrialState.PRUNED)]
+    assert len(done) == len(trials) == 12
+    assert study.best_value > 0.6  # validation accuracy on the digits, 10 classes
+    assert {t.params["schedule"] for t in done} >= {"constant", "cosine", "linear"}
+
+    epochs, batch = 4, 64  # the examples' budget and batch size
+    steps_per_epoch = -(-len(digits(torch.device("cpu")).x_train) // batch)
     dashboard = tmp_path / "s.db.artifacts" / "dashboard"
-    storage = storage_of(optuna.load_study(study_name="t", storage=url))
+    storage = storage_of(study)
     engine = sqlalchemy.create_engine(url)
     for t in done:
-        applied_matches_the_schedule(tmp_path, t)
-        # Its curves: every step's lr and loss in SQL, and the dashboard's artifacts.
+        if t.state == TrialState.COMPLETE:
+            assert sorted(t.intermediate_values) == list(range(1, epochs + 1))
+        else:  # pruned after an epoch, before the last
+            assert len(t.intermediate_values) < epochs
         with engine.connect() as conn:
             rows = conn.execute(
                 sqlalchemy.text(
@@ -201,19 +218,58 @@ def test_two_workers_sweep_exactly_the_budget_with_pruning(tmp_path: Path, frame
                 ),
                 {"t": trial_id_of(t)},
             ).all()
-        applied = dict(json.loads((tmp_path / f"applied-{t.number}.json").read_text()))
-        assert {step: lr for step, lr, _ in rows} == pytest.approx(applied)
-        assert all(loss is not None and loss >= 0 for _, _, loss in rows)
+        trained = len(t.intermediate_values) * steps_per_epoch
+        assert sorted(step for step, _, _ in rows) == list(range(trained)), t.number
+        run = objectives.Run(None, params_of(t), seed=0, epochs=epochs)  # type: ignore[arg-type]
+        schedule = run.schedule(total_steps=epochs * steps_per_epoch)
+        for step, lr, loss in rows:
+            assert lr == pytest.approx(schedule.lr_at(step), rel=1e-6), (t.number, step)
+            assert loss is not None and loss >= 0
         metas = {m.filename: m for m in get_all_artifact_meta(t, storage=storage)}
         svg = metas[f"trial-{t.number}-curves.svg"]
         assert (dashboard / svg.artifact_id).stat().st_size > 0  # what optuna-dashboard serves
-        if t.state == TrialState.COMPLETE:
-            assert len(t.intermediate_values) == EPOCHS
-        else:  # pruned after an epoch, before the last: the framework stopped there
-            assert len(t.intermediate_values) < EPOCHS
-            assert len(json.loads((tmp_path / f"applied-{t.number}.json").read_text())) == (
-                len(t.intermediate_values) * POINTS // BATCH
-            )
+    engine.dispose()
+
+
+def test_the_lightning_example_trains_as_the_readme_shows(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """``examples/lightning.yaml`` is a valid config (`sweeps validate`, run here), and a trial
+    of it, sampled and set up as a worker does, trains ``examples/lightning_objective.py``'s
+    module on the digits here: every step at the schedule's lr, over 0.6 accuracy. (A sweep
+    of an example through the CLI: the HF one's test above; Lightning in worker processes:
+    the SIGTERM and SIGKILL test below.)"""
+    from sweeps.commands.common import load_checked_config
+    from sweeps.space import parse_space
+
+    validated = sweeps_here("validate", "examples/lightning.yaml", cwd=REPO)
+    assert validated.returncode == 0, validated.stderr
+    config = load_checked_config(str(REPO / "examples/lightning.yaml"))
+    space = parse_space(config.space)
+    study = optuna.create_study(direction=config.direction)
+    point = {"lr": 0.1, "schedule": "cosine", "cosine.warmup_steps": 20, "args.dropout": 0.1}
+    study.enqueue_trial(point)
+    trial = study.ask()
+    params = space.sample(trial)
+    run = objectives.Run(
+        trial,
+        params,
+        seed=0,
+        epochs=config.budget.epochs,
+        direction=config.direction,
+        args=space.run_args(config.objective_args, params),
+    )
+    monkeypatch.syspath_prepend(str(REPO))
+    from examples.lightning_objective import objective
+
+    assert objective(run) > 0.6  # validation accuracy on the digits, 10 classes
+    assert [p["epoch"] for p in run.reported] == list(range(1, config.budget.epochs + 1))
+    steps_per_epoch = -(-len(digits(torch.device("cpu")).x_train) // params["batch_size"])
+    total = config.budget.epochs * steps_per_epoch
+    schedule = run.schedule(total_steps=total)
+    assert [p["step"] for p in run.logged_steps] == list(range(total))
+    for point in run.logged_steps:
+        assert point["lr"] == pytest.approx(schedule.lr_at(point["step"]), rel=1e-6)
 
 
 def start_worker(tmp_path: Path, url: str) -> subprocess.Popen[str]:
@@ -226,92 +282,101 @@ def start_worker(tmp_path: Path, url: str) -> subprocess.Popen[str]:
     )
 
 
-def slow_study(tmp_path: Path, framework: str, url: str) -> Path:
-    """One trial whose epochs last a while, heartbeats a worker loses quickly."""
-    cfg = study_config(
+@pytest.mark.e2e
+def test_sigterm_hands_a_lightning_trial_back_and_a_killed_workers_retry_resumes_from_it(
+    tmp_path: Path,
+) -> None:
+    """One trial through three worker processes, each stopped where the test lets it be
+    (``hold-<N>``: the trial waits before epoch N+1, its N epochs reported and saved).
+
+    SIGTERM after epoch 1: Lightning turns it into SIGTERMException (a SystemExit) at its
+    next batch; the worker exits 0 and the trial waits in the queue. The next worker takes
+    it up from its checkpoint, and is SIGKILLed after epoch 2: the trial fails, and its
+    retry, on a third worker, resumes from Lightning's checkpoint of epoch 2, training only
+    the epochs after it, at the schedule's lrs."""
+    url = f"sqlite:///{tmp_path / 's.db'}"
+    (tmp_path / "model.py").write_text(LIGHTNING)
+    cfg = config(
         tmp_path,
-        framework,
-        objective_args={"width": 8, "pause": 0.5},
+        objective="model:objective",
+        space=SPACE,
+        objective_args={"width": 8},
         budget={"trials": 1, "epochs": EPOCHS},
         heartbeat={"interval": 0.2, "grace_period": 1.0},
         pruner={"name": "none"},
     )
-    assert sweeps("launch", str(cfg), "--storage", url, cwd=tmp_path).returncode == 0
-    return cfg
-
-
-def reported(url: str, number: int) -> dict[int, float]:
-    trials = optuna.load_study(study_name="t", storage=url).get_trials()
-    return trials[number].intermediate_values if len(trials) > number else {}
-
-
-@pytest.mark.parametrize("framework", FRAMEWORKS)
-def test_a_killed_workers_trial_resumes_from_the_frameworks_checkpoint(
-    tmp_path: Path, framework: str
-) -> None:
-    url = f"sqlite:///{tmp_path / 's.db'}"
-    slow_study(tmp_path, framework, url)
+    launch = sweeps_here("launch", str(cfg), "--storage", url, cwd=tmp_path)
+    assert launch.returncode == 0, launch.stderr
     files = tmp_path / "s.db.artifacts" / "t" / "checkpoints" / "trial-0.files"
-    worker = start_worker(tmp_path, url)
-    wait_until(lambda: len(reported(url, 0)) >= 2 or worker.poll() is not None)
-    wait_until(lambda: (tmp_path / "s.db.artifacts/t/checkpoints/trial-0.pt").exists())
-    worker.kill()
-    worker.wait()
-    assert any(files.iterdir()), "the framework saved no checkpoint"
-    (tmp_path / "applied-1.json").unlink(missing_ok=True)
+
+    def held(epoch: int, worker: subprocess.Popen[str]) -> None:
+        wait_until(lambda: (tmp_path / f"held-{epoch}").exists() or worker.poll() is not None)
+        assert worker.poll() is None, worker.communicate()[0]
+
+    (tmp_path / "hold-1").touch()
+    stopped = start_worker(tmp_path, url)
+    held(1, stopped)
+    stopped.send_signal(signal.SIGTERM)
+    (tmp_path / "hold-1").unlink()
+    out, _ = stopped.communicate(timeout=120)
+    assert stopped.returncode == 0, out
+    assert "handed back after epoch 1 (SIGTERMException while the worker stopped)" in out, out
+    assert "back in the queue as WAITING" in out, out
+    (trial,) = optuna.load_study(study_name="t", storage=url).get_trials()
+    assert trial.state == TrialState.WAITING and list(trial.intermediate_values) == [1]
+
+    (tmp_path / "hold-2").touch()
+    victim = start_worker(tmp_path, url)
+    held(2, victim)
+    victim.kill()
+    out, _ = victim.communicate()
+    assert "trial 0 resumes from the checkpoint of trial 0" in out, out
+    assert any(files.iterdir()), "Lightning saved no checkpoint"
+    (tmp_path / "hold-2").unlink()
+
     again = sweeps("worker", "--study", "t", "--storage", url, cwd=tmp_path)
     assert again.returncode == 0, again.stdout + again.stderr
     first, retry = optuna.load_study(study_name="t", storage=url).get_trials()
     assert first.state == TrialState.FAIL and retry.state == TrialState.COMPLETE
+    assert sorted(first.intermediate_values) == [1, 2]
     assert "trial 1 resumes from the checkpoint of trial 0" in again.stdout
-    # The retry trained only the epochs after the last checkpoint, at the schedule's lrs.
-    applied = json.loads((tmp_path / "applied-1.json").read_text())
-    steps_per_epoch = POINTS // BATCH
-    assert applied[0][0] % steps_per_epoch == 0 and applied[0][0] >= steps_per_epoch
-    assert applied[-1][0] == EPOCHS * steps_per_epoch - 1
-    applied_matches_the_schedule(tmp_path, retry)
-    assert len(retry.intermediate_values) == EPOCHS
-    resumed_after = applied[0][0] // steps_per_epoch  # epochs the checkpoint held
-    kept = {e: v for e, v in first.intermediate_values.items() if e <= resumed_after}
-    assert len(kept) == resumed_after
-    assert {e: retry.intermediate_values[e] for e in kept} == kept
+    # The retry trained only the epochs after the checkpoint, at the schedule's lrs.
+    applied = applied_matches_the_schedule(tmp_path, retry, params_of(retry), EPOCHS)
+    assert [step for step, _ in applied] == list(
+        range(2 * STEPS_PER_EPOCH, EPOCHS * STEPS_PER_EPOCH)
+    )
+    assert sorted(retry.intermediate_values) == list(range(1, EPOCHS + 1))
+    assert {e: retry.intermediate_values[e] for e in (1, 2)} == first.intermediate_values
     assert not files.exists()  # the trial ended: its checkpoint files went with it
 
 
+# --- In this process ---------------------------------------------------------------------
+
+
+class PruneAfter(optuna.pruners.BasePruner):
+    """Prunes a trial once it reports ``epoch``."""
+
+    def __init__(self, epoch: int) -> None:
+        self.epoch = epoch
+
+    def prune(self, study: optuna.Study, trial: FrozenTrial) -> bool:
+        return trial.last_step is not None and trial.last_step >= self.epoch
+
+
 @pytest.mark.parametrize("framework", FRAMEWORKS)
-def test_sigterm_hands_the_trial_back(tmp_path: Path, framework: str) -> None:
-    """The worker exits 0 and the trial waits in the queue for the next worker, which
-    finishes it; under Lightning too, which turns SIGTERM into SIGTERMException (a
-    SystemExit) at its next batch."""
-    url = f"sqlite:///{tmp_path / 's.db'}"
-    slow_study(tmp_path, framework, url)
-    worker = start_worker(tmp_path, url)
-    wait_until(lambda: len(reported(url, 0)) >= 1 or worker.poll() is not None)
-    worker.send_signal(signal.SIGTERM)
-    out, _ = worker.communicate(timeout=120)
-    assert worker.returncode == 0, out
-    assert "back in the queue as WAITING" in out
-    (trial,) = optuna.load_study(study_name="t", storage=url).get_trials()
-    assert trial.state == TrialState.WAITING
-    again = sweeps("worker", "--study", "t", "--storage", url, cwd=tmp_path)
-    assert again.returncode == 0, again.stdout + again.stderr
-    (trial,) = optuna.load_study(study_name="t", storage=url).get_trials()
-    assert trial.state == TrialState.COMPLETE and len(trial.intermediate_values) == EPOCHS
-
-
-@pytest.mark.parametrize("example", ["lightning", "hf"])
-def test_the_examples_run_as_the_readme_shows(tmp_path: Path, example: str) -> None:
-    repo = Path(__file__).resolve().parents[2]
-    url = f"sqlite:///{tmp_path / 's.db'}"
-    result = sweeps(
-        "run", f"examples/{example}.yaml", "--workers", "2", "--storage", url, cwd=repo
-    )
-    assert result.returncode == 0, result.stdout + result.stderr
-    study = optuna.load_study(study_name=f"{example}-schedules", storage=url)
-    done = study.get_trials(states=(TrialState.COMPLETE, TrialState.PRUNED))
-    assert len(done) == 12
-    assert study.best_value > 0.6  # validation accuracy on the digits, 10 classes
-    assert {t.params["schedule"] for t in done} >= {"constant", "cosine", "linear"}
+def test_pruning_stops_the_framework_after_the_pruned_epoch(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, framework: str
+) -> None:
+    """``run.report`` raises TrialPruned out of the framework's training, which stops
+    there; every step it ran was at the schedule's lr."""
+    monkeypatch.chdir(tmp_path)  # the objective writes applied-<trial>.json here
+    run = trial_run(tmp_path, {}, pruner=PruneAfter(2))
+    with pytest.raises(optuna.TrialPruned):
+        objective_of(framework)(run)
+    assert [point["epoch"] for point in run.reported] == [1, 2]
+    applied = applied_matches_the_schedule(tmp_path, run.trial, run.params, EPOCHS)
+    assert [step for step, _ in applied] == list(range(2 * STEPS_PER_EPOCH))
+    assert [p["step"] for p in run.logged_steps] == list(range(2 * STEPS_PER_EPOCH))
 
 
 class RunsCode:
@@ -328,16 +393,27 @@ class Killed(Exception):
     """Ends a run after the epoch its checkpoint saved, as a SIGKILL would."""
 
 
-def trial_run(tmp_path: Path, saved: dict[str, object], *, kill_after: int = 0) -> objectives.Run:
+def trial_run(
+    tmp_path: Path,
+    saved: dict[str, object],
+    *,
+    kill_after: int = 0,
+    stop_after: int = 0,
+    pruner: optuna.pruners.BasePruner | None = None,
+) -> objectives.Run:
     """A trial run in this process, its checkpoint kept in ``saved`` (shared by the runs
-    given the same: a retry's); ``kill_after`` epochs, it raises Killed."""
+    given the same: a retry's); ``kill_after`` epochs, it raises Killed; ``stop_after``
+    epochs, its worker is stopping (as on SIGTERM)."""
 
     def save(state: dict[str, object]) -> None:
         saved.update(state)
         if len(state["epochs"]) == kill_after:  # type: ignore[arg-type]
             raise Killed
 
-    study = optuna.create_study(direction="maximize")
+    def stopping() -> bool:
+        return 0 < stop_after <= len(run.reported)
+
+    study = optuna.create_study(direction="maximize", pruner=pruner)
     params = {
         "lr": 0.1,
         "optimizer": "sgd",
@@ -348,29 +424,29 @@ def trial_run(tmp_path: Path, saved: dict[str, object], *, kill_after: int = 0) 
         "schedule": "cosine",
         "cosine.warmup_steps": 2,
     }
-    return objectives.Run(
+    run = objectives.Run(
         study.ask(),
         params,
         seed=0,
         epochs=EPOCHS,
         args={"width": 8},
         checkpoint=(save, lambda: dict(saved) or None),
+        stopping=stopping,
         checkpoint_dir=tmp_path / "trial.files",
     )
+    return run
 
 
 def test_lightning_resumes_weights_only_and_runs_no_code_planted_in_its_checkpoint(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.chdir(tmp_path)  # the objective writes applied-<trial>.json here
-    objective: dict[str, object] = {}
-    exec(LIGHTNING, objective)
-    fit_trial = objective["objective"]
+    fit_trial = objective_of("lightning")
     saved: dict[str, object] = {}
     with pytest.raises(Killed):
-        fit_trial(trial_run(tmp_path, saved, kill_after=2))  # type: ignore[operator]
+        fit_trial(trial_run(tmp_path, saved, kill_after=2))
     retry = trial_run(tmp_path, saved)
-    assert fit_trial(retry) == retry.reported[-1]["value"]  # type: ignore[operator]
+    assert fit_trial(retry) == retry.reported[-1]["value"]
     applied = json.loads((tmp_path / f"applied-{retry.trial.number}.json").read_text())
     assert applied[0][0] == 2 * POINTS // BATCH  # it went on from the checkpoint's epochs
     schedule = retry.schedule(total_steps=EPOCHS * POINTS // BATCH)
@@ -380,7 +456,7 @@ def test_lightning_resumes_weights_only_and_runs_no_code_planted_in_its_checkpoi
     planted = torch.load(ckpt, weights_only=True) | {"extra": RunsCode(tmp_path / "ran")}
     torch.save(planted, ckpt)
     with pytest.raises(pickle.UnpicklingError, match="Weights only load failed"):
-        fit_trial(trial_run(tmp_path, saved))  # type: ignore[operator]
+        fit_trial(trial_run(tmp_path, saved))
     assert not (tmp_path / "ran").exists()
 
 
@@ -409,3 +485,29 @@ def test_an_hf_trial_draws_no_progress_bars_in_the_workers_log(
     )
     assert any((tmp_path / "trial.files").glob("checkpoint-*/model.safetensors"))
     assert "Writing model shards" not in capfd.readouterr().err
+
+
+@pytest.mark.parametrize("stopped", ["handed-back", "killed"])
+def test_an_hf_trial_stopped_after_an_epoch_resumes_from_the_trainers_checkpoint(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, stopped: str
+) -> None:
+    """Handed back when its worker stops (SIGTERM), or killed, after epoch 2 (its
+    checkpoint saved): the next attempt goes on from the Trainer's checkpoint folder, at
+    the schedule's lrs, to the last epoch."""
+    monkeypatch.chdir(tmp_path)  # the objective writes applied-<trial>.json here
+    train_trial = objective_of("transformers")
+    saved: dict[str, object] = {}
+    first = trial_run(
+        tmp_path, saved, **{"stop_after" if stopped == "handed-back" else "kill_after": 2}
+    )
+    with pytest.raises(HandBack if stopped == "handed-back" else Killed):
+        train_trial(first)
+    assert [point["epoch"] for point in first.reported] == [1, 2]
+    assert saved["user"] == {"transformers": f"checkpoint-{2 * STEPS_PER_EPOCH}"}
+    retry = trial_run(tmp_path, saved)
+    assert train_trial(retry) == retry.reported[-1]["value"]
+    assert [point["epoch"] for point in retry.reported] == [1, 2, 3, 4]
+    applied = applied_matches_the_schedule(tmp_path, retry.trial, retry.params, EPOCHS)
+    assert [step for step, _ in applied] == list(
+        range(2 * STEPS_PER_EPOCH, EPOCHS * STEPS_PER_EPOCH)
+    )

@@ -1,7 +1,7 @@
 """A training script for command-trial tests, fast and without torch: it "trains" for
 ``--steps`` steps, printing a value per step, and can resume, fail, diverge, stay silent,
-fill its checkpoint folder's disk, or start a rank in a session of its own (as torchrun does)
-that records its pid."""
+fill its checkpoint folder's disk, start a rank in a session of its own (as torchrun does)
+that records its pid, or wait before a step while a test holds it."""
 
 from __future__ import annotations
 
@@ -26,6 +26,8 @@ parser.add_argument("--text", action="store_true", help="'step N: val loss V, lr
 parser.add_argument("--pids", help="append this process's and its rank's pids to this file")
 parser.add_argument("--env-dir", help="write CUDA_VISIBLE_DEVICES and the port here")
 parser.add_argument("--port", type=int)
+parser.add_argument("--hold", help="before step --hold-at, wait while this file exists")
+parser.add_argument("--hold-at", type=int, default=0)
 parser.add_argument("--rank", action="store_true", help="(internal) be a rank: wait, then exit")
 args = parser.parse_args()
 
@@ -55,6 +57,10 @@ if args.resume:
         start = json.load(f)["step"]
     print(f"resumed at step {start}", flush=True)
 for step in range(start + 1, args.steps + 1):
+    if args.hold and step == args.hold_at and os.path.exists(args.hold):
+        open(args.hold + ".held", "w").close()  # the steps before it printed and saved
+        while os.path.exists(args.hold):
+            time.sleep(0.05)
     time.sleep(args.sleep)
     value = (math.log10(args.lr) + 1) ** 2 + 1e-5 / step
     if args.mode == "nan" and step == 2:

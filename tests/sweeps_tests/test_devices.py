@@ -10,6 +10,7 @@ from pathlib import Path
 import optuna
 import pytest
 import torch
+from cli_in_process import sweeps_here
 
 from objectives import Run, train_stack
 from objectives.builtin import digits_cnn, digits_mlp
@@ -59,14 +60,22 @@ def test_bf16_autocast_trains_to_about_the_fp32_accuracy(task: object) -> None:
         assert b == pytest.approx(a, abs=0.05)
 
 
+@pytest.mark.e2e
 def test_bf16_is_set_in_the_config_and_checked(tmp_path: Path) -> None:
+    """Refused unless fp32 or bf16 (checked in this process, as `sweeps validate` does); a
+    worker trains a launched study's trial under bf16 autocast."""
     bad = config(tmp_path, precision="fp16")
-    result = sweeps("validate", str(bad), cwd=tmp_path)
+    result = sweeps_here("validate", str(bad), cwd=tmp_path)
     assert result.returncode == 2
     assert "precision" in result.stderr and "Traceback" not in result.stderr
-    good = config(tmp_path, "good.yaml", precision="bf16", budget={"trials": 2, "epochs": 1})
-    done = sweeps("run", str(good), "--storage", f"sqlite:///{tmp_path / 's.db'}", cwd=tmp_path)
-    assert done.returncode == 0, done.stderr
+    url = f"sqlite:///{tmp_path / 's.db'}"
+    good = config(tmp_path, "good.yaml", precision="bf16", budget={"trials": 1, "epochs": 1})
+    launch = sweeps_here("launch", str(good), "--storage", url, cwd=tmp_path)
+    assert launch.returncode == 0, launch.stderr
+    done = sweeps("worker", "--study", "t", "--storage", url, cwd=tmp_path)
+    assert done.returncode == 0, done.stdout + done.stderr
+    (trial,) = optuna.load_study(study_name="t", storage=url).get_trials()
+    assert trial.state == optuna.trial.TrialState.COMPLETE and trial.value is not None
 
 
 @pytest.mark.cuda
@@ -92,6 +101,7 @@ def test_bf16_on_cuda_trains() -> None:
 
 
 @pytest.mark.cuda
+@pytest.mark.e2e
 @cuda
 def test_a_sweep_runs_on_cuda_with_one_gpu_per_worker(tmp_path: Path) -> None:
     cfg = config(tmp_path, budget={"trials": 8, "epochs": 2})

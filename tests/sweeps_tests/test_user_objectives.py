@@ -1,5 +1,7 @@
 """What a user's own objective meets through the CLI: the README's objective template,
-pruning at the last epoch, a framework's SystemExit on SIGTERM, repeated failures."""
+pruning at the last epoch, a framework's SystemExit on SIGTERM, repeated failures. The
+workers are real processes; studies are launched and read in this process
+(`cli_in_process`)."""
 
 from __future__ import annotations
 
@@ -11,11 +13,10 @@ from pathlib import Path
 
 import optuna
 import pytest
+from cli_in_process import sweeps_here
 from optuna.trial import TrialState
 
 from sweeps_helpers import config, sweeps, wait_until
-
-pytestmark = pytest.mark.slow
 
 # The README's "Your own objective" template, filled in with a tiny regression model.
 TEMPLATE = """
@@ -67,23 +68,32 @@ def objective(run) -> float:
 """
 
 
+def launched(tmp_path: Path, cfg: Path) -> str:
+    url = f"sqlite:///{tmp_path / 's.db'}"
+    launch = sweeps_here("launch", str(cfg), "--storage", url, cwd=tmp_path)
+    assert launch.returncode == 0, launch.stderr
+    return url
+
+
+@pytest.mark.e2e
 @pytest.mark.parametrize(
-    ("objective", "args"),
+    ("objective", "args", "searched"),
     [
-        ("template:objective", {"width": 8}),
-        ("template:objective", {"width": 8, "optuna_idiom": True}),
-        ("digits_mlp", {"hidden": 16}),
+        # Both ways of pruning in one study: run.report's, and a plain Optuna loop's.
+        ("template:objective", {"width": 8}, {"optuna_idiom": [True, False]}),
+        # Stacks of 4 built-in trials whose searched architecture differs: a stack holds
+        # trials of one architecture.
+        ("digits_mlp", {}, {"hidden": [8, 32]}),
     ],
-    ids=["template", "optuna-idiom", "built-in"],
+    ids=["template", "built-in-stacked"],
 )
 def test_a_trial_that_trained_every_epoch_ends_complete_and_is_ranked(
-    tmp_path: Path, objective: str, args: dict[str, object]
+    tmp_path: Path, objective: str, args: dict[str, object], searched: dict[str, list[object]]
 ) -> None:
     """The pruner may prune only at the final epoch, and would prune most trials there; it
     prunes none: a trial that trained its whole budget is COMPLETE with its last value, and
     the family leaderboard ranks it."""
     (tmp_path / "template.py").write_text(TEMPLATE)
-    url = f"sqlite:///{tmp_path / 's.db'}"
     epochs = 3
     cfg = config(
         tmp_path,
@@ -102,15 +112,21 @@ def test_a_trial_that_trained_every_epoch_ends_complete_and_is_ranked(
             "optimizer": "sgd",
             "batch_size": 128,
             "schedule": {"constant": {}, "cosine": {}, "polynomial": {}},
+            "args": searched,
         },
     )
-    result = sweeps("run", str(cfg), "--storage", url, cwd=tmp_path)
+    url = launched(tmp_path, cfg)
+    result = sweeps("worker", "--study", "t", "--storage", url, cwd=tmp_path)
     assert result.returncode == 0, result.stderr + result.stdout
     done = optuna.load_study(study_name="t", storage=url).get_trials()
     assert [t.state for t in done] == [TrialState.COMPLETE] * 12
     assert all(t.value == t.intermediate_values[epochs] for t in done)
+    for name, values in searched.items():  # each variant trained, and ended COMPLETE
+        assert {t.params[f"args.{name}"] for t in done} == set(values)
 
-    status = sweeps("status", "--study", "t", "--storage", url, "--format", "json", cwd=tmp_path)
+    status = sweeps_here(
+        "status", "--study", "t", "--storage", url, "--format", "json", cwd=tmp_path
+    )
     families = {f["family"]: f for f in json.loads(status.stdout)["families"]}
     for family, ranked in families.items():
         reached = [t.value for t in done if t.params["schedule"] == family]
@@ -137,11 +153,11 @@ def objective(run):
 """
 
 
+@pytest.mark.e2e
 def test_an_objective_exiting_on_sigterm_hands_its_trial_back(tmp_path: Path) -> None:
     (tmp_path / "exits.py").write_text(EXITS_ON_SIGTERM)
-    url = f"sqlite:///{tmp_path / 's.db'}"
     cfg = config(tmp_path, objective="exits:objective", budget={"trials": 2, "epochs": 3})
-    assert sweeps("launch", str(cfg), "--storage", url, cwd=tmp_path).returncode == 0
+    url = launched(tmp_path, cfg)
     worker = subprocess.Popen(
         [sys.executable, "-m", "sweeps", "worker", "--study", "t", "--storage", url],
         cwd=tmp_path,
@@ -160,16 +176,18 @@ def test_an_objective_exiting_on_sigterm_hands_its_trial_back(tmp_path: Path) ->
     assert trial.intermediate_values == {1: 0.5}
 
 
+@pytest.mark.e2e
 def test_an_objective_exiting_by_itself_fails_its_trial(tmp_path: Path) -> None:
-    """SystemExit without a stop is the trial's own fault: FAIL, and the study goes on."""
+    """SystemExit without a stop is the trial's own fault: FAIL, and the worker goes on to
+    the next trial (the study stops at max_failures)."""
     (tmp_path / "exits.py").write_text("def objective(run):\n    raise SystemExit(3)\n")
-    url = f"sqlite:///{tmp_path / 's.db'}"
     cfg = config(
         tmp_path,
         objective="exits:objective",
         budget={"trials": 2, "epochs": 1, "retries": 0, "max_failures": 2},
     )
-    result = sweeps("run", str(cfg), "--storage", url, cwd=tmp_path)
+    url = launched(tmp_path, cfg)
+    result = sweeps("worker", "--study", "t", "--storage", url, cwd=tmp_path)
     assert result.returncode == 1, result.stdout + result.stderr
     done = optuna.load_study(study_name="t", storage=url).get_trials()
     assert [t.user_attrs["sweeps:reason"] for t in done] == ["SystemExit: 3"] * 2
@@ -186,11 +204,11 @@ def objective(run):
 """
 
 
+@pytest.mark.e2e
 def test_the_objectives_own_hyperparameters_are_searched_and_handed_to_it(
     tmp_path: Path,
 ) -> None:
     (tmp_path / "own.py").write_text(OWN_ARGS)
-    url = f"sqlite:///{tmp_path / 's.db'}"
     cfg = config(
         tmp_path,
         objective="own:objective",
@@ -207,13 +225,17 @@ def test_the_objectives_own_hyperparameters_are_searched_and_handed_to_it(
             },
         },
     )
-    assert sweeps("launch", str(cfg), "--storage", url, cwd=tmp_path).returncode == 0
+    url = launched(tmp_path, cfg)
     bad = '{"schedule": "constant", "args.width": 96}'
-    refused = sweeps("enqueue", "--study", "t", "--params", bad, "--storage", url, cwd=tmp_path)
+    refused = sweeps_here(
+        "enqueue", "--study", "t", "--params", bad, "--storage", url, cwd=tmp_path
+    )
     assert refused.returncode == 2
     assert refused.stderr.startswith("error: args.width: must be one of [64, 128], got 96")
     good = '{"schedule": "constant", "args.width": 128, "args.dropout": 0.25}'
-    queued = sweeps("enqueue", "--study", "t", "--params", good, "--storage", url, cwd=tmp_path)
+    queued = sweeps_here(
+        "enqueue", "--study", "t", "--params", good, "--storage", url, cwd=tmp_path
+    )
     assert queued.returncode == 0, queued.stderr
     result = sweeps("worker", "--study", "t", "--storage", url, cwd=tmp_path)
     assert result.returncode == 0, result.stdout + result.stderr
@@ -224,34 +246,12 @@ def test_the_objectives_own_hyperparameters_are_searched_and_handed_to_it(
     assert done[0].params == {"args.width": 128, "args.dropout": 0.25}
     assert all(0.0 <= t.params["args.dropout"] <= 0.5 for t in done)
     assert all(t.value == t.params["args.width"] + t.params["args.dropout"] + 1 for t in done)
-    exported = sweeps("export", "--study", "t", "--out", "t.csv", "--storage", url, cwd=tmp_path)
+    exported = sweeps_here(
+        "export", "--study", "t", "--out", "t.csv", "--storage", url, cwd=tmp_path
+    )
     assert exported.returncode == 0, exported.stderr
     header = (tmp_path / "t.csv").read_text().splitlines()[0]
     assert "param:args.width" in header and "param:args.tied" in header
-
-
-def test_a_built_in_task_stacks_trials_whose_searched_architecture_differs(
-    tmp_path: Path,
-) -> None:
-    """Stacks group trials of one architecture: a stack of 4 with two hidden sizes trains."""
-    url = f"sqlite:///{tmp_path / 's.db'}"
-    cfg = config(
-        tmp_path,
-        objective_args={},
-        budget={"trials": 8, "epochs": 2},
-        stack=4,
-        space={
-            "lr": {"low": 0.05, "high": 0.5, "log": True},
-            "batch_size": 128,
-            "schedule": {"constant": {}},
-            "args": {"hidden": [8, 32]},
-        },
-    )
-    result = sweeps("run", str(cfg), "--storage", url, cwd=tmp_path)
-    assert result.returncode == 0, result.stdout + result.stderr
-    done = optuna.load_study(study_name="t", storage=url).get_trials()
-    assert [t.state for t in done] == [TrialState.COMPLETE] * 8
-    assert {t.params["args.hidden"] for t in done} == {8, 32}
 
 
 # A module failing as it is imported: the error line says where, and what caused it.
