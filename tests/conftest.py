@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import NoReturn
 
 import pytest
+from cli_in_process import InProcess
 
 from backends import Backend
 from pg_cluster import PostgresCluster, find_bindir
@@ -81,6 +82,24 @@ def backend(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Backend]
     remote.close()
     server.stop(grace=None)
     database.close()
+
+
+@pytest.fixture
+def cli(monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> InProcess:
+    """``cli("status", ...)``: the `sweeps` CLI run in the test's process (`cli_in_process`)."""
+    return InProcess(monkeypatch, capsys)
+
+
+@pytest.fixture
+def one_torch_thread() -> Iterator[None]:
+    """Torch on one thread while a test trains in this process, as `sweeps run` gives each
+    of two workers on two cores: beside the other test process, a second thread only waits."""
+    import torch
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
 
 
 @pytest.fixture(scope="session")

@@ -22,11 +22,6 @@ QUICK = "def objective(run):\n    run.report(0.5, 1)\n    return 0.5\n"
 NO_CUDA = pytest.mark.skipif(torch.cuda.is_available(), reason="this machine has CUDA")
 
 
-@pytest.fixture
-def cli(monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> InProcess:
-    return InProcess(monkeypatch, capsys)
-
-
 def assert_device_refused(result: Any, device: str, cwd: Path) -> None:
     assert result.returncode == 2
     assert result.stderr.startswith(f"error: device: '{device}' cannot be used here: ")

@@ -478,11 +478,6 @@ CASES = [
 # --- running them ---------------------------------------------------------------------------
 
 
-@pytest.fixture
-def cli(monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> InProcess:
-    return InProcess(monkeypatch, capsys)
-
-
 def written(case: Case, directory: Path) -> str:
     """The case's files in ``directory``; its CONFIG argument."""
     return case.make(directory)

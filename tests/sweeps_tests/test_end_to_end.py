@@ -18,7 +18,6 @@ import shutil
 import subprocess
 import sys
 import wsgiref.util
-from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -52,23 +51,6 @@ def states(url: str, study: str = "t") -> dict[str, int]:
     for t in trials(url, study):
         counts[t.state.name] = counts.get(t.state.name, 0) + 1
     return counts
-
-
-@pytest.fixture
-def cli(monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> InProcess:
-    return InProcess(monkeypatch, capsys)
-
-
-@pytest.fixture
-def one_torch_thread() -> Iterator[None]:
-    """Torch on one thread while a test trains in this process, as `sweeps run` gives each
-    of two workers on two cores: beside the other test process, a second thread only waits."""
-    import torch
-
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
 
 
 def work(url: str, artifacts: Path, study: str = "t", **options: Any) -> int:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -30,16 +29,7 @@ GRID_SPACE: dict[str, Any] = {
 }
 
 
-@pytest.fixture(autouse=True)
-def one_torch_thread() -> Iterator[None]:
-    """Torch on one thread while a test trains in this process, as `sweeps run` gives each
-    of two workers on two cores: beside the other test process, a second thread only waits."""
-    import torch
-
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def tiny(sampler: dict[str, Any], pruner: dict[str, Any], trials: int = 4) -> SweepConfig:

@@ -48,11 +48,6 @@ def test_nominal_lr_is_the_closed_form_or_warmup_then_peak(family: str) -> None:
         assert sched.nominal_lr_at(t) == pytest.approx(expected)
 
 
-@pytest.fixture
-def cli(monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> InProcess:
-    return InProcess(monkeypatch, capsys)
-
-
 @pytest.mark.e2e
 def test_sweeps_schedules_plot_draws_a_configs_samples(tmp_path: Path) -> None:
     result = sweeps(
